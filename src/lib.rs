@@ -1,0 +1,1 @@
+//! iaso-probe library.
