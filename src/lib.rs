@@ -1,1 +1,3 @@
 //! iaso-probe library.
+
+pub mod setup;
