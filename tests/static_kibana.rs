@@ -740,13 +740,16 @@ fn dashboards_are_well_formed() {
                     "{p_at}: gridData {grid} outside the 48-column grid"
                 ));
             }
+            let mut overlapped = BTreeSet::new();
             for x in n("x")..n("x") + n("w") {
                 for y in n("y")..n("y") + n("h") {
                     if let Some(other) = cells.insert((x, y), index.clone()) {
-                        errors.push(format!("{p_at}: overlaps panel {other} at ({x},{y})"));
-                        break;
+                        overlapped.insert(other);
                     }
                 }
+            }
+            for other in overlapped {
+                errors.push(format!("{p_at}: overlaps panel {other}"));
             }
             if panel["version"].as_str() != Some(&pinned) {
                 errors.push(format!(
