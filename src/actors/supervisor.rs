@@ -12,9 +12,9 @@ use crate::model::ResultContext;
 use crate::probes::EnvRuntime;
 use crate::selection::{select, Selection};
 use crate::simulator::{self, SimulatorHandle};
+use crate::sink::es_client;
 use crate::sink::journal::Journal;
 use crate::sink::shipper::{self, Shipper, ShipperCounters};
-use crate::sink::es_client;
 use crate::summary::Tally;
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -293,8 +293,17 @@ pub async fn run(
             }
             let unshipped = shipper::unshipped(&cfg.journal.dir).unwrap_or(u64::MAX);
             let counters = counters.lock().unwrap().clone();
-            tracing::info!(stored = counters.stored, duplicates = counters.duplicates, dead_lettered = counters.dead_lettered, unshipped, "shipping finished");
-            Some(ShippingReport { counters, unshipped })
+            tracing::info!(
+                stored = counters.stored,
+                duplicates = counters.duplicates,
+                dead_lettered = counters.dead_lettered,
+                unshipped,
+                "shipping finished"
+            );
+            Some(ShippingReport {
+                counters,
+                unshipped,
+            })
         }
     };
     Ok(RunReport {
@@ -317,18 +326,23 @@ async fn start_shipping(
     cfg: &Config,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<ShippingTask>, RunError> {
-    let Some((client, target)) = es_client::build(&cfg.elasticsearch).map_err(RunError::Elasticsearch)? else {
+    let Some((client, target)) =
+        es_client::build(&cfg.elasticsearch).map_err(RunError::Elasticsearch)?
+    else {
         tracing::info!("no Elasticsearch configured (elasticsearch.urls, cloud_id or ELASTICSEARCH_URL): results go to the journal only");
         return Ok(None);
     };
     tracing::info!(target = %target.description, "shipping results to Elasticsearch");
+    let mut shipper = Shipper::new(client, cfg.elasticsearch.clone(), cfg.journal.clone())
+        .map_err(|e| RunError::Journal {
+            dir: cfg.journal.dir.display().to_string(),
+            source: e,
+        })?;
     if cfg.elasticsearch.setup_on_start {
-        crate::setup::ensure_installed(&client, &cfg.elasticsearch).await;
+        shipper.require_setup(crate::setup::elasticsearch_plan(Some(
+            &cfg.elasticsearch.ilm_delete_after,
+        )));
     }
-    let shipper = Shipper::new(client, cfg.elasticsearch.clone(), cfg.journal.clone()).map_err(|e| RunError::Journal {
-        dir: cfg.journal.dir.display().to_string(),
-        source: e,
-    })?;
     let counters = shipper.counters();
     let task = actix_rt::spawn(shipper.follow(stop));
     Ok(Some((task, counters)))

@@ -13,7 +13,10 @@ pub async fn send(client: &Elasticsearch, docs: &[BulkDoc], timeout: Duration) -
         .bulk(BulkParts::None)
         // Keeps one entry per item (positions preserved) while trimming successful ones.
         .filter_path(&["errors", "items.*.error", "items.*.status"])
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))
+        .header(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        )
         .request_timeout(timeout)
         .body(encoder::body(docs))
         .send()

@@ -70,7 +70,10 @@ mod tests {
     #[test]
     fn missing_checkpoint_means_start_of_journal() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(Checkpoint::new(d.path()).load().unwrap(), Position::default());
+        assert_eq!(
+            Checkpoint::new(d.path()).load().unwrap(),
+            Position::default()
+        );
     }
 
     #[test]
@@ -92,6 +95,9 @@ mod tests {
         let c = Checkpoint::new(d.path());
         fs::write(c.path(), "garbage").unwrap();
         let e = c.load().unwrap_err().to_string();
-        assert!(e.contains("shipping.checkpoint.json") && e.contains("not a checkpoint"), "{e}");
+        assert!(
+            e.contains("shipping.checkpoint.json") && e.contains("not a checkpoint"),
+            "{e}"
+        );
     }
 }

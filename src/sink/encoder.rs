@@ -109,13 +109,20 @@ mod tests {
         assert_eq!(d.source, line);
         assert_eq!(
             &d.action_line()[..],
-            format!("{{\"create\":{{\"_id\":\"{}\",\"_index\":\"iaso-jobs-qualif\"}}}}", r.event.id).as_bytes()
+            format!(
+                "{{\"create\":{{\"_id\":\"{}\",\"_index\":\"iaso-jobs-qualif\"}}}}",
+                r.event.id
+            )
+            .as_bytes()
         );
     }
 
     #[test]
     fn rejects_lines_that_are_not_results() {
-        assert!(matches!(encode(Bytes::from_static(b"{\"a\":")), Err(EncodeError::Json(_))));
+        assert!(matches!(
+            encode(Bytes::from_static(b"{\"a\":")),
+            Err(EncodeError::Json(_))
+        ));
         assert_eq!(
             encode(Bytes::from_static(b"{\"event\":{}}")),
             Err(EncodeError::Missing("@timestamp"))

@@ -42,7 +42,8 @@ pub fn is_configured(cfg: &ElasticsearchConfig) -> bool {
 pub fn build(cfg: &ElasticsearchConfig) -> Result<Option<(Elasticsearch, EsTarget)>, String> {
     let mut creds = credentials(cfg)?;
     let builder = if let Some(cloud) = &cfg.cloud_id {
-        let pool = CloudConnectionPool::new(cloud).map_err(|e| format!("elasticsearch.cloud_id: {e}"))?;
+        let pool =
+            CloudConnectionPool::new(cloud).map_err(|e| format!("elasticsearch.cloud_id: {e}"))?;
         TransportBuilder::new(pool)
     } else {
         let raw = node_urls(cfg);
@@ -95,13 +96,19 @@ pub fn build(cfg: &ElasticsearchConfig) -> Result<Option<(Elasticsearch, EsTarge
         builder = builder.auth(c);
     }
     if let Some(ca) = &cfg.ca_cert_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("elasticsearch.ca_cert_file {}: {e}", ca.display()))?;
+        let pem = std::fs::read(ca)
+            .map_err(|e| format!("elasticsearch.ca_cert_file {}: {e}", ca.display()))?;
         let cert = Certificate::from_pem(&pem)
             .map_err(|e| format!("elasticsearch.ca_cert_file {}: {e}", ca.display()))?;
         builder = builder.cert_validation(CertificateValidation::Full(cert));
     }
-    let transport = builder.build().map_err(|e| format!("elasticsearch client: {e}"))?;
-    Ok(Some((Elasticsearch::new(transport), EsTarget { description })))
+    let transport = builder
+        .build()
+        .map_err(|e| format!("elasticsearch client: {e}"))?;
+    Ok(Some((
+        Elasticsearch::new(transport),
+        EsTarget { description },
+    )))
 }
 
 fn urlencoding_decode(s: &str) -> String {
@@ -113,7 +120,9 @@ fn urlencoding_decode(s: &str) -> String {
 
 fn credentials(cfg: &ElasticsearchConfig) -> Result<Option<Credentials>, String> {
     if let Some(var) = &cfg.api_key_env {
-        let key = std::env::var(var).map_err(|_| format!("elasticsearch.api_key_env: environment variable {var} is not set"))?;
+        let key = std::env::var(var).map_err(|_| {
+            format!("elasticsearch.api_key_env: environment variable {var} is not set")
+        })?;
         return Ok(Some(Credentials::EncodedApiKey(key)));
     }
     if let Some(f) = &cfg.api_key_file {
@@ -123,9 +132,16 @@ fn credentials(cfg: &ElasticsearchConfig) -> Result<Option<Credentials>, String>
     let password = if let Some(p) = &cfg.password {
         Some(p.expose().to_owned())
     } else if let Some(var) = &cfg.password_env {
-        Some(std::env::var(var).map_err(|_| format!("elasticsearch.password_env: environment variable {var} is not set"))?)
+        Some(std::env::var(var).map_err(|_| {
+            format!("elasticsearch.password_env: environment variable {var} is not set")
+        })?)
     } else if let Some(f) = &cfg.password_file {
-        Some(read_secret_file(f).map_err(|e| format!("elasticsearch.password_file: {e}"))?.expose().to_owned())
+        Some(
+            read_secret_file(f)
+                .map_err(|e| format!("elasticsearch.password_file: {e}"))?
+                .expose()
+                .to_owned(),
+        )
     } else {
         None
     };
@@ -157,7 +173,11 @@ mod tests {
             ..Default::default()
         };
         let (_, target) = build(&cfg).unwrap().unwrap();
-        assert!(!target.description.contains("s3cret"), "{}", target.description);
+        assert!(
+            !target.description.contains("s3cret"),
+            "{}",
+            target.description
+        );
         assert!(target.description.contains("127.0.0.1:9200"));
     }
 }

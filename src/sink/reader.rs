@@ -38,7 +38,11 @@ impl JournalReader {
     }
 
     /// Up to `max_docs` lines / about `max_bytes` bytes from the current position.
-    pub fn read_batch(&mut self, max_docs: usize, max_bytes: usize) -> io::Result<Vec<JournalLine>> {
+    pub fn read_batch(
+        &mut self,
+        max_docs: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<JournalLine>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         loop {
@@ -48,7 +52,10 @@ impl JournalReader {
                 return Ok(out);
             };
             if seg != self.pos.segment {
-                self.pos = Position { segment: seg, offset: 0 };
+                self.pos = Position {
+                    segment: seg,
+                    offset: 0,
+                };
             }
             let newer_exists = segs.iter().any(|(n, _)| *n > seg);
             let path = self.dir.join(segment_name(seg));
@@ -130,7 +137,10 @@ mod tests {
         let rest = r2.read_batch(10, usize::MAX).unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(&rest[0].line[..], b"{\"a\":3}");
-        assert_eq!(JournalReader::count_remaining(d.path(), b[0].end).unwrap(), 2);
+        assert_eq!(
+            JournalReader::count_remaining(d.path(), b[0].end).unwrap(),
+            2
+        );
     }
 
     #[test]

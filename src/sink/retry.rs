@@ -141,7 +141,9 @@ pub fn classify_response(status: u16, body: &[u8], n_docs: usize) -> RequestVerd
 /// Upper bound of the delay before attempt `attempt` (1-based): capped exponential. The
 /// caller draws the actual delay uniformly in `0..=bound` (full jitter).
 pub fn backoff_cap(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1).min(20))
+        .unwrap_or(u32::MAX);
     initial.saturating_mul(factor).min(max)
 }
 
@@ -159,7 +161,10 @@ mod tests {
     #[test]
     fn created_items_are_stored() {
         let body = br#"{"errors":false,"took":12,"items":[{"create":{"_index":".ds-iaso-checks-lab-2026.11.28-000001","_id":"a","_version":1,"result":"created","_shards":{"total":2,"successful":1,"failed":0},"_seq_no":7,"_primary_term":1,"status":201}}]}"#;
-        assert_eq!(classify_response(200, body, 1), RequestVerdict::Items(vec![ItemVerdict::Stored]));
+        assert_eq!(
+            classify_response(200, body, 1),
+            RequestVerdict::Items(vec![ItemVerdict::Stored])
+        );
     }
 
     #[test]
@@ -171,9 +176,13 @@ mod tests {
     #[test]
     fn retries_only_items_that_got_429_or_5xx() {
         let body = br#"{"errors":true,"took":3,"items":[{"create":{"status":201}},{"create":{"_id":"b","status":429,"error":{"type":"es_rejected_execution_exception","reason":"rejected execution of processing"}}},{"create":{"_id":"c","status":503,"error":{"type":"unavailable_shards_exception","reason":"primary shard is not active"}}}]}"#;
-        let RequestVerdict::Items(v) = classify_response(200, body, 3) else { panic!() };
+        let RequestVerdict::Items(v) = classify_response(200, body, 3) else {
+            panic!()
+        };
         assert_eq!(v[0], ItemVerdict::Stored);
-        assert!(matches!(&v[1], ItemVerdict::Retry(r) if r.contains("es_rejected_execution_exception")));
+        assert!(
+            matches!(&v[1], ItemVerdict::Retry(r) if r.contains("es_rejected_execution_exception"))
+        );
         assert!(matches!(&v[2], ItemVerdict::Retry(_)));
     }
 
@@ -181,10 +190,18 @@ mod tests {
     fn mapping_errors_go_to_the_dead_letter_file_with_their_reason() {
         let item = json!({"create":{"_index":"testcase15","_id":"X7","status":400,"error":{"type":"document_parsing_exception","reason":"[1:14] failed to parse field [newcolumn] of type [long] in document with id 'X7'. Preview of field's value: 'invalid'","caused_by":{"type":"illegal_argument_exception","reason":"For input string: \"invalid\""}}}});
         match classify_item(&item) {
-            ItemVerdict::DeadLetter { status, error_type, reason } => {
+            ItemVerdict::DeadLetter {
+                status,
+                error_type,
+                reason,
+            } => {
                 assert_eq!(status, 400);
                 assert_eq!(error_type, "document_parsing_exception");
-                assert!(reason.contains("failed to parse field [newcolumn]") && reason.contains("For input string"), "{reason}");
+                assert!(
+                    reason.contains("failed to parse field [newcolumn]")
+                        && reason.contains("For input string"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -193,27 +210,45 @@ mod tests {
     #[test]
     fn whole_request_errors_are_classified() {
         let cb = br#"{"error":{"root_cause":[],"type":"circuit_breaking_exception","reason":"[parent] Data too large","durability":"TRANSIENT"},"status":429}"#;
-        assert!(matches!(classify_response(429, cb, 5), RequestVerdict::RetryAll(r) if r.contains("circuit_breaking_exception")));
+        assert!(
+            matches!(classify_response(429, cb, 5), RequestVerdict::RetryAll(r) if r.contains("circuit_breaking_exception"))
+        );
         let nm = br#"{"error":{"root_cause":[],"type":"cluster_block_exception","reason":"blocked by: [SERVICE_UNAVAILABLE/2/no master];"},"status":503}"#;
-        assert!(matches!(classify_response(503, nm, 5), RequestVerdict::RetryAll(_)));
+        assert!(matches!(
+            classify_response(503, nm, 5),
+            RequestVerdict::RetryAll(_)
+        ));
         assert_eq!(classify_response(413, b"", 5), RequestVerdict::Split);
         let auth = br#"{"error":{"type":"security_exception","reason":"missing authentication credentials for REST request [/_bulk]"},"status":401}"#;
-        assert!(matches!(classify_response(401, auth, 5), RequestVerdict::Pause(r) if r.contains("security_exception")));
+        assert!(
+            matches!(classify_response(401, auth, 5), RequestVerdict::Pause(r) if r.contains("security_exception"))
+        );
         let nl = br#"{"error":{"root_cause":[],"type":"illegal_argument_exception","reason":"The bulk request must be terminated by a newline [\\n]"},"status":400}"#;
-        assert!(matches!(classify_response(400, nl, 5), RequestVerdict::DeadLetterAll { status: 400, .. }));
+        assert!(matches!(
+            classify_response(400, nl, 5),
+            RequestVerdict::DeadLetterAll { status: 400, .. }
+        ));
     }
 
     #[test]
     fn item_count_mismatch_is_retried_not_trusted() {
         let body = br#"{"errors":false,"took":1,"items":[{"create":{"status":201}}]}"#;
-        assert!(matches!(classify_response(200, body, 2), RequestVerdict::RetryAll(_)));
+        assert!(matches!(
+            classify_response(200, body, 2),
+            RequestVerdict::RetryAll(_)
+        ));
     }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let (i, m) = (Duration::from_millis(500), Duration::from_secs(30));
-        let table: Vec<u64> = (1..=9).map(|a| backoff_cap(a, i, m).as_millis() as u64).collect();
-        assert_eq!(table, vec![500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        let table: Vec<u64> = (1..=9)
+            .map(|a| backoff_cap(a, i, m).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            table,
+            vec![500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
         assert_eq!(backoff_cap(1000, i, m), m);
     }
 

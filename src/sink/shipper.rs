@@ -10,6 +10,7 @@ use super::journal::segments;
 use super::reader::JournalReader;
 use super::retry::{backoff_cap, jittered, ItemVerdict, RequestVerdict};
 use crate::config::{ElasticsearchConfig, JournalConfig};
+use crate::setup::SetupRequest;
 use bytes::Bytes;
 use elasticsearch::Elasticsearch;
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -68,10 +69,17 @@ pub struct Shipper {
     dead_letter_path: PathBuf,
     counters: Arc<Mutex<ShipperCounters>>,
     seed: u64,
+    /// Templates to make sure of before the first document is sent (data streams need
+    /// their template: without it Elasticsearch would create plain, dynamically mapped indices).
+    setup: Option<Vec<SetupRequest>>,
 }
 
 impl Shipper {
-    pub fn new(client: Elasticsearch, cfg: ElasticsearchConfig, journal: JournalConfig) -> io::Result<Self> {
+    pub fn new(
+        client: Elasticsearch,
+        cfg: ElasticsearchConfig,
+        journal: JournalConfig,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(&journal.dir)?;
         let checkpoint = Checkpoint::new(&journal.dir);
         let position = checkpoint.load()?;
@@ -90,7 +98,69 @@ impl Shipper {
                 ..Default::default()
             })),
             seed: rand::random(),
+            setup: None,
         })
+    }
+
+    /// Installs `plan` (when its index templates are missing) before shipping anything.
+    pub fn require_setup(&mut self, plan: Vec<SetupRequest>) {
+        self.setup = Some(plan);
+    }
+
+    /// True once the templates are known to be in place.
+    async fn ensure_setup(&mut self) -> bool {
+        let Some(plan) = &self.setup else { return true };
+        let mut missing = false;
+        for r in plan
+            .iter()
+            .filter(|r| r.path.starts_with("/_index_template/"))
+        {
+            let res = self
+                .client
+                .send(
+                    elasticsearch::http::Method::Head,
+                    &r.path,
+                    elasticsearch::http::headers::HeaderMap::new(),
+                    Option::<&()>::None,
+                    Option::<elasticsearch::http::request::JsonBody<()>>::None,
+                    None,
+                )
+                .await;
+            match res {
+                Ok(resp) if resp.status_code().is_success() => {}
+                Ok(resp) if resp.status_code().as_u16() == 404 => missing = true,
+                Ok(resp) => {
+                    self.setup_failed(format!(
+                        "checking {}: HTTP {}",
+                        r.path,
+                        resp.status_code().as_u16()
+                    ));
+                    return false;
+                }
+                Err(e) => {
+                    self.setup_failed(format!("checking {}: {e}", r.path));
+                    return false;
+                }
+            }
+        }
+        if missing {
+            match crate::setup::install_elasticsearch(&self.client, plan).await {
+                Ok(n) => {
+                    tracing::info!(requests = n, "installed the ILM policy and index templates")
+                }
+                Err(e) => {
+                    self.setup_failed(e.to_string());
+                    return false;
+                }
+            }
+        }
+        self.setup = None;
+        true
+    }
+
+    fn setup_failed(&self, why: String) {
+        tracing::warn!(error = %why, "index templates not verified yet; shipping waits for them (the journal keeps everything)");
+        self.counters.lock().unwrap().last_error = Some(why);
     }
 
     /// Shared view of the counters.
@@ -106,6 +176,9 @@ impl Shipper {
     /// returns the documents handled. Retries until each document is stored or
     /// dead-lettered (so it only returns early on an I/O error of the journal itself).
     pub async fn ship_available(&mut self) -> io::Result<u64> {
+        if !self.ensure_setup().await {
+            return Ok(0);
+        }
         let start = self.checkpoint.load()?;
         let mut reader = JournalReader::new(&self.journal.dir, start);
         let mut inflight = FuturesOrdered::new();
@@ -188,11 +261,18 @@ impl Shipper {
             .create(true)
             .append(true)
             .open(&self.dead_letter_path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.dead_letter_path.display())))?;
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", self.dead_letter_path.display()),
+                )
+            })?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for d in dead {
-            let document = serde_json::from_slice::<serde_json::Value>(&d.source)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&d.source).into_owned()));
+            let document =
+                serde_json::from_slice::<serde_json::Value>(&d.source).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&d.source).into_owned())
+                });
             let rec = serde_json::json!({
                 "@timestamp": now,
                 "error": {"status": d.status, "type": d.error_type, "reason": d.reason},
@@ -212,11 +292,16 @@ impl Shipper {
     /// Deletes shipped segments (entirely before the checkpoint) past the retention age or
     /// size. Unshipped segments are never touched.
     fn apply_retention(&self, pos: Position) {
-        let (hours, max_bytes) = (self.journal.retention_hours, self.journal.retention_max_bytes);
+        let (hours, max_bytes) = (
+            self.journal.retention_hours,
+            self.journal.retention_max_bytes,
+        );
         if hours == 0 && max_bytes == 0 {
             return;
         }
-        let Ok(segs) = segments(&self.journal.dir) else { return };
+        let Ok(segs) = segments(&self.journal.dir) else {
+            return;
+        };
         let shipped: Vec<(u64, PathBuf, u64, SystemTime)> = segs
             .into_iter()
             .filter(|(n, _)| *n < pos.segment)
@@ -228,7 +313,9 @@ impl Shipper {
         let mut total: u64 = shipped.iter().map(|s| s.2).sum();
         for (_, path, len, modified) in shipped {
             let too_old = hours > 0
-                && modified.elapsed().is_ok_and(|age| age > Duration::from_secs(hours * 3600));
+                && modified
+                    .elapsed()
+                    .is_ok_and(|age| age > Duration::from_secs(hours * 3600));
             let too_big = max_bytes > 0 && total > max_bytes;
             if too_old || too_big {
                 match std::fs::remove_file(&path) {
@@ -236,7 +323,9 @@ impl Shipper {
                         total -= len;
                         tracing::info!(segment = %path.display(), "deleted shipped journal segment (retention)");
                     }
-                    Err(e) => tracing::warn!(segment = %path.display(), error = %e, "could not delete shipped journal segment"),
+                    Err(e) => {
+                        tracing::warn!(segment = %path.display(), error = %e, "could not delete shipped journal segment")
+                    }
                 }
             }
         }
@@ -285,16 +374,18 @@ async fn send_all(
                                 c.last_error = Some(why);
                                 again.push(doc);
                             }
-                            ItemVerdict::DeadLetter { status, error_type, reason } => {
-                                dead.push(DeadLetter {
-                                    index: doc.index,
-                                    id: doc.id,
-                                    status,
-                                    error_type,
-                                    reason,
-                                    source: doc.source,
-                                })
-                            }
+                            ItemVerdict::DeadLetter {
+                                status,
+                                error_type,
+                                reason,
+                            } => dead.push(DeadLetter {
+                                index: doc.index,
+                                id: doc.id,
+                                status,
+                                error_type,
+                                reason,
+                                source: doc.source,
+                            }),
                         }
                     }
                 }
@@ -302,7 +393,11 @@ async fn send_all(
                     attempt = 0;
                 } else {
                     let d = retry_later(&mut attempt, &mut rng);
-                    tracing::debug!(documents = again.len(), delay_ms = d.as_millis() as u64, "retrying rejected bulk items");
+                    tracing::debug!(
+                        documents = again.len(),
+                        delay_ms = d.as_millis() as u64,
+                        "retrying rejected bulk items"
+                    );
                     tokio::time::sleep(d).await;
                     queue.push_front(again);
                 }
@@ -333,7 +428,10 @@ async fn send_all(
                     counters.lock().unwrap().splits += 1;
                     let mut first = batch;
                     let second = first.split_off(first.len() / 2);
-                    tracing::info!(halves = first.len(), "bulk request too large (413), splitting");
+                    tracing::info!(
+                        halves = first.len(),
+                        "bulk request too large (413), splitting"
+                    );
                     queue.push_front(second);
                     queue.push_front(first);
                 }
