@@ -1,1 +1,2 @@
 //! iaso-probe library.
+pub mod simulator;
