@@ -52,7 +52,7 @@ pub struct CountersSnapshot {
     pub backups_launched: u64,
     /// Restore jobs launched.
     pub restores_launched: u64,
-    /// Job status answers (200) whose status differs from the previous one answered for the
+    /// Job status answers (200, not malformed) whose status differs from the previous one answered for the
     /// same job; the first answer for a job counts as a change.
     pub status_changes_served: u64,
     /// Jobs for which a terminal status was answered at least once.

@@ -19,6 +19,7 @@ mod ratelimit;
 mod server;
 mod state;
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::mpsc;
@@ -107,7 +108,6 @@ pub fn spawn(cfg: SimulatorConfig, bind: SocketAddr) -> io::Result<SimulatorHand
 }
 
 /// A running simulator. Dropping it stops the simulator too.
-#[derive(Debug)]
 pub struct SimulatorHandle {
     addr: SocketAddr,
     shared: web::Data<Shared>,
@@ -158,6 +158,15 @@ impl SimulatorHandle {
             tracing::error!("simulator thread panicked");
         }
         tracing::info!(addr = %self.addr, "simulator stopped");
+    }
+}
+
+impl fmt::Debug for SimulatorHandle {
+    // By hand: the state holds tokens and up to 2 million request offsets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -515,9 +524,9 @@ mod tests {
 
     #[tokio::test]
     async fn job_runs_from_pending_to_a_terminal_status() {
-        // Long enough that the first poll lands in the Pending tenth (100 ms).
+        // Long enough that the first poll lands in the Pending tenth (200 ms), even on a busy machine.
         let sim = start(SimulatorConfig {
-            job_duration_ms: RangeMs::new(1_000, 1_000),
+            job_duration_ms: RangeMs::new(2_000, 2_000),
             ..quiet()
         });
         let api = Reference::new(&sim);
@@ -530,7 +539,7 @@ mod tests {
         let last = seen.last().unwrap();
         assert_eq!(
             *last,
-            json!({"jobId": "J1", "status": "Completed", "percentComplete": 100, "elapsedSeconds": 1,
+            json!({"jobId": "J1", "status": "Completed", "percentComplete": 100, "elapsedSeconds": 2,
                    "phase": "Archive Index", "failureReason": null})
         );
         let percents: Vec<u64> = seen
@@ -767,6 +776,211 @@ mod tests {
         assert_eq!(served.endpoint("other").requests, 1);
         assert_eq!(served.request_offsets_ms.len(), 2);
         assert_eq!(served.max_requests_in_window(60_000), 2);
+    }
+
+    /// The alt dialect, as a prober configured for it would call it.
+    struct Alt {
+        http: reqwest::Client,
+        base: String,
+    }
+
+    impl Alt {
+        fn new(sim: &SimulatorHandle) -> Self {
+            Self {
+                http: client(),
+                base: sim.base_url(),
+            }
+        }
+
+        async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+            let mut req = self.http.get(format!("{}{path}", self.base));
+            if let Some(token) = token {
+                req = req.header("X-Auth-Token", token);
+            }
+            send(req).await
+        }
+
+        async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+            let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
+            if let Some(token) = token {
+                req = req.header("X-Auth-Token", token);
+            }
+            send(req).await
+        }
+
+        async fn login(&self) -> String {
+            let a = self
+                .post(
+                    "/rest/login",
+                    None,
+                    json!({"user": "probe", "pass": "probe-secret"}),
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            a.json()["access"]["token"].as_str().unwrap().to_owned()
+        }
+    }
+
+    fn alt() -> SimulatorConfig {
+        SimulatorConfig {
+            dialect: Dialect::Alt,
+            ..quiet()
+        }
+    }
+
+    #[tokio::test]
+    async fn alt_dialect_serves_numeric_job_ids() {
+        let sim = start(alt());
+        let api = Alt::new(&sim);
+        let token = api.login().await;
+        let a = api
+            .post(
+                "/rest/hosts/web-01/backup",
+                Some(&token),
+                json!({"level": "INCREMENTAL"}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(a.json(), json!({"result": {"id": 1}}));
+        let a = api
+            .post(
+                "/rest/hosts/web-01/restore",
+                Some(&token),
+                json!({"file": "f", "from": "/a", "to": "/b"}),
+            )
+            .await;
+        assert_eq!(a.json(), json!({"result": {"id": 2}}));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let last = loop {
+            let job = api.get("/rest/jobs/1", Some(&token)).await.json()["job"].clone();
+            if !["Pending", "Running"].contains(&job["state"].as_str().unwrap()) {
+                break job;
+            }
+            assert!(Instant::now() < deadline, "job 1 never ended");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        assert_eq!(
+            last,
+            json!({"state": "Completed", "progress": 100, "elapsed": 0, "stage": "Archive Index", "reason": null})
+        );
+        let c = sim.counters();
+        assert_eq!(
+            (
+                c.backups_launched,
+                c.restores_launched,
+                c.jobs_terminal_served
+            ),
+            (1, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn alt_ping_and_status_have_their_own_shapes() {
+        let mut cfg = alt();
+        cfg.components = vec!["commserve".to_owned(), "database".to_owned()];
+        let sim = start(cfg);
+        let api = Alt::new(&sim);
+        assert_eq!(
+            api.get("/rest/ping", None).await.json(),
+            json!({"code": 200})
+        );
+        assert_eq!(
+            api.get("/rest/status", None).await.json(),
+            json!({"overall": "OK", "components": [{"id": "commserve", "state": "UP"}, {"id": "database", "state": "UP"}]})
+        );
+        assert_eq!(api.get("/api/v1/alive", None).await.status, 404);
+        let c = sim.counters();
+        assert_eq!(
+            (
+                c.endpoint("alive").ok_2xx,
+                c.endpoint("health").ok_2xx,
+                c.endpoint("other").requests
+            ),
+            (1, 1, 1)
+        );
+        sim.stop();
+
+        let sim = start(SimulatorConfig {
+            unhealthy_ratio: 1.0,
+            components: vec!["commserve".to_owned()],
+            ..alt()
+        });
+        assert_eq!(
+            Alt::new(&sim).get("/rest/status", None).await.json(),
+            json!({"overall": "DEGRADED", "components": [{"id": "commserve", "state": "DOWN"}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn alt_dialect_takes_the_token_from_x_auth_token_only() {
+        let sim = start(alt());
+        let api = Alt::new(&sim);
+        let token = api.login().await;
+        let bearer = api
+            .http
+            .post(format!("{}/rest/hosts/h/backup", api.base))
+            .bearer_auth(&token)
+            .json(&json!({"level": "FULL"}));
+        let a = send(bearer).await;
+        assert_eq!(a.status, 401);
+        assert_eq!(
+            a.json(),
+            json!({"error": {"code": 401, "message": "invalid or expired token"}})
+        );
+        assert_eq!(api.get("/rest/jobs/1", Some(&token)).await.status, 404);
+        assert_eq!(api.get("/rest/jobs/J1", Some(&token)).await.status, 404);
+        let a = api
+            .post(
+                "/rest/hosts/h/backup",
+                Some(&token),
+                json!({"level": "HOURLY"}),
+            )
+            .await;
+        assert_eq!(a.status, 400);
+        let a = api
+            .post(
+                "/rest/login",
+                None,
+                json!({"user": "probe", "pass": "wrong"}),
+            )
+            .await;
+        assert_eq!(a.status, 401);
+        assert_eq!(sim.counters().logins_failed, 1);
+    }
+
+    #[tokio::test]
+    async fn alt_rate_limit_answers_429_with_retry_after() {
+        let sim = start(SimulatorConfig {
+            rate_limit_per_sec: Some(1),
+            rate_limit_burst: 1,
+            ..alt()
+        });
+        let api = Alt::new(&sim);
+        assert_eq!(api.get("/rest/ping", None).await.status, 200);
+        let a = api.get("/rest/ping", None).await;
+        assert_eq!(
+            (a.status, &a.headers["retry-after"]),
+            (429, &reqwest::header::HeaderValue::from_static("1"))
+        );
+        assert_eq!(
+            a.json(),
+            json!({"error": {"code": 429, "message": "rate limited"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_does_not_wait_for_idle_keep_alive_connections() {
+        let sim = start(quiet());
+        let api = Reference::new(&sim);
+        api.get("/api/v1/alive").await;
+        let started = Instant::now();
+        sim.stop();
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "stop waited {:?}",
+            started.elapsed()
+        );
+        drop(api);
     }
 
     #[test]

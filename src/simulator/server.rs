@@ -21,7 +21,6 @@ pub const COUNTERS_PATH: &str = "/_sim/counters";
 const CONTROL_PREFIX: &str = "/_sim/";
 
 /// State shared by the HTTP workers and the `SimulatorHandle`.
-#[derive(Debug)]
 pub struct Shared {
     // A std Mutex, not tokio's: it is held for a few microseconds, never across an await,
     // and the handle locks it from synchronous code.

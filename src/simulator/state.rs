@@ -26,7 +26,6 @@ pub struct Reply {
 }
 
 /// Everything the simulator remembers.
-#[derive(Debug)]
 pub struct State {
     cfg: SimulatorConfig,
     counters: CountersSnapshot,
@@ -42,7 +41,6 @@ pub struct State {
     jobs: Vec<Job>,
 }
 
-#[derive(Debug)]
 struct Host {
     name: String,
     backups: u32,
@@ -556,6 +554,44 @@ mod tests {
                 ..cfg.clone()
             })
         );
+    }
+
+    #[test]
+    fn hundred_thousand_jobs_are_launched_and_polled_without_timers() {
+        let mut s = State::new(quiet_config());
+        let token = login(&mut s, 0);
+        let n = 100_000u64;
+        for i in 0..n {
+            let call = Call::Launch {
+                kind: JobKind::Backup,
+                host: format!("host-{}", i % 1_000),
+            };
+            s.handle(0, &on(Endpoint::Backups), Some(&token), Some(Ok(call)));
+        }
+        for id in 1..=n {
+            let call = Call::Status {
+                job_id: Some(id),
+                host: None,
+            };
+            s.handle(
+                2_000,
+                &on(Endpoint::JobStatus),
+                Some(&token),
+                Some(Ok(call)),
+            );
+        }
+        let c = s.counters();
+        assert_eq!(
+            (
+                c.backups_launched,
+                c.jobs_terminal_served,
+                c.status_changes_served
+            ),
+            (n, n, n)
+        );
+        // Per job: one small record (the host table is shared by all jobs of a host).
+        assert!(s.jobs.capacity() * std::mem::size_of::<Job>() < 8 << 20);
+        assert_eq!(s.hosts.len(), 1_000);
     }
 
     #[test]
