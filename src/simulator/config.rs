@@ -28,6 +28,7 @@ pub struct SimulatorConfig {
     /// Accepted logins. Default: one user `probe` with password `probe-secret`.
     pub credentials: Vec<SimCredential>,
     /// Lifetime of an issued token, in milliseconds; a request with an older token gets 401.
+    /// The login answers it as `expiresIn`, in whole seconds rounded down.
     pub token_ttl_ms: u64,
     /// Latency added to every answer, drawn uniformly in `min..=max` milliseconds.
     /// Overridden by `faults.latency_ms` and `endpoint_faults.<name>.latency_ms`.
@@ -43,7 +44,8 @@ pub struct SimulatorConfig {
     /// Size of the rate limit's bucket: how many requests may arrive at once after a pause.
     pub rate_limit_burst: u32,
     /// Duration of a job from launch to its terminal status, drawn in `min..=max`
-    /// milliseconds. The first tenth of it the job is `Pending`.
+    /// milliseconds: `Pending` for the first tenth, then `Running`, then terminal (a failed
+    /// job stops between 10 and 90 %; a job that fails to start is terminal at once).
     pub job_duration_ms: RangeMs,
     /// Share of jobs that end `Failed` (with a `failureReason`), between 0 and 1.
     pub job_failure_ratio: f64,
@@ -58,7 +60,7 @@ pub struct SimulatorConfig {
     /// Shape of the API: `reference` (the IASO portal, `/api/v1/...`) or `alt` (a
     /// differently shaped portal, `/rest/...`, to test configurable endpoint mappings).
     pub dialect: Dialect,
-    /// Number of HTTP worker threads.
+    /// Number of HTTP worker threads (one serves tens of thousands of jobs).
     pub workers: usize,
 }
 

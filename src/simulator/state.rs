@@ -116,8 +116,8 @@ impl State {
             } => return reply(Answer::error(405, "method not allowed")),
             Route::Endpoint { endpoint, .. } => *endpoint,
         };
-        if let Some(fault) = self.draw_fault(endpoint) {
-            return fault.unwrap_or_else(reply);
+        if let Some(fault) = self.draw_fault(endpoint, latency_ms) {
+            return fault;
         }
         if endpoint.needs_token() && !token.is_some_and(|t| self.token_is_valid(t, now_ms)) {
             return reply(Answer::error(401, "invalid or expired token"));
@@ -130,9 +130,9 @@ impl State {
         reply(self.execute(now_ms, call))
     }
 
-    /// Draws the fault of this request, if any: `Some(Ok(reply))` for a timeout (its own
-    /// delay), `Some(Err(answer))` for an answer sent after the usual latency.
-    fn draw_fault(&mut self, endpoint: Endpoint) -> Option<Result<Reply, Answer>> {
+    /// Draws the fault of this request, if any. A timeout waits `hang_ms` instead of the
+    /// latency.
+    fn draw_fault(&mut self, endpoint: Endpoint, latency_ms: u64) -> Option<Reply> {
         let name = endpoint.name();
         let f = self.cfg.faults_for(name);
         let (timeout, error, malformed, hang_ms) = (
@@ -148,20 +148,26 @@ impl State {
         let roll: f64 = self.rng.gen();
         if roll < timeout {
             self.counters.endpoint_mut(name).timeouts += 1;
-            Some(Ok(Reply {
+            Some(Reply {
                 answer: Answer::error(504, "gateway timeout"),
                 delay_ms: hang_ms,
-            }))
+            })
         } else if roll < timeout + error {
             let (status, message) = [
                 (500, "internal server error"),
                 (502, "bad gateway"),
                 (503, "service unavailable"),
             ][self.rng.gen_range(0..3)];
-            Some(Err(Answer::error(status, message)))
+            Some(Reply {
+                answer: Answer::error(status, message),
+                delay_ms: latency_ms,
+            })
         } else if roll < timeout + error + malformed {
             self.counters.endpoint_mut(name).malformed += 1;
-            Some(Err(Answer::Malformed))
+            Some(Reply {
+                answer: Answer::Malformed,
+                delay_ms: latency_ms,
+            })
         } else {
             None
         }
