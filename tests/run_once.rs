@@ -47,7 +47,10 @@ fn seeded_run_journal_holds_exactly_what_the_simulator_served() {
 
     let ep = |n: &str| c.endpoints.get(n).map_or(0, |e| e.requests);
     // liveness + the response-time check (default path /api/v1/alive)
-    assert_eq!(count(&docs, Action::Liveness) + count(&docs, Action::ResponseTime), ep("alive"));
+    assert_eq!(
+        count(&docs, Action::Liveness) + count(&docs, Action::ResponseTime),
+        ep("alive")
+    );
     // one result per component plus _overall, per health answer
     let components = 5 + 1;
     assert_eq!(count(&docs, Action::Health), ep("health") * components);
@@ -61,7 +64,10 @@ fn seeded_run_journal_holds_exactly_what_the_simulator_served() {
     assert_eq!(c.jobs_terminal_served, 22);
 
     // Job flows: one trace id from launch to end, results classified.
-    let ends: Vec<_> = docs.iter().filter(|r| r.event.action == Action::JobEnd).collect();
+    let ends: Vec<_> = docs
+        .iter()
+        .filter(|r| r.event.action == Action::JobEnd)
+        .collect();
     for e in &ends {
         let trace = &e.trace.as_ref().unwrap().id;
         let launch = docs.iter().find(|r| {
@@ -70,8 +76,14 @@ fn seeded_run_journal_holds_exactly_what_the_simulator_served() {
         });
         assert!(launch.is_some(), "job.end without its launch");
         let res = e.iaso.job.as_ref().unwrap().result.unwrap();
-        assert!(matches!(res, JobResult::Success | JobResult::Warning | JobResult::Failure));
-        assert_eq!(e.event.outcome == Outcome::Failure, res == JobResult::Failure);
+        assert!(matches!(
+            res,
+            JobResult::Success | JobResult::Warning | JobResult::Failure
+        ));
+        assert_eq!(
+            e.event.outcome == Outcome::Failure,
+            res == JobResult::Failure
+        );
     }
     // A seeded failure ratio of 20% over 22 jobs fails some and not all.
     let failed = ends
@@ -83,13 +95,19 @@ fn seeded_run_journal_holds_exactly_what_the_simulator_served() {
 
     // Heartbeat fields on checks, none on jobs.
     for r in &docs {
-        let is_check = matches!(r.event.action, Action::Liveness | Action::Health | Action::ResponseTime | Action::Auth);
+        let is_check = matches!(
+            r.event.action,
+            Action::Liveness | Action::Health | Action::ResponseTime | Action::Auth
+        );
         assert_eq!(r.monitor.is_some(), is_check, "{:?}", r.event.action);
         assert_eq!(r.labels.run_id, report.run_id);
         assert_eq!(r.service.environment, "lab");
     }
     let lines = iaso_probe::sink::journal::read_all(&dir.path().join("journal")).unwrap();
-    assert!(lines.iter().all(|l| !l.contains("probe-secret")), "password leaked into the journal");
+    assert!(
+        lines.iter().all(|l| !l.contains("probe-secret")),
+        "password leaked into the journal"
+    );
 }
 
 #[test]
@@ -98,13 +116,19 @@ fn wrong_password_fails_auth_and_skips_every_step_that_needs_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let tail = format!("{}{}", hosts("lab", 10), RESTORES);
     let mut cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
-    cfg.environments.get_mut("lab").unwrap().credentials.password =
-        Some(iaso_probe::config::Secret::new("wrong"));
+    cfg.environments
+        .get_mut("lab")
+        .unwrap()
+        .credentials
+        .password = Some(iaso_probe::config::Secret::new("wrong"));
     let report = run_once(cfg);
     let docs = journal(dir.path());
     let c = sim.counters();
 
-    let auth: Vec<_> = docs.iter().filter(|r| r.event.action == Action::Auth).collect();
+    let auth: Vec<_> = docs
+        .iter()
+        .filter(|r| r.event.action == Action::Auth)
+        .collect();
     assert_eq!(auth.len(), 1);
     assert_eq!(auth[0].event.outcome, Outcome::Failure);
     assert_eq!(auth[0].error.as_ref().unwrap().kind, ErrorType::Auth);
@@ -112,13 +136,26 @@ fn wrong_password_fails_auth_and_skips_every_step_that_needs_the_token() {
 
     let skipped: Vec<_> = docs
         .iter()
-        .filter(|r| r.error.as_ref().is_some_and(|e| e.kind == ErrorType::Skipped))
+        .filter(|r| {
+            r.error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorType::Skipped)
+        })
         .collect();
-    assert_eq!(skipped.len(), 12, "10 backups + 2 restores reported skipped");
-    assert!(skipped.iter().all(|r| r.event.outcome == Outcome::Unknown && r.host.is_some()));
+    assert_eq!(
+        skipped.len(),
+        12,
+        "10 backups + 2 restores reported skipped"
+    );
+    assert!(skipped
+        .iter()
+        .all(|r| r.event.outcome == Outcome::Unknown && r.host.is_some()));
     assert_eq!(count(&docs, Action::BackupLaunch), 10);
     assert_eq!(count(&docs, Action::RestoreLaunch), 2);
-    assert_eq!(count(&docs, Action::JobStatus) + count(&docs, Action::JobEnd), 0);
+    assert_eq!(
+        count(&docs, Action::JobStatus) + count(&docs, Action::JobEnd),
+        0
+    );
     assert_eq!(c.backups_launched, 0);
     assert_eq!(report.exit_code(), 1);
     assert_eq!(report.tally.environments["lab"].skipped, 12);
@@ -141,7 +178,10 @@ fn token_expiry_mid_run_costs_one_relogin_and_no_job() {
     let expirer = std::thread::spawn(move || {
         let t0 = Instant::now();
         while s2.counters().backups_launched < 40 {
-            assert!(t0.elapsed() < Duration::from_secs(20), "jobs never launched");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "jobs never launched"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -152,7 +192,10 @@ fn token_expiry_mid_run_costs_one_relogin_and_no_job() {
     let c = sim_for_thread.counters();
     let docs = journal(dir.path());
     assert_eq!(c.logins_ok, 2, "initial login + exactly one re-login");
-    assert!(c.endpoints["job_status"].unauthorized_401 > 0, "expiry was seen by polls");
+    assert!(
+        c.endpoints["job_status"].unauthorized_401 > 0,
+        "expiry was seen by polls"
+    );
     assert_eq!(count(&docs, Action::JobEnd), 40, "no job lost");
     assert!(docs
         .iter()
@@ -179,9 +222,15 @@ fn limiter_keeps_every_second_at_or_under_quota_plus_burst() {
     run_once(cfg);
     let c = sim.counters();
     let total: u64 = c.endpoints.values().map(|e| e.requests).sum();
-    assert!(total > 60, "enough demand to press the limiter ({total} requests)");
+    assert!(
+        total > 60,
+        "enough demand to press the limiter ({total} requests)"
+    );
     let worst = c.max_requests_in_window(1000);
-    assert!(worst <= 25, "a one-second window saw {worst} requests (quota 20 + burst 5)");
+    assert!(
+        worst <= 25,
+        "a one-second window saw {worst} requests (quota 20 + burst 5)"
+    );
 }
 
 #[test]
@@ -197,7 +246,10 @@ fn shutdown_in_service_mode_flushes_everything() {
         let t0 = Instant::now();
         // Service mode spreads first runs over the interval (2 s here); wait for the launches.
         while s2.counters().backups_launched < 25 {
-            assert!(t0.elapsed() < Duration::from_secs(90), "jobs never launched");
+            assert!(
+                t0.elapsed() < Duration::from_secs(90),
+                "jobs never launched"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = tx.send(());
@@ -208,11 +260,22 @@ fn shutdown_in_service_mode_flushes_everything() {
     trigger.join().unwrap();
     let docs = journal(dir.path());
     assert!(report.interrupted);
-    assert_eq!(report.sink.written, docs.len() as u64, "every result reached the disk");
-    let ends: Vec<_> = docs.iter().filter(|r| r.event.action == Action::JobEnd).collect();
+    assert_eq!(
+        report.sink.written,
+        docs.len() as u64,
+        "every result reached the disk"
+    );
+    let ends: Vec<_> = docs
+        .iter()
+        .filter(|r| r.event.action == Action::JobEnd)
+        .collect();
     let launched = sim.counters().backups_launched;
     assert!(launched >= 25);
-    assert_eq!(ends.len() as u64, launched, "every tracked job reported its end");
+    assert_eq!(
+        ends.len() as u64,
+        launched,
+        "every tracked job reported its end"
+    );
     assert!(ends
         .iter()
         .all(|r| r.iaso.job.as_ref().unwrap().result == Some(JobResult::Cancelled)));

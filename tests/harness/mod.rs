@@ -51,7 +51,11 @@ max_duration_secs = 30
 {tail}
 "#,
         journal = dir.join("journal").display(),
-        poll = if tail.contains("poll_interval_ms") { "" } else { "poll_interval_ms = 20\n" },
+        poll = if tail.contains("poll_interval_ms") {
+            ""
+        } else {
+            "poll_interval_ms = 20\n"
+        },
     );
     config(dir, &text)
 }
@@ -72,7 +76,11 @@ pub fn run_once(cfg: Config) -> RunReport {
 }
 
 /// Runs in a fresh actix System with the given shutdown future.
-pub fn run_with(cfg: Config, once: bool, shutdown: impl Future<Output = ()> + 'static) -> RunReport {
+pub fn run_with(
+    cfg: Config,
+    once: bool,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> RunReport {
     let opts = RunOptions {
         once,
         seed: Some(7),
