@@ -159,8 +159,12 @@ impl Shipper {
     }
 
     fn setup_failed(&self, why: String) {
-        tracing::warn!(error = %why, "index templates not verified yet; shipping waits for them (the journal keeps everything)");
-        self.counters.lock().unwrap().last_error = Some(why);
+        let mut c = self.counters.lock().unwrap();
+        // Say it once per distinct error, not once per retry tick.
+        if c.last_error.as_deref() != Some(why.as_str()) {
+            tracing::warn!(error = %why, "index templates not verified yet; shipping waits for them (the journal keeps everything)");
+        }
+        c.last_error = Some(why);
     }
 
     /// Shared view of the counters.
@@ -233,8 +237,9 @@ impl Shipper {
         Ok(handled)
     }
 
-    /// Follows the journal until `stop` turns true, shipping every `batch_max_wait_ms`,
-    /// then ships what remains and returns.
+    /// Follows the journal until `stop` turns true, shipping every `batch_max_wait_ms`;
+    /// then keeps shipping until the journal is caught up (the caller bounds this with its
+    /// deadline: whatever is left is sent by the next run or `iaso-probe ship`).
     pub async fn follow(mut self, mut stop: watch::Receiver<bool>) {
         let tick = Duration::from_millis(self.cfg.batch_max_wait_ms.max(10));
         loop {
@@ -243,12 +248,16 @@ impl Shipper {
                 tracing::error!(error = %e, "shipping stopped on a journal error; retrying");
                 self.counters.lock().unwrap().last_error = Some(e.to_string());
             }
-            if stopping {
+            if stopping && unshipped(&self.journal.dir).is_ok_and(|n| n == 0) {
                 return;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                _ = stop.changed() => {}
+            if stopping {
+                tokio::time::sleep(tick).await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(tick) => {}
+                    _ = stop.changed() => {}
+                }
             }
         }
     }
