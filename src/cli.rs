@@ -220,6 +220,12 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
                 "run {}: journal has {} new results",
                 report.run_id, report.sink.written
             );
+            if let Some(s) = &report.shipping {
+                println!(
+                    "elasticsearch: {} stored, {} already there, {} dead-lettered, {} still unshipped (sent by the next run or `iaso-probe ship`)",
+                    s.counters.stored, s.counters.duplicates, s.counters.dead_lettered, s.unshipped
+                );
+            }
             if once && !report.interrupted {
                 report.exit_code()
             } else if report.interrupted && once {
