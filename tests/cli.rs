@@ -206,3 +206,53 @@ fn run_once_ships_to_elasticsearch_url_without_leaking_its_password() {
         .iter()
         .all(|l| !l.contains("s3cret-pw") && !l.contains("lab-secret")));
 }
+
+#[test]
+fn ship_sends_a_journal_written_without_elasticsearch() {
+    let d = tempfile::tempdir().unwrap();
+    let o = bin(d.path())
+        .args(["run", "--once", "--env", "prod"])
+        .output()
+        .unwrap();
+    assert!(matches!(o.status.code(), Some(0) | Some(1)), "{}", text(&o));
+    let lines = iaso_probe::sink::journal::read_all(&d.path().join("data/journal")).unwrap();
+    let emu = EsEmulator::start();
+    let o = bin(d.path())
+        .env("ELASTICSEARCH_URL", emu.url())
+        .arg("ship")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(emu.count("iaso-*"), lines.len());
+    assert!(
+        out.contains(&format!("shipped: {} stored", lines.len())),
+        "{out}"
+    );
+    // Shipping again sends nothing new: the checkpoint moved.
+    let o = bin(d.path())
+        .env("ELASTICSEARCH_URL", emu.url())
+        .arg("ship")
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("shipped: 0 stored"), "{}", text(&o));
+    assert_eq!(emu.count("iaso-*"), lines.len());
+}
+
+#[test]
+fn setup_dry_run_prints_the_exact_requests() {
+    let d = tempfile::tempdir().unwrap();
+    let toml = format!("{GOOD_ENV}\n[kibana]\nurl = \"http://kibana.example:5601\"\n");
+    std::fs::write(d.path().join("probe.toml"), toml).unwrap();
+    let o = bin(d.path())
+        .args(["--config", "probe.toml", "setup", "--dry-run"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let has = |prefix: &str| out.lines().any(|l| l.starts_with(prefix));
+    assert!(has("PUT /_ilm/policy/iaso-probe {"), "{out}");
+    assert!(has("PUT /_index_template/iaso-checks {"), "{out}");
+    assert!(out.contains("_import?overwrite=true"), "{out}");
+    assert!(out.contains("kbn-xsrf"), "{out}");
+}

@@ -186,6 +186,29 @@ mod tests {
     }
 
     #[test]
+    fn example_file_parses_and_only_misses_its_secrets_and_files() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        match load_with(&ConfigSource::Files(vec![p]), false) {
+            Ok(_) => {}
+            Err(ConfigError::Invalid(problems)) => {
+                for pr in problems {
+                    assert!(
+                        pr.message.contains("is not set") || pr.message.contains("No such file"),
+                        "unexpected problem in config/example.toml: {pr}"
+                    );
+                }
+            }
+            Err(e) => panic!("config/example.toml does not parse: {e}"),
+        }
+    }
+
+    #[test]
+    fn alt_portal_example_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alt-portal.toml");
+        load_with(&ConfigSource::Files(vec![p]), false).unwrap();
+    }
+
+    #[test]
     fn rejects_missing_file_naming_it() {
         let e = load_with(
             &ConfigSource::Files(vec!["/nonexistent/x.toml".into()]),
