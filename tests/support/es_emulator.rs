@@ -227,7 +227,7 @@ impl EsEmulator {
     /// Like [`EsEmulator::fail_requests`] with an explicit fault (e.g. the circuit breaker).
     pub fn fail_requests_with(&self, fault: Fault, n: usize) {
         let mut st = self.state();
-        st.bulk_faults.extend(std::iter::repeat(fault).take(n));
+        st.bulk_faults.extend(std::iter::repeat_n(fault, n));
     }
 
     /// The next `n` requests to **any** endpoint fail with `status` (checked before the
@@ -235,7 +235,7 @@ impl EsEmulator {
     pub fn fail_any_requests(&self, status: u16, n: usize) {
         let mut st = self.state();
         st.any_faults
-            .extend(std::iter::repeat(Fault::from_status(status)).take(n));
+            .extend(std::iter::repeat_n(Fault::from_status(status), n));
     }
 
     /// Drops every queued fault and item-level injection.
