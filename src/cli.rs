@@ -285,7 +285,7 @@ fn simulate(args: &SimulateArgs) -> i32 {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(shutdown_signal());
+    rt.block_on(async { shutdown_signal().await });
     drop(handle);
     0
 }

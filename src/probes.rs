@@ -260,6 +260,16 @@ pub fn restore_spec(r: &RestoreSpec) -> JobSpec {
     }
 }
 
+/// Launches answered 429 are retried this many times (after `Retry-After`).
+const MAX_RATE_LIMITED_RETRIES: u32 = 10;
+
+/// How long to wait after a 429: `Retry-After` (capped at 30 s), else 1 s.
+fn retry_delay(retry_after: Option<Duration>) -> Duration {
+    retry_after
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(30))
+}
+
 /// A launched job to track.
 pub struct LaunchedJob {
     pub spec: JobSpec,
@@ -298,6 +308,13 @@ pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
             rt.tokens.invalidate(lease.generation);
             continue;
         }
+        // The portal's own rate limit is not a failed launch: wait as told, a few times.
+        if let Err(ApiError::RateLimited { retry_after }) = &call.outcome {
+            if tries <= MAX_RATE_LIMITED_RETRIES {
+                tokio::time::sleep(retry_delay(*retry_after)).await;
+                continue;
+            }
+        }
         break call;
     };
     let trace_id = trace_id(rt, &spec);
@@ -331,8 +348,8 @@ fn trace_id(rt: &EnvRuntime, spec: &JobSpec) -> String {
 
 /// What one poll decided.
 pub enum PollVerdict {
-    /// Keep polling.
-    Continue,
+    /// Keep polling (no sooner than the given delay when the portal asked us to wait).
+    Continue(Option<Duration>),
     /// The job ended (the `job.end` result has been emitted).
     Ended(JobResult),
 }
@@ -410,6 +427,7 @@ pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> P
         }
         break call;
     };
+    let mut at_least = None;
     match call.outcome {
         Ok(state) => {
             p.consecutive_failures = 0;
@@ -440,6 +458,10 @@ pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> P
             if let Some(res) = result {
                 return end(rt, p, res, None).await;
             }
+        }
+        Err(ApiError::RateLimited { retry_after }) => {
+            // Our own pace is too fast for the portal: not a failure of the job.
+            at_least = Some(retry_delay(retry_after));
         }
         Err(e) => {
             p.consecutive_failures += 1;
@@ -472,7 +494,7 @@ pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> P
         )
         .await;
     }
-    PollVerdict::Continue
+    PollVerdict::Continue(at_least)
 }
 
 /// Emits the `job.end` result.

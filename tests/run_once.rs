@@ -280,3 +280,37 @@ fn shutdown_in_service_mode_flushes_everything() {
         .iter()
         .all(|r| r.iaso.job.as_ref().unwrap().result == Some(JobResult::Cancelled)));
 }
+
+#[test]
+fn the_portals_own_429s_delay_the_prober_but_fail_nothing() {
+    let sim = simulator(&format!(
+        "{SIM}\nrate_limit_per_sec = 15\nrate_limit_burst = 3\n"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &hosts("lab", 12));
+    // Misconfigured: the prober may send 50/s, the portal takes 15/s.
+    cfg.environments.get_mut("lab").unwrap().rate_limit_per_sec = 50;
+    run_once(cfg);
+    let c = sim.counters();
+    let limited: u64 = c.endpoints.values().map(|e| e.rate_limited_429).sum();
+    assert!(limited > 0, "the prober's 50/s must hit the portal's 15/s");
+    let docs = journal(dir.path());
+    let launches: Vec<_> = docs
+        .iter()
+        .filter(|r| r.event.action == Action::BackupLaunch)
+        .collect();
+    assert_eq!(launches.len(), 12);
+    assert!(
+        launches.iter().all(|r| r.event.outcome == Outcome::Success),
+        "launches answered 429 are retried after Retry-After: {:?}",
+        launches.iter().map(|r| r.error.clone()).collect::<Vec<_>>()
+    );
+    let ends: Vec<_> = docs
+        .iter()
+        .filter(|r| r.event.action == Action::JobEnd)
+        .collect();
+    assert_eq!(ends.len(), 12);
+    assert!(ends
+        .iter()
+        .all(|r| r.iaso.job.as_ref().unwrap().result != Some(JobResult::PollFailed)));
+}

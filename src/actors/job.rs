@@ -214,10 +214,10 @@ impl Handler<Poll> for Job {
             .into_actor(self)
             .map(|(p, verdict), act, ctx| match verdict {
                 PollVerdict::Ended(_) => ctx.stop(),
-                PollVerdict::Continue if act.cancelled => act.finish_cancelled(p, ctx),
-                PollVerdict::Continue => {
+                PollVerdict::Continue(_) if act.cancelled => act.finish_cancelled(p, ctx),
+                PollVerdict::Continue(at_least) => {
                     act.progress = Some(p);
-                    let d = act.next_delay(false);
+                    let d = act.next_delay(false).max(at_least.unwrap_or_default());
                     ctx.notify_later(Poll, d);
                 }
             }),

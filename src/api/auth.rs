@@ -100,7 +100,18 @@ impl TokenManager {
             return (Err(e), None);
         }
         self.logins.fetch_add(1, Ordering::Relaxed);
-        let call = client.login(&self.username, &self.password).await;
+        let mut call = client.login(&self.username, &self.password).await;
+        // The portal's rate limit is not a refused login: wait as told and try again.
+        for _ in 0..3 {
+            let Err(ApiError::RateLimited { retry_after }) = &call.outcome else {
+                break;
+            };
+            let wait = retry_after
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(30));
+            tokio::time::sleep(wait).await;
+            call = client.login(&self.username, &self.password).await;
+        }
         let res = match &call.outcome {
             Ok(tok) => {
                 let mut s = self.state.lock().unwrap();
