@@ -1,3 +1,32 @@
-//! iaso-probe library.
+//! iaso-probe: continuously tests the IASO backup-as-a-service API in every environment and
+//! records every result in a journal shipped to Elasticsearch.
+//!
+//! - [`config`]: the configuration tree, its loading (figment) and validation.
+//! - [`model`]: result documents and the data travelling between actors.
+//! - [`api`]: HTTP to the IASO portal (client built from configuration, token manager).
+//! - [`limiter`]: per-environment rate limiting (governor behind one pacer per thread).
+//! - [`probes`]: what each check and job step does and what its result says.
+//! - [`actors`]: supervisor → environments → jobs, and the sink.
+//! - [`sink`]: the journal and the shipping stages.
+//! - [`selection`]: `--env`, `--host`, `--hosts`, `--shard`.
+//! - [`summary`]: per-environment tallies, the summary table and exit code.
+//! - [`setup`]: index templates, ILM and Kibana dashboards (`iaso-probe setup`).
+//! - [`simulator`]: the built-in simulator of the portal.
+//! - [`logging`]: the human application log.
+//! - [`cli`]: the command line.
 
+pub mod actors;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod limiter;
+pub mod logging;
+pub mod model;
+pub mod probes;
+pub mod selection;
 pub mod setup;
+pub mod simulator;
+pub mod sink;
+pub mod summary;
+
+pub use actors::supervisor::{run, RunError, RunOptions, RunReport};

@@ -1,0 +1,262 @@
+//! The job actor: tracks one launched backup or restore by polling its status (through the
+//! environment's limiter, with jitter) until it ends. It reschedules itself only after a poll
+//! completes, so slow answers never pile up polls.
+
+use crate::api::ApiClient;
+use crate::model::JobResult;
+use crate::probes::{self, EnvRuntime, JobProgress, LaunchedJob, PollVerdict};
+use actix::prelude::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// Counts the jobs of one environment, bounds them, and can cancel them all.
+pub struct JobTracker {
+    active: AtomicUsize,
+    idle: Notify,
+    slots: Arc<Semaphore>,
+    next_id: AtomicU64,
+    registry: Mutex<HashMap<u64, Recipient<Cancel>>>,
+    /// Set by `cancel_all`: jobs started afterwards are cancelled at once.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl JobTracker {
+    pub fn new(max_jobs: usize) -> Arc<Self> {
+        Arc::new(Self {
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+            slots: Arc::new(Semaphore::new(max_jobs.max(1))),
+            next_id: AtomicU64::new(0),
+            registry: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Waits for room for one more job (the bound on tracked jobs).
+    pub async fn reserve(self: &Arc<Self>) -> JobGuard {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        self.active.fetch_add(1, Ordering::SeqCst);
+        JobGuard {
+            tracker: self.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            _slot: slot,
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no job is tracked.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Asks every job to stop (each reports `job.end` with `cancelled`).
+    pub fn cancel_all(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let all: Vec<_> = self.registry.lock().unwrap().values().cloned().collect();
+        for r in all {
+            // Control message, not data: the job may already be gone, which is fine.
+            r.do_send(Cancel);
+        }
+    }
+}
+
+/// Held by a job actor for its whole life; dropping it frees the slot.
+pub struct JobGuard {
+    tracker: Arc<JobTracker>,
+    id: u64,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        self.tracker.registry.lock().unwrap().remove(&self.id);
+        if self.tracker.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.tracker.idle.notify_waiters();
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Poll;
+
+/// Stop tracking: report `job.end` with `cancelled` and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel;
+
+pub struct Job {
+    rt: Arc<EnvRuntime>,
+    client: ApiClient,
+    /// None while a poll is in flight.
+    progress: Option<JobProgress>,
+    cancelled: bool,
+    rng: SmallRng,
+    guard: Option<JobGuard>,
+}
+
+impl Job {
+    /// Starts the job actor on `arbiter`; it registers itself with the tracker.
+    pub fn spawn(arbiter: &ArbiterHandle, rt: Arc<EnvRuntime>, job: LaunchedJob, guard: JobGuard) {
+        let tracker = guard.tracker.clone();
+        let id = guard.id;
+        let seed = seed_of(&job.job_id, &rt.name);
+        let addr = Job::start_in_arbiter(arbiter, move |_| Job {
+            client: rt.client(), // built on the job's own arbiter thread
+            rt,
+            progress: Some(JobProgress::new(job)),
+            cancelled: false,
+            rng: SmallRng::seed_from_u64(seed),
+            guard: Some(guard),
+        });
+        let recipient = addr.recipient();
+        tracker
+            .registry
+            .lock()
+            .unwrap()
+            .insert(id, recipient.clone());
+        if tracker.closed.load(Ordering::SeqCst) {
+            recipient.do_send(Cancel);
+        }
+    }
+
+    fn next_delay(&mut self, first: bool) -> Duration {
+        let jobs = &self.rt.cfg.jobs;
+        let jitter = if jobs.poll_jitter_ms > 0 {
+            self.rng.gen_range(0..=jobs.poll_jitter_ms)
+        } else {
+            0
+        };
+        let base = if first { 0 } else { jobs.poll_interval_ms };
+        Duration::from_millis(base + jitter)
+    }
+
+    fn finish_cancelled(&mut self, p: JobProgress, ctx: &mut Context<Self>) {
+        let rt = self.rt.clone();
+        ctx.wait(
+            async move {
+                probes::end(
+                    &rt,
+                    &p,
+                    JobResult::Cancelled,
+                    Some((crate::model::ErrorType::Cancelled, "prober stopping".into())),
+                )
+                .await;
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        );
+    }
+}
+
+fn seed_of(job_id: &str, env: &str) -> u64 {
+    // FNV-1a: a stable, dependency-free seed per job for reproducible jitter.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in env.bytes().chain([0]).chain(job_id.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+impl Actor for Job {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let d = self.next_delay(true);
+        ctx.notify_later(Poll, d);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.guard.take();
+    }
+}
+
+impl Handler<Poll> for Job {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Poll, _: &mut Self::Context) -> Self::Result {
+        let Some(mut p) = self.progress.take() else {
+            return Box::pin(actix::fut::ready(()));
+        };
+        let (rt, client) = (self.rt.clone(), self.client.clone());
+        Box::pin(
+            async move {
+                let v = probes::poll(&rt, &mut p, &client).await;
+                (p, v)
+            }
+            .into_actor(self)
+            .map(|(p, verdict), act, ctx| match verdict {
+                PollVerdict::Ended(_) => ctx.stop(),
+                PollVerdict::Continue if act.cancelled => act.finish_cancelled(p, ctx),
+                PollVerdict::Continue => {
+                    act.progress = Some(p);
+                    let d = act.next_delay(false);
+                    ctx.notify_later(Poll, d);
+                }
+            }),
+        )
+    }
+}
+
+impl Handler<Cancel> for Job {
+    type Result = ();
+
+    fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) {
+        self.cancelled = true;
+        if let Some(p) = self.progress.take() {
+            self.finish_cancelled(p, ctx);
+        }
+        // Otherwise a poll is in flight; its completion sees `cancelled`.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_are_stable_and_distinct() {
+        assert_eq!(seed_of("J1", "lab"), seed_of("J1", "lab"));
+        assert_ne!(seed_of("J1", "lab"), seed_of("J2", "lab"));
+        assert_ne!(seed_of("J1", "lab"), seed_of("J1", "prod"));
+    }
+
+    #[actix_rt::test]
+    async fn tracker_is_idle_once_every_guard_is_dropped() {
+        let t = JobTracker::new(2);
+        let a = t.reserve().await;
+        let b = t.reserve().await;
+        assert_eq!(t.active(), 2);
+        let waiter = {
+            let t = t.clone();
+            tokio::spawn(async move { t.wait_idle().await })
+        };
+        drop(a);
+        assert!(!waiter.is_finished());
+        drop(b);
+        waiter.await.unwrap();
+        assert_eq!(t.active(), 0);
+    }
+}

@@ -1,0 +1,269 @@
+//! The supervisor: starts the tree downstream first (sink, worker arbiters, environments)
+//! and stops it in reverse (environments stop producing and cancel their jobs, then the sink
+//! flushes, then the arbiters stop). [`run`] is the library's entry point for `run`.
+
+use super::environment::{EnvCounters, Environment, GetCounters, RunPass, Shutdown};
+use super::sink::{Sink, SinkCounters, SinkHandle};
+use super::Workers;
+use crate::api::TokenManager;
+use crate::config::{resolve_password, Config, HostSpec};
+use crate::limiter::EnvLimits;
+use crate::model::ResultContext;
+use crate::probes::EnvRuntime;
+use crate::selection::{select, Selection};
+use crate::simulator::{self, SimulatorHandle};
+use crate::sink::journal::Journal;
+use crate::summary::Tally;
+use actix::prelude::*;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// One pass, every job tracked to its end; otherwise service mode until shutdown.
+    pub once: bool,
+    pub selection: Selection,
+    /// Seed of the scheduling jitter (tests); random otherwise.
+    pub seed: Option<u64>,
+    /// Jobs still running this long after the shutdown signal are abandoned.
+    pub shutdown_deadline: Option<Duration>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub tally: Tally,
+    pub sink: SinkCounters,
+    pub environments: BTreeMap<String, EnvCounters>,
+    /// True when the run ended because of the shutdown future.
+    pub interrupted: bool,
+}
+
+impl RunReport {
+    /// 0 all passed, 1 some probe failed (or was skipped).
+    pub fn exit_code(&self) -> i32 {
+        self.tally.exit_code()
+    }
+}
+
+/// Why a run could not start or finish cleanly (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Selection(String),
+    #[error("journal {dir}: {source}")]
+    Journal { dir: String, source: std::io::Error },
+    #[error("simulator for environment {env}: {source}")]
+    Simulator { env: String, source: std::io::Error },
+    #[error("environment {env}: {message}")]
+    Environment { env: String, message: String },
+    #[error("journal flush failed: {0}")]
+    Flush(String),
+}
+
+/// The supervisor actor: knows every environment actor.
+pub struct Supervisor {
+    envs: BTreeMap<String, Addr<Environment>>,
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RunOnce;
+
+impl Handler<RunOnce> for Supervisor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: RunOnce, _: &mut Self::Context) -> Self::Result {
+        let envs: Vec<_> = self.envs.values().cloned().collect();
+        Box::pin(async move {
+            let passes = envs.iter().map(|e| e.send(RunPass));
+            for r in futures_util::future::join_all(passes).await {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "environment actor lost during the pass");
+                }
+            }
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "BTreeMap<String, EnvCounters>")]
+struct StopAll(Duration);
+
+impl Handler<StopAll> for Supervisor {
+    type Result = ResponseFuture<BTreeMap<String, EnvCounters>>;
+    fn handle(&mut self, msg: StopAll, _: &mut Self::Context) -> Self::Result {
+        let envs = self.envs.clone();
+        Box::pin(async move {
+            let mut out = BTreeMap::new();
+            for (name, addr) in &envs {
+                if let Ok(c) = addr.send(GetCounters).await {
+                    out.insert(name.clone(), c);
+                }
+            }
+            let stops = envs.values().map(|a| a.send(Shutdown { deadline: msg.0 }));
+            futures_util::future::join_all(stops).await;
+            out
+        })
+    }
+}
+
+fn run_id(seed: u64) -> String {
+    format!(
+        "{}-{:06x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        seed & 0xff_ffff
+    )
+}
+
+fn observer_hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs the prober until the pass ends (`once`) or `shutdown` resolves. Must be called
+/// inside an actix System. Results go to the journal; the sink is flushed before returning.
+pub async fn run(
+    cfg: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, RunError> {
+    let plan = select(&cfg, &opts.selection).map_err(RunError::Selection)?;
+    let seed = opts.seed.unwrap_or_else(rand::random);
+    let run_id = run_id(seed);
+    let observer = observer_hostname();
+    tracing::info!(run_id = %run_id, environments = plan.len(), once = opts.once, "run starting");
+
+    // Downstream first: the sink.
+    let journal = Journal::open(&cfg.journal.dir, cfg.journal.segment_max_bytes).map_err(|e| {
+        RunError::Journal {
+            dir: cfg.journal.dir.display().to_string(),
+            source: e,
+        }
+    })?;
+    let written = Arc::new(Notify::new());
+    let sink_addr = Sink::new(journal, cfg.journal.clone(), written).start();
+    let sink = SinkHandle::new(sink_addr, cfg.sink.buffer);
+
+    // Worker arbiters for job actors, one per core.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+    let workers = Workers::new(arbiters.iter().map(|a| a.handle()).collect());
+
+    // Simulators (kept alive for the whole run), then the environments.
+    let mut simulators: Vec<SimulatorHandle> = Vec::new();
+    let mut envs = BTreeMap::new();
+    for (i, (name, env_cfg, hosts)) in plan.into_iter().enumerate() {
+        let base_url = match (&env_cfg.simulator, &env_cfg.base_url) {
+            (Some(sim), _) => {
+                let h =
+                    simulator::spawn(sim.clone(), "127.0.0.1:0".parse().unwrap()).map_err(|e| {
+                        RunError::Simulator {
+                            env: name.clone(),
+                            source: e,
+                        }
+                    })?;
+                let url = h.base_url();
+                tracing::info!(env = %name, url = %url, "in-process simulator started");
+                simulators.push(h);
+                url
+            }
+            (None, Some(u)) => u.clone(),
+            (None, None) => unreachable!("validated: base_url or simulator"),
+        };
+        let password =
+            resolve_password(&env_cfg.credentials).map_err(|m| RunError::Environment {
+                env: name.clone(),
+                message: m,
+            })?;
+        let rate = NonZeroU32::new(env_cfg.rate_limit_per_sec).expect("validated > 0");
+        let burst = NonZeroU32::new(env_cfg.rate_limit_burst).expect("validated > 0");
+        let limits = Arc::new(EnvLimits::new(&name, rate, burst, env_cfg.max_in_flight));
+        let restores = if opts.selection.hosts.is_empty() && opts.selection.hosts_file.is_none() {
+            env_cfg.restores.clone()
+        } else {
+            // A host selection narrows restores to the selected hosts too.
+            env_cfg
+                .restores
+                .iter()
+                .filter(|r| hosts.iter().any(|h: &HostSpec| h.name == r.host))
+                .cloned()
+                .collect()
+        };
+        let rt = Arc::new(EnvRuntime {
+            name: name.as_str().into(),
+            tokens: TokenManager::new(
+                env_cfg.credentials.username.clone().unwrap_or_default(),
+                password,
+            ),
+            cfg: Arc::new(env_cfg),
+            base_url,
+            limits,
+            ctx: ResultContext::new(&run_id, &name, &observer),
+            sink: sink.clone(),
+            hosts,
+        });
+        let env = Environment::new(
+            rt,
+            workers.clone(),
+            restores,
+            !opts.once,
+            seed.wrapping_add(i as u64),
+        )
+        .start();
+        envs.insert(name, env);
+    }
+    let supervisor = Supervisor { envs }.start();
+
+    let deadline = opts.shutdown_deadline.unwrap_or(Duration::from_secs(10));
+    let mut interrupted = false;
+    tokio::pin!(shutdown);
+    if opts.once {
+        tokio::select! {
+            r = supervisor.send(RunOnce) => { let _ = r; }
+            _ = &mut shutdown => {
+                interrupted = true;
+                tracing::warn!("shutdown requested: stopping the pass");
+            }
+        }
+    } else {
+        shutdown.await;
+        interrupted = true;
+        tracing::info!("shutdown requested: stopping");
+    }
+    let environments = supervisor.send(StopAll(deadline)).await.unwrap_or_default();
+
+    // Producers are stopped: flush the sink, then stop the arbiters.
+    let flushed = sink.flush().await;
+    let (tally, counters) = sink.report().await.unwrap_or_default();
+    for a in &arbiters {
+        a.stop();
+    }
+    drop(simulators);
+    let written = flushed.map_err(RunError::Flush)?;
+    tracing::info!(run_id = %run_id, results = written, "run finished, journal flushed");
+    Ok(RunReport {
+        run_id,
+        tally,
+        sink: counters,
+        environments,
+        interrupted,
+    })
+}

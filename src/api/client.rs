@@ -1,0 +1,554 @@
+//! The portal client: builds each request from the environment's [`ApiMapping`], passes it
+//! through the environment's limiter, reads a capped body and interprets it with the
+//! configured JSON pointers. A failed call is data ([`Call::outcome`] is `Err`), never a panic.
+
+use super::ApiError;
+use crate::config::{ApiMapping, EnvironmentConfig, LaunchEndpoint, RestoreSpec, Secret};
+use crate::limiter::EnvLimits;
+use crate::model::{BackupLevel, JobKind};
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What was called and how it went, for the result document.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub method: String,
+    /// Full URL, never with credentials.
+    pub url: String,
+    pub status: Option<u16>,
+    /// From the rate permit to the end of the body (queueing is not latency).
+    pub duration: Duration,
+}
+
+/// One call: the exchange and its interpreted outcome.
+#[derive(Debug, Clone)]
+pub struct Call<T> {
+    pub exchange: Exchange,
+    pub outcome: Result<T, ApiError>,
+}
+
+/// A token from the auth endpoint.
+#[derive(Clone)]
+pub struct Token {
+    pub value: Secret,
+    pub expires_in: Option<Duration>,
+}
+
+/// Health of the portal: the overall status and one entry per component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthReport {
+    pub overall: Option<String>,
+    pub components: Vec<(String, String)>,
+}
+
+/// A launched job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launched {
+    pub job_id: String,
+    pub status: Option<String>,
+}
+
+/// A job status answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobState {
+    pub status: String,
+    pub percent: Option<f64>,
+    pub elapsed_s: Option<u64>,
+    pub phase: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+/// Values substituted into paths and bodies.
+#[derive(Debug, Clone, Default)]
+pub struct Vars<'a> {
+    pub host: Option<&'a str>,
+    pub level: Option<BackupLevel>,
+    pub job_id: Option<&'a str>,
+    pub restore: Option<&'a RestoreSpec>,
+}
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        match name {
+            "host" => self.host.map(str::to_owned),
+            "level" => self.level.map(|l| l.as_str().to_owned()),
+            "job_id" => self.job_id.map(str::to_owned),
+            "file_name" => self.restore.map(|r| r.file_name.clone()),
+            "source_path" => self.restore.map(|r| r.source_path.clone()),
+            "destination_path" => self.restore.map(|r| r.destination_path.clone()),
+            _ => None,
+        }
+    }
+
+    /// Replaces `{name}` placeholders; unknown or absent ones are left as they are.
+    fn render(&self, template: &str, encode: bool) -> String {
+        let mut out = String::with_capacity(template.len() + 16);
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            match rest[open..].find('}') {
+                Some(close) => {
+                    let name = &rest[open + 1..open + close];
+                    match self.get(name) {
+                        Some(v) if encode => out.push_str(&encode_path_segment(&v)),
+                        Some(v) => out.push_str(&v),
+                        None => out.push_str(&rest[open..=open + close]),
+                    }
+                    rest = &rest[open + close + 1..];
+                }
+                None => {
+                    out.push_str(&rest[open..]);
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The client of one environment on the current thread (its own reqwest pool: a reqwest
+/// client is tied to the runtime that opened its connections — one per arbiter).
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: Arc<str>,
+    cfg: Arc<EnvironmentConfig>,
+    limits: Arc<EnvLimits>,
+}
+
+impl ApiClient {
+    /// The client for `cfg` on this thread, created on first use.
+    pub fn for_this_thread(
+        base_url: &str,
+        cfg: Arc<EnvironmentConfig>,
+        limits: Arc<EnvLimits>,
+    ) -> Self {
+        thread_local! {
+            static CLIENTS: RefCell<HashMap<usize, reqwest::Client>> = RefCell::new(HashMap::new());
+        }
+        let key = Arc::as_ptr(&limits) as *const () as usize;
+        let http = CLIENTS.with(|c| {
+            c.borrow_mut()
+                .entry(key)
+                .or_insert_with(|| build_http(&cfg))
+                .clone()
+        });
+        Self {
+            http,
+            base: base_url.trim_end_matches('/').into(),
+            cfg,
+            limits,
+        }
+    }
+
+    fn api(&self) -> &ApiMapping {
+        &self.cfg.api
+    }
+
+    /// Liveness: HTTP status and the answer's status field must match.
+    pub async fn liveness(&self) -> Call<()> {
+        let ep = &self.api().liveness;
+        let (exchange, res) = self
+            .call(&ep.method, &ep.path, None, None, &Vars::default())
+            .await;
+        let outcome = res.and_then(|(status, body)| {
+            if status != ep.expect_http_status {
+                return Err(ApiError::Assertion(format!(
+                    "HTTP status {status}, expected {}",
+                    ep.expect_http_status
+                )));
+            }
+            if ep.status_pointer.is_empty() {
+                return Ok(());
+            }
+            let v = parse_json(&body)?;
+            match v.pointer(&ep.status_pointer).map(scalar_text) {
+                Some(Some(s)) if s == ep.expect_status => Ok(()),
+                Some(Some(s)) => Err(ApiError::Assertion(format!(
+                    "{} is {s}, expected {}",
+                    ep.status_pointer, ep.expect_status
+                ))),
+                _ => Err(ApiError::Decode(format!(
+                    "no {} in the answer",
+                    ep.status_pointer
+                ))),
+            }
+        });
+        Call { exchange, outcome }
+    }
+
+    /// Health: one entry per component, plus the overall status when configured.
+    pub async fn health(&self) -> Call<HealthReport> {
+        let ep = &self.api().health;
+        let (exchange, res) = self
+            .call(&ep.method, &ep.path, None, None, &Vars::default())
+            .await;
+        let outcome = res.and_then(|(status, body)| {
+            expect_2xx(status, &body)?;
+            let v = parse_json(&body)?;
+            let overall = if ep.overall_pointer.is_empty() {
+                None
+            } else {
+                v.pointer(&ep.overall_pointer).and_then(scalar_text)
+            };
+            let list = v
+                .pointer(&ep.components_pointer)
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    ApiError::Decode(format!("no component array at {}", ep.components_pointer))
+                })?;
+            let mut components = Vec::with_capacity(list.len());
+            for (i, c) in list.iter().enumerate() {
+                let name = c.get(&ep.name_field).and_then(scalar_text).ok_or_else(|| {
+                    ApiError::Decode(format!("component {i} has no `{}`", ep.name_field))
+                })?;
+                let st = c
+                    .get(&ep.status_field)
+                    .and_then(scalar_text)
+                    .ok_or_else(|| {
+                        ApiError::Decode(format!("component `{name}` has no `{}`", ep.status_field))
+                    })?;
+                components.push((name, st));
+            }
+            Ok(HealthReport {
+                overall,
+                components,
+            })
+        });
+        Call { exchange, outcome }
+    }
+
+    /// True when `status` is one of the configured healthy values.
+    pub fn is_healthy(&self, status: &str) -> bool {
+        self.api()
+            .health
+            .healthy_values
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(status))
+    }
+
+    /// Response time: GET `path`, any 2xx; the caller compares the duration to the limit.
+    pub async fn timed_get(&self, path: &str) -> Call<()> {
+        let (exchange, res) = self.call("GET", path, None, None, &Vars::default()).await;
+        let outcome = res.and_then(|(status, body)| expect_2xx(status, &body));
+        Call { exchange, outcome }
+    }
+
+    /// Authentication: credentials in, token out.
+    pub async fn login(&self, username: &str, password: &Secret) -> Call<Token> {
+        let ep = &self.api().auth;
+        let mut body = Map::new();
+        body.insert(ep.username_field.clone(), json!(username));
+        body.insert(ep.password_field.clone(), json!(password.expose()));
+        let (exchange, res) = self
+            .call(
+                &ep.method,
+                &ep.path,
+                Some(Value::Object(body)),
+                None,
+                &Vars::default(),
+            )
+            .await;
+        let outcome = res.and_then(|(status, body)| {
+            if status == 401 || status == 403 {
+                return Err(ApiError::Unauthorized(status));
+            }
+            expect_2xx(status, &body)?;
+            let v = parse_json(&body)?;
+            let token = v
+                .pointer(&ep.token_pointer)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ApiError::Decode(format!("no token at {}", ep.token_pointer)))?;
+            let expires_in = if ep.expires_in_pointer.is_empty() {
+                None
+            } else {
+                v.pointer(&ep.expires_in_pointer)
+                    .and_then(Value::as_f64)
+                    .filter(|s| *s > 0.0)
+                    .map(Duration::from_secs_f64)
+            };
+            Ok(Token {
+                value: Secret::new(token),
+                expires_in,
+            })
+        });
+        Call { exchange, outcome }
+    }
+
+    /// Launches a backup (`level`) or a restore (`restore`) for `host`.
+    pub async fn launch(
+        &self,
+        kind: JobKind,
+        host: &str,
+        level: Option<BackupLevel>,
+        restore: Option<&RestoreSpec>,
+        token: &Secret,
+    ) -> Call<Launched> {
+        let ep: &LaunchEndpoint = match kind {
+            JobKind::Backup => &self.api().backup,
+            JobKind::Restore => &self.api().restore,
+        };
+        let vars = Vars {
+            host: Some(host),
+            level,
+            job_id: None,
+            restore,
+        };
+        let body = render_body(&ep.body, &vars);
+        let (exchange, res) = self
+            .call(&ep.method, &ep.path, body, Some(token), &vars)
+            .await;
+        let outcome = res.and_then(|(status, body)| {
+            expect_2xx(status, &body)?;
+            let v = parse_json(&body)?;
+            let job_id = v
+                .pointer(&ep.job_id_pointer)
+                .and_then(scalar_text)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| ApiError::Decode(format!("no job id at {}", ep.job_id_pointer)))?;
+            let status = if ep.status_pointer.is_empty() {
+                None
+            } else {
+                v.pointer(&ep.status_pointer).and_then(scalar_text)
+            };
+            Ok(Launched { job_id, status })
+        });
+        Call { exchange, outcome }
+    }
+
+    /// Reads a job's status.
+    pub async fn job_status(&self, job_id: &str, host: &str, token: &Secret) -> Call<JobState> {
+        let ep = &self.api().job_status;
+        let vars = Vars {
+            host: Some(host),
+            level: None,
+            job_id: Some(job_id),
+            restore: None,
+        };
+        let body = render_body(&ep.body, &vars);
+        let (exchange, res) = self
+            .call(&ep.method, &ep.path, body, Some(token), &vars)
+            .await;
+        let outcome = res.and_then(|(status, body)| {
+            expect_2xx(status, &body)?;
+            let v = parse_json(&body)?;
+            let text = |p: &str| {
+                if p.is_empty() {
+                    None
+                } else {
+                    v.pointer(p).and_then(scalar_text)
+                }
+            };
+            let status = text(&ep.status_pointer)
+                .ok_or_else(|| ApiError::Decode(format!("no status at {}", ep.status_pointer)))?;
+            let num = |p: &str| {
+                if p.is_empty() {
+                    None
+                } else {
+                    v.pointer(p).and_then(|x| {
+                        x.as_f64()
+                            .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
+                    })
+                }
+            };
+            Ok(JobState {
+                status,
+                percent: num(&ep.percent_pointer),
+                elapsed_s: num(&ep.elapsed_pointer).map(|f| f.max(0.0) as u64),
+                phase: text(&ep.phase_pointer),
+                failure_reason: text(&ep.failure_reason_pointer),
+            })
+        });
+        Call { exchange, outcome }
+    }
+
+    /// The common path of every call: permit, request, capped body, classification.
+    async fn call(
+        &self,
+        method: &str,
+        path_template: &str,
+        body: Option<Value>,
+        token: Option<&Secret>,
+        vars: &Vars<'_>,
+    ) -> (Exchange, Result<(u16, bytes::Bytes), ApiError>) {
+        let url = format!("{}{}", self.base, vars.render(path_template, true));
+        let method_v =
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let _permit = self.limits.acquire().await;
+        let start = Instant::now();
+        let mut req = self.http.request(method_v, &url);
+        if let Some(t) = token {
+            req = req.header(
+                self.api().token_header.as_str(),
+                self.api().token_format.replace("{token}", t.expose()),
+            );
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                match read_capped(resp, self.cfg.max_body_bytes, self.cfg.timeout_ms).await {
+                    Ok(bytes) if status == 429 => {
+                        drop(bytes);
+                        Err((Some(status), ApiError::RateLimited { retry_after }))
+                    }
+                    Ok(bytes) => Ok((status, bytes)),
+                    Err(e) => Err((Some(status), e)),
+                }
+            }
+            Err(e) => Err((None, ApiError::from_reqwest(&e, self.cfg.timeout_ms))),
+        };
+        let duration = start.elapsed();
+        let (status, outcome) = match res {
+            Ok((s, b)) => (Some(s), Ok((s, b))),
+            Err((s, e)) => (s, Err(e)),
+        };
+        let exchange = Exchange {
+            method: method.to_owned(),
+            url,
+            status,
+            duration,
+        };
+        (exchange, outcome)
+    }
+}
+
+fn build_http(cfg: &EnvironmentConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .timeout(Duration::from_millis(cfg.timeout_ms))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(cfg.max_in_flight)
+        .tcp_keepalive(Duration::from_secs(30))
+        .user_agent(concat!("iaso-probe/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("reqwest client with static settings")
+}
+
+fn render_body(fields: &BTreeMap<String, String>, vars: &Vars<'_>) -> Option<Value> {
+    if fields.is_empty() {
+        return None;
+    }
+    Some(Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(vars.render(v, false))))
+            .collect(),
+    ))
+}
+
+/// Reads the body, refusing more than `max` bytes (check the declared length, then count).
+async fn read_capped(
+    mut r: reqwest::Response,
+    max: usize,
+    timeout_ms: u64,
+) -> Result<bytes::Bytes, ApiError> {
+    if r.content_length().is_some_and(|n| n as usize > max) {
+        return Err(ApiError::BodyTooLarge(max));
+    }
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > max {
+                    return Err(ApiError::BodyTooLarge(max));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => return Err(ApiError::from_reqwest(&e, timeout_ms)),
+        }
+    }
+}
+
+fn expect_2xx(status: u16, body: &[u8]) -> Result<(), ApiError> {
+    match status {
+        200..=299 => Ok(()),
+        401 | 403 => Err(ApiError::Unauthorized(status)),
+        _ => Err(ApiError::HttpStatus {
+            status,
+            excerpt: excerpt(body),
+        }),
+    }
+}
+
+/// A short, single-line excerpt of an error body for `error.message`.
+fn excerpt(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Decode(format!("invalid JSON: {e}")))
+}
+
+/// A string or number as text (job ids may be either).
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_placeholders_and_encodes_paths() {
+        let v = Vars {
+            host: Some("web 01/a"),
+            job_id: Some("42"),
+            ..Default::default()
+        };
+        assert_eq!(
+            v.render("/rest/hosts/{host}/jobs/{job_id}", true),
+            "/rest/hosts/web%2001%2Fa/jobs/42"
+        );
+        assert_eq!(v.render("{host}", false), "web 01/a");
+        assert_eq!(v.render("{unknown}-{", false), "{unknown}-{");
+    }
+
+    #[test]
+    fn job_ids_may_be_numbers() {
+        assert_eq!(scalar_text(&json!(12345)), Some("12345".into()));
+        assert_eq!(scalar_text(&json!("J1")), Some("J1".into()));
+        assert_eq!(scalar_text(&json!(null)), None);
+    }
+
+    #[test]
+    fn non_2xx_answers_are_classified() {
+        assert_eq!(expect_2xx(401, b""), Err(ApiError::Unauthorized(401)));
+        assert!(matches!(
+            expect_2xx(503, b"down\n  now"),
+            Err(ApiError::HttpStatus { status: 503, ref excerpt }) if excerpt == "down now"
+        ));
+    }
+}

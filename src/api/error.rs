@@ -1,0 +1,139 @@
+//! How a call to the portal can fail, and how each failure is classified (`error.type`).
+
+use crate::model::ErrorType;
+use std::time::Duration;
+
+/// A failed call. Messages are lowercase, name what was wrong, and never carry a secret.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("unexpected HTTP status {status}{}", excerpt_suffix(.excerpt))]
+    HttpStatus { status: u16, excerpt: String },
+    #[error("rate limited by the portal (HTTP 429{})", retry_suffix(.retry_after))]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("authentication refused (HTTP {0})")]
+    Unauthorized(u16),
+    #[error("answer is not what was expected: {0}")]
+    Decode(String),
+    #[error("answer body exceeds the {0}-byte limit")]
+    BodyTooLarge(usize),
+    #[error("{0}")]
+    Assertion(String),
+    #[error("skipped: {0}")]
+    Skipped(String),
+}
+
+fn excerpt_suffix(e: &str) -> String {
+    if e.is_empty() {
+        String::new()
+    } else {
+        format!(": {e}")
+    }
+}
+
+fn retry_suffix(r: &Option<Duration>) -> String {
+    match r {
+        Some(d) => format!(", retry after {} s", d.as_secs()),
+        None => String::new(),
+    }
+}
+
+impl ApiError {
+    /// The closed `error.type` of this failure.
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            ApiError::Timeout(_) => ErrorType::Timeout,
+            ApiError::Connect(_) => ErrorType::Connect,
+            ApiError::HttpStatus { .. } => ErrorType::HttpStatus,
+            ApiError::RateLimited { .. } => ErrorType::RateLimited,
+            ApiError::Unauthorized(_) => ErrorType::Auth,
+            ApiError::Decode(_) => ErrorType::Decode,
+            ApiError::BodyTooLarge(_) => ErrorType::BodyTooLarge,
+            ApiError::Assertion(_) => ErrorType::Assertion,
+            ApiError::Skipped(_) => ErrorType::Skipped,
+        }
+    }
+
+    /// Worth another attempt later (the job actor keeps polling; a check may retry).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Timeout(_)
+            | ApiError::Connect(_)
+            | ApiError::RateLimited { .. }
+            | ApiError::Decode(_) => true,
+            ApiError::HttpStatus { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Classifies a reqwest failure without echoing URLs with credentials (we never put any in URLs).
+    pub fn from_reqwest(e: &reqwest::Error, timeout_ms: u64) -> Self {
+        if e.is_timeout() {
+            ApiError::Timeout(timeout_ms)
+        } else if e.is_connect() {
+            ApiError::Connect(root_cause(e))
+        } else if e.is_decode() || e.is_body() {
+            ApiError::Decode(root_cause(e))
+        } else {
+            ApiError::Connect(root_cause(e))
+        }
+    }
+}
+
+/// The innermost error message (reqwest's own says only "error sending request").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_every_variant_into_the_closed_list() {
+        assert_eq!(ApiError::Timeout(5).error_type(), ErrorType::Timeout);
+        assert_eq!(
+            ApiError::RateLimited { retry_after: None }.error_type(),
+            ErrorType::RateLimited
+        );
+        assert_eq!(ApiError::Unauthorized(401).error_type(), ErrorType::Auth);
+        assert_eq!(
+            ApiError::HttpStatus {
+                status: 503,
+                excerpt: String::new()
+            }
+            .error_type(),
+            ErrorType::HttpStatus
+        );
+    }
+
+    #[test]
+    fn server_errors_are_transient_client_errors_are_not() {
+        let s = |status| ApiError::HttpStatus {
+            status,
+            excerpt: String::new(),
+        };
+        assert!(s(503).is_transient());
+        assert!(!s(404).is_transient());
+        assert!(!ApiError::Unauthorized(401).is_transient());
+    }
+
+    #[test]
+    fn messages_name_the_problem() {
+        let e = ApiError::HttpStatus {
+            status: 500,
+            excerpt: "{\"status\":\"KO\"}".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "unexpected HTTP status 500: {\"status\":\"KO\"}"
+        );
+    }
+}

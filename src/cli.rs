@@ -1,0 +1,268 @@
+//! The command line: parse, load the configuration, run the command, map the outcome to an
+//! exit code (0 all passed, 1 some probe failed, 2 configuration or setup error).
+
+use crate::config::{load, ConfigSource, LoadedConfig};
+use crate::selection::{Selection, Shard};
+use crate::{logging, RunOptions};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "iaso-probe",
+    version,
+    about = "Continuously tests the IASO backup API and ships every result to Elasticsearch"
+)]
+pub struct Cli {
+    /// Configuration file (repeatable; later files override earlier ones). Without any, the
+    /// embedded config/default.toml (three simulated environments) is used.
+    #[arg(long = "config", short = 'c', global = true, value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe the environments: service mode, or one pass with --once.
+    Run(RunArgs),
+    /// Load and validate the configuration, print the problems, and exit (0 valid, 2 invalid).
+    CheckConfig(SelectArgs),
+    /// Serve the simulated IASO portal.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// One pass (checks, authentication, backups, restores, every job tracked to its end),
+    /// a summary, and an exit code.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct SelectArgs {
+    /// Only this environment (repeatable).
+    #[arg(long = "env", value_name = "NAME")]
+    pub envs: Vec<String>,
+    /// Back up only this host (repeatable).
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// Back up the hosts of this file (`hostname [LEVEL]` per line).
+    #[arg(long = "hosts", value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+    /// Take only shard I of N of the hosts (stable hash of the host name).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+}
+
+impl SelectArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            envs: self.envs.clone(),
+            hosts: self.hosts.clone(),
+            hosts_file: self.hosts_file.clone(),
+            shard: self.shard,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: String,
+    /// Simulator settings (TOML of the `[simulator]` keys); defaults otherwise.
+    #[arg(long = "simulator-config", value_name = "FILE")]
+    pub simulator_config: Option<PathBuf>,
+    /// Seed of the simulator's randomness.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Exit code of a configuration or setup error.
+pub const EXIT_SETUP: i32 = 2;
+
+fn source(cli: &Cli) -> ConfigSource {
+    if cli.config.is_empty() {
+        ConfigSource::Embedded
+    } else {
+        ConfigSource::Files(cli.config.clone())
+    }
+}
+
+fn load_or_report(cli: &Cli) -> Result<LoadedConfig, i32> {
+    load(&source(cli)).map_err(|e| {
+        eprintln!("iaso-probe: {e}");
+        EXIT_SETUP
+    })
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::CheckConfig(sel) => check_config(&cli, sel),
+        Command::Run(args) => run(&cli, args),
+        Command::Simulate(args) => simulate(args),
+    }
+}
+
+fn check_config(cli: &Cli, sel: &SelectArgs) -> i32 {
+    let loaded = match load_or_report(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match crate::selection::select(&loaded.config, &sel.selection()) {
+        Ok(plan) => {
+            for (name, env, hosts) in plan {
+                let target = match (&env.simulator, &env.base_url) {
+                    (Some(_), _) => "in-process simulator".to_string(),
+                    (None, Some(u)) => u.clone(),
+                    _ => String::new(),
+                };
+                println!(
+                    "environment {name}: {target}, {} hosts, {} restores, {}/s (burst {})",
+                    hosts.len(),
+                    env.restores.len(),
+                    env.rate_limit_per_sec,
+                    env.rate_limit_burst
+                );
+            }
+            println!("configuration is valid");
+            0
+        }
+        Err(m) => {
+            eprintln!("iaso-probe: {m}");
+            EXIT_SETUP
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (registered at once, so that an early signal is not lost).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let term_fut = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                _ = term_fut => tracing::info!("SIGTERM received"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn run(cli: &Cli, args: &RunArgs) -> i32 {
+    let loaded = match load_or_report(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let cfg = loaded.config;
+    let _guards = match logging::init(&cfg.log) {
+        Ok(g) => g,
+        Err(m) => {
+            eprintln!("iaso-probe: {m}");
+            return EXIT_SETUP;
+        }
+    };
+    let opts = RunOptions {
+        once: args.once,
+        selection: args.select.selection(),
+        seed: None,
+        shutdown_deadline: None,
+    };
+    let once = args.once;
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        let signal = shutdown_signal();
+        crate::run(cfg, opts, signal).await
+    });
+    match result {
+        Ok(report) => {
+            println!("{}", report.tally.render());
+            println!(
+                "run {}: journal has {} new results",
+                report.run_id, report.sink.written
+            );
+            if once && !report.interrupted {
+                report.exit_code()
+            } else if report.interrupted && once {
+                eprintln!("iaso-probe: interrupted before the pass completed");
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "run failed");
+            eprintln!("iaso-probe: {e}");
+            EXIT_SETUP
+        }
+    }
+}
+
+fn simulate(args: &SimulateArgs) -> i32 {
+    let _guards = logging::init_stderr("info");
+    let mut cfg = match &args.simulator_config {
+        None => crate::simulator::SimulatorConfig::default(),
+        Some(p) => match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                toml::from_str::<crate::simulator::SimulatorConfig>(&t).map_err(|e| e.to_string())
+            }) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("iaso-probe: simulator config {}: {e}", p.display());
+                return EXIT_SETUP;
+            }
+        },
+    };
+    if let Some(seed) = args.seed {
+        cfg.seed = seed;
+    }
+    if let Err(m) = cfg.validate() {
+        eprintln!("iaso-probe: simulator config: {m}");
+        return EXIT_SETUP;
+    }
+    let addr = match format!("{}:{}", args.bind, args.port).parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("iaso-probe: --bind/--port: {e}");
+            return EXIT_SETUP;
+        }
+    };
+    let handle = match crate::simulator::spawn(cfg, addr) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("iaso-probe: simulator on {addr}: {e}");
+            return EXIT_SETUP;
+        }
+    };
+    tracing::info!(url = %handle.base_url(), "simulator listening");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(shutdown_signal());
+    drop(handle);
+    0
+}

@@ -1,0 +1,255 @@
+//! Loading: built-in defaults < TOML files (`--config`, repeatable; the embedded
+//! `config/default.toml` when none is given) < `IASO_PROBE_<SECTION>__<KEY>` variables.
+
+use super::{validate, Config, Problem};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use std::path::{Path, PathBuf};
+
+/// Prefix of the environment variables that override the configuration.
+pub const ENV_PREFIX: &str = "IASO_PROBE_";
+
+/// The embedded default: three simulated environments, results to `./data/journal`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
+
+/// Name under which the embedded default appears in messages.
+pub const EMBEDDED_NAME: &str = "embedded config/default.toml";
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// `config/default.toml` as built into the binary.
+    Embedded,
+    /// These files, later ones overriding earlier ones.
+    Files(Vec<PathBuf>),
+}
+
+/// A loaded and validated configuration, with the figment that produced it (for provenance).
+pub struct LoadedConfig {
+    pub config: Config,
+    figment: Figment,
+}
+
+impl LoadedConfig {
+    /// Which file or variable set `key` (dotted path), for messages.
+    pub fn source_of(&self, key: &str) -> Option<String> {
+        source_of(&self.figment, key)
+    }
+}
+
+/// figment names an in-memory TOML "TOML source string": ours is the embedded default.
+fn display_name(name: &str) -> String {
+    if name.contains("source string") {
+        EMBEDDED_NAME.into()
+    } else {
+        name.into()
+    }
+}
+
+fn source_of(figment: &Figment, key: &str) -> Option<String> {
+    let md = figment.find_metadata(key)?;
+    Some(match &md.source {
+        Some(figment::Source::File(p)) => p.display().to_string(),
+        Some(other) => other.to_string(),
+        None => display_name(&md.name),
+    })
+}
+
+/// Every way loading can fail; messages name the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{} configuration problem(s):\n{}", .0.len(), render(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Builds the figment for `source` (without reading the process environment when `env` is false).
+fn figment(source: &ConfigSource, env: bool) -> Result<Figment, ConfigError> {
+    let mut f = Figment::new();
+    match source {
+        ConfigSource::Embedded => {
+            f = f.merge(Toml::string(EMBEDDED_DEFAULT));
+        }
+        ConfigSource::Files(paths) => {
+            for p in paths {
+                check_readable(p)?;
+                // file_exact: no search in parent folders (figment's `file` would, and would
+                // silently ignore a missing file).
+                f = f.merge(Toml::file_exact(p));
+            }
+        }
+    }
+    if env {
+        f = f.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    }
+    Ok(f)
+}
+
+fn check_readable(p: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(p)
+        .map_err(|e| ConfigError::File {
+            path: p.display().to_string(),
+            reason: e.to_string(),
+        })
+        .and_then(|m| {
+            if m.is_file() {
+                Ok(())
+            } else {
+                Err(ConfigError::File {
+                    path: p.display().to_string(),
+                    reason: "not a regular file".into(),
+                })
+            }
+        })
+}
+
+/// Loads, then validates once. Every problem found is reported, each naming file and key.
+pub fn load(source: &ConfigSource) -> Result<LoadedConfig, ConfigError> {
+    load_with(source, true)
+}
+
+/// As [`load`], with or without the `IASO_PROBE_*` environment (tests pass `false`).
+pub fn load_with(source: &ConfigSource, env: bool) -> Result<LoadedConfig, ConfigError> {
+    let figment = figment(source, env)?;
+    let config: Config = figment.extract().map_err(|e| {
+        ConfigError::Parse(
+            e.into_iter()
+                .map(|e| format!("configuration error: {}", describe(&e)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let mut problems = validate(&config);
+    for p in &mut problems {
+        if p.source.is_none() {
+            p.source = source_of(&figment, &p.key).or_else(|| match source {
+                ConfigSource::Embedded => Some(EMBEDDED_NAME.into()),
+                ConfigSource::Files(files) if files.len() == 1 => {
+                    Some(files[0].display().to_string())
+                }
+                _ => None,
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok(LoadedConfig { config, figment })
+}
+
+/// figment's message with the key and the source, and the environment variable's name when
+/// the value came from the environment (operators set variables, not dotted keys).
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let mut s = e.kind.to_string();
+    if !key.is_empty() {
+        s = format!("key `{key}`: {s}");
+    }
+    match e.metadata.as_ref() {
+        Some(md) if md.name.contains(ENV_PREFIX) => {
+            let var = format!("{ENV_PREFIX}{}", e.path.join("__").to_ascii_uppercase());
+            format!("{s} (from environment variable {var})")
+        }
+        Some(md) => match &md.source {
+            Some(figment::Source::File(p)) => format!("{}: {s}", p.display()),
+            _ => format!("{}: {s}", display_name(&md.name)),
+        },
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = load_with(&ConfigSource::Embedded, false).unwrap().config;
+        assert_eq!(c.environments.len(), 3);
+    }
+
+    #[test]
+    fn rejects_missing_file_naming_it() {
+        let e = load_with(
+            &ConfigSource::Files(vec!["/nonexistent/x.toml".into()]),
+            false,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_key_naming_file_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "bad.toml",
+            "[environments.lab]\nbase_url = \"http://x\"\nrate_limt_per_sec = 3\n",
+        );
+        let e = load_with(&ConfigSource::Files(vec![p.clone()]), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("rate_limt_per_sec"), "{e}");
+        assert!(e.contains("bad.toml"), "{e}");
+    }
+
+    #[test]
+    fn later_files_override_earlier_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(
+            d.path(),
+            "a.toml",
+            "[environments.lab]\nbase_url = \"http://a\"\nrate_limit_per_sec = 3\n[environments.lab.credentials]\nusername = \"u\"\npassword = \"p\"\n",
+        );
+        let b = write(
+            d.path(),
+            "b.toml",
+            "[environments.lab]\nrate_limit_per_sec = 9\n",
+        );
+        let c = load_with(&ConfigSource::Files(vec![a, b]), false)
+            .unwrap()
+            .config;
+        assert_eq!(c.environments["lab"].rate_limit_per_sec, 9);
+    }
+
+    #[test]
+    fn environment_variables_override_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "a.toml",
+                "[environments.lab]\nbase_url = \"http://a\"\n[environments.lab.credentials]\nusername = \"u\"\npassword = \"p\"\n",
+            )?;
+            jail.set_env("IASO_PROBE_ENVIRONMENTS__LAB__RATE_LIMIT_PER_SEC", "7");
+            jail.set_env(
+                "IASO_PROBE_ENVIRONMENTS__LAB__CREDENTIALS__PASSWORD",
+                "12345",
+            );
+            let c = load(&ConfigSource::Files(vec!["a.toml".into()]))
+                .map_err(|e| e.to_string())?
+                .config;
+            assert_eq!(c.environments["lab"].rate_limit_per_sec, 7);
+            let pw = c.environments["lab"].credentials.password.clone().unwrap();
+            assert_eq!(pw.expose(), "12345");
+            Ok(())
+        });
+    }
+}

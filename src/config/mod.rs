@@ -1,0 +1,481 @@
+//! Configuration: one serde tree (`deny_unknown_fields` everywhere), loaded by figment from
+//! built-in defaults < TOML files < `IASO_PROBE_*` environment variables, validated once.
+//!
+//! Every field's `///` comment is its user documentation; `config/example.toml` repeats it.
+
+mod api;
+pub mod load;
+mod secret;
+mod validate;
+
+pub use api::{
+    ApiMapping, AuthEndpoint, HealthEndpoint, JobEndpoint, LaunchEndpoint, LivenessEndpoint,
+};
+pub use load::{load, ConfigError, ConfigSource, LoadedConfig, ENV_PREFIX};
+pub use secret::Secret;
+pub use validate::{
+    check_url, read_hosts_file, read_secret_file, resolve_password, validate, Problem,
+};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::model::BackupLevel;
+use crate::simulator::SimulatorConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The durable results journal (NDJSON segments on disk).
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// The human application log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The sink actor that receives every result.
+    #[serde(default)]
+    pub sink: SinkConfig,
+    /// Elasticsearch output (absent or no `urls` = journal only).
+    #[serde(default)]
+    pub elasticsearch: ElasticsearchConfig,
+    /// Kibana, used by `iaso-probe setup` to import the dashboards.
+    #[serde(default)]
+    pub kibana: KibanaConfig,
+    /// Environments to probe, by name (`lab`, `qualif`, `prod`, …).
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+}
+
+/// Where and how results are journaled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Directory of the journal segments (`results-<n>.ndjson`) and the shipping checkpoint.
+    pub dir: PathBuf,
+    /// A segment is closed and a new one opened past this size.
+    pub segment_max_bytes: u64,
+    /// Buffered lines are written to the file at least this often.
+    pub flush_interval_ms: u64,
+    /// Written data is fsynced at least this often (on a blocking thread).
+    pub fsync_interval_ms: u64,
+    /// Shipped segments older than this are deleted (0 = keep forever).
+    pub retention_hours: u64,
+    /// Shipped segments beyond this total size are deleted, oldest first (0 = no limit).
+    pub retention_max_bytes: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./data/journal"),
+            segment_max_bytes: 64 * 1024 * 1024,
+            flush_interval_ms: 200,
+            fsync_interval_ms: 1000,
+            retention_hours: 168,
+            retention_max_bytes: 0,
+        }
+    }
+}
+
+/// The application log (tracing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Filter for stderr and the file (`info`, `iaso_probe=debug`, …). `RUST_LOG` overrides it.
+    pub level: String,
+    /// Directory of the log file (`iaso-probe.<date>.log`, rotated daily); empty = stderr only.
+    pub dir: PathBuf,
+    /// Daily log files kept.
+    pub max_files: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            dir: PathBuf::from("./data/log"),
+            max_files: 14,
+        }
+    }
+}
+
+/// The sink actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Results accepted by the sink but not yet written; producers wait beyond this (back-pressure).
+    pub buffer: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self { buffer: 4096 }
+    }
+}
+
+/// Elasticsearch output. Nothing configured (no `urls`, no `cloud_id`, no `ELASTICSEARCH_URL`) = journal only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElasticsearchConfig {
+    /// Node URLs (round robin). The `ELASTICSEARCH_URL` environment variable is used when empty.
+    pub urls: Vec<String>,
+    /// Elastic Cloud id (instead of `urls`).
+    pub cloud_id: Option<String>,
+    /// Basic-auth user name.
+    pub username: Option<String>,
+    /// Basic-auth password, inline (prefer `password_env` or `password_file`).
+    pub password: Option<Secret>,
+    /// Name of an environment variable holding the basic-auth password.
+    pub password_env: Option<String>,
+    /// File holding the basic-auth password (e.g. a Docker/Kubernetes secret).
+    pub password_file: Option<PathBuf>,
+    /// Name of an environment variable holding an encoded API key (`base64(id:key)`).
+    pub api_key_env: Option<String>,
+    /// File holding an encoded API key.
+    pub api_key_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the cluster's certificate.
+    pub ca_cert_file: Option<PathBuf>,
+    /// Timeout of one request to Elasticsearch.
+    pub request_timeout_ms: u64,
+    /// A bulk request closes at this many documents…
+    pub batch_max_docs: usize,
+    /// …or this many bytes of NDJSON…
+    pub batch_max_bytes: usize,
+    /// …or this long after its first document.
+    pub batch_max_wait_ms: u64,
+    /// Bulk requests in flight at once.
+    pub max_in_flight: usize,
+    /// First retry delay (capped exponential backoff with full jitter).
+    pub retry_initial_ms: u64,
+    /// Largest retry delay.
+    pub retry_max_ms: u64,
+    /// Install the ILM policy and templates at start when missing.
+    pub setup_on_start: bool,
+    /// Delete age of the ILM policy (`30d`, …).
+    pub ilm_delete_after: String,
+    /// `run --once` waits this long for shipping to catch up before exiting.
+    pub once_ship_deadline_secs: u64,
+    /// Dead-letter file for documents Elasticsearch refuses for good (default: `<journal.dir>/dead-letter.ndjson`).
+    pub dead_letter_file: Option<PathBuf>,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            cloud_id: None,
+            username: None,
+            password: None,
+            password_env: None,
+            password_file: None,
+            api_key_env: None,
+            api_key_file: None,
+            ca_cert_file: None,
+            request_timeout_ms: 30_000,
+            batch_max_docs: 2_000,
+            batch_max_bytes: 5 * 1024 * 1024,
+            batch_max_wait_ms: 1_000,
+            max_in_flight: 2,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+            setup_on_start: true,
+            ilm_delete_after: "30d".into(),
+            once_ship_deadline_secs: 60,
+            dead_letter_file: None,
+        }
+    }
+}
+
+/// Kibana (for `iaso-probe setup`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KibanaConfig {
+    /// Kibana base URL; empty = no dashboard import.
+    pub url: Option<String>,
+    /// Kibana space (default space when empty).
+    pub space: Option<String>,
+    /// User name (default: the Elasticsearch user).
+    pub username: Option<String>,
+    /// Name of an environment variable holding the password (default: the Elasticsearch password).
+    pub password_env: Option<String>,
+}
+
+/// One environment of the IASO portal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// Probe this environment (false keeps the entry but runs nothing).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Base URL of the portal (`https://iaso-lab.example.com`); not used with `simulator`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Run an in-process simulator for this environment and probe it instead of `base_url`.
+    #[serde(default)]
+    pub simulator: Option<SimulatorConfig>,
+    /// Requests per second allowed towards this environment (every request passes the limiter).
+    #[serde(default = "default_rate")]
+    pub rate_limit_per_sec: u32,
+    /// Requests allowed at once above the steady rate.
+    #[serde(default = "default_burst")]
+    pub rate_limit_burst: u32,
+    /// HTTP requests in flight at once towards this environment.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Total timeout of one HTTP request.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Timeout of the TCP/TLS connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Largest answer body read; larger answers fail with `body_too_large`.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Login of the prober's account.
+    #[serde(default)]
+    pub credentials: Credentials,
+    /// Hosts to back up.
+    #[serde(default)]
+    pub hosts: Vec<HostSpec>,
+    /// File of hosts, one per line: `hostname [LEVEL]`; `#` starts a comment.
+    #[serde(default)]
+    pub hosts_file: Option<PathBuf>,
+    /// Level used for hosts that do not name one.
+    #[serde(default = "default_level")]
+    pub default_backup_level: BackupLevel,
+    /// File restores to launch and track.
+    #[serde(default)]
+    pub restores: Vec<RestoreSpec>,
+    /// Periodic checks.
+    #[serde(default)]
+    pub checks: ChecksConfig,
+    /// Backup/restore launching and job tracking.
+    #[serde(default)]
+    pub jobs: JobsConfig,
+    /// Endpoints, field names and JSON pointers of the portal (default: the reference API).
+    #[serde(default)]
+    pub api: ApiMapping,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_rate() -> u32 {
+    20
+}
+fn default_burst() -> u32 {
+    5
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+fn default_timeout() -> u64 {
+    10_000
+}
+fn default_connect_timeout() -> u64 {
+    3_000
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_level() -> BackupLevel {
+    BackupLevel::Incremental
+}
+
+/// Login of the prober's account: `username` plus exactly one password source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Credentials {
+    /// Account name.
+    #[serde(deserialize_with = "secret::any_scalar_opt")]
+    pub username: Option<String>,
+    /// Password inline (fine for the simulator; use `password_env`/`password_file` for real portals).
+    pub password: Option<Secret>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+}
+
+/// A host to back up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Host name as the portal knows it.
+    pub name: String,
+    /// Backup level (default: the environment's `default_backup_level`).
+    #[serde(default)]
+    pub level: Option<BackupLevel>,
+}
+
+/// A file restore to launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSpec {
+    /// Host whose backup holds the file.
+    pub host: String,
+    /// File to restore.
+    pub file_name: String,
+    /// Folder of the file in the backup.
+    pub source_path: String,
+    /// Where to restore it.
+    pub destination_path: String,
+}
+
+/// The periodic checks of one environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksConfig {
+    /// GET the liveness endpoint; up when HTTP and `statusCode` say 200.
+    pub liveness: CheckSchedule,
+    /// GET the health endpoint; one result per component.
+    pub health: CheckSchedule,
+    /// GET each of `response_time_paths`; up when a 2xx arrives within `response_time_limit_ms`.
+    pub response_time: CheckSchedule,
+    /// Paths timed by the response-time check.
+    pub response_time_paths: Vec<String>,
+    /// Limit of the response-time check.
+    pub response_time_limit_ms: u64,
+    /// POST the credentials; up when a token comes back.
+    pub auth: CheckSchedule,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        Self {
+            liveness: CheckSchedule::every(30),
+            health: CheckSchedule::every(60),
+            response_time: CheckSchedule::every(30),
+            response_time_paths: vec!["/api/v1/alive".into()],
+            response_time_limit_ms: 500,
+            auth: CheckSchedule::every(300),
+        }
+    }
+}
+
+/// When and how a check runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckSchedule {
+    /// Run this check.
+    pub enabled: bool,
+    /// Interval in service mode (each run is spread with jitter over the interval).
+    pub interval_secs: u64,
+    /// Attempts before the check is declared down (Heartbeat's `summary.max_attempts`).
+    pub attempts: u32,
+}
+
+impl CheckSchedule {
+    fn every(interval_secs: u64) -> Self {
+        Self {
+            enabled: true,
+            interval_secs,
+            attempts: 1,
+        }
+    }
+}
+
+impl Default for CheckSchedule {
+    fn default() -> Self {
+        Self::every(60)
+    }
+}
+
+/// Backup/restore scenarios and job tracking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Launch backups for the selected hosts.
+    pub backups_enabled: bool,
+    /// Launch the configured restores.
+    pub restores_enabled: bool,
+    /// Service mode: a backup scenario (all selected hosts) starts this often.
+    pub backup_interval_secs: u64,
+    /// Service mode: the restore scenario starts this often.
+    pub restore_interval_secs: u64,
+    /// Launch requests in flight at once.
+    pub launch_concurrency: usize,
+    /// Jobs tracked at once; launching waits beyond this.
+    pub max_tracked_jobs: usize,
+    /// Time between two status polls of one job.
+    pub poll_interval_ms: u64,
+    /// Random extra delay added to each poll (0..jitter), and to the first one.
+    pub poll_jitter_ms: u64,
+    /// A job still not finished after this long is reported `timeout`.
+    pub max_duration_secs: u64,
+    /// A job whose status cannot be read this many times in a row is reported `poll_failed`.
+    pub max_consecutive_poll_failures: u32,
+    /// Statuses that end a job successfully.
+    pub success_statuses: Vec<String>,
+    /// Statuses that end a job with a warning (counted as success with `iaso.job.result: warning`).
+    pub warning_statuses: Vec<String>,
+    /// Statuses that end a job as failed.
+    pub failure_statuses: Vec<String>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            backups_enabled: true,
+            restores_enabled: true,
+            backup_interval_secs: 3600,
+            restore_interval_secs: 3600,
+            launch_concurrency: 32,
+            max_tracked_jobs: 100_000,
+            poll_interval_ms: 5_000,
+            poll_jitter_ms: 1_000,
+            max_duration_secs: 4 * 3600,
+            max_consecutive_poll_failures: 5,
+            success_statuses: vec!["Completed".into()],
+            warning_statuses: vec![
+                "Completed w/ one or more warnings".into(),
+                "Completed w/ one or more errors".into(),
+            ],
+            failure_statuses: vec!["Failed".into(), "Killed".into(), "Failed to Start".into()],
+        }
+    }
+}
+
+/// How a terminal job status is classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    Success,
+    Warning,
+    Failure,
+    Running,
+}
+
+impl JobsConfig {
+    /// Classifies a status word (case-insensitive) per the configured lists.
+    pub fn classify(&self, status: &str) -> StatusClass {
+        let is_in = |list: &[String]| list.iter().any(|s| s.eq_ignore_ascii_case(status));
+        if is_in(&self.success_statuses) {
+            StatusClass::Success
+        } else if is_in(&self.warning_statuses) {
+            StatusClass::Warning
+        } else if is_in(&self.failure_statuses) {
+            StatusClass::Failure
+        } else {
+            StatusClass::Running
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses_case_insensitively() {
+        let j = JobsConfig::default();
+        assert_eq!(j.classify("completed"), StatusClass::Success);
+        assert_eq!(
+            j.classify("Completed w/ one or more warnings"),
+            StatusClass::Warning
+        );
+        assert_eq!(j.classify("Failed to Start"), StatusClass::Failure);
+        assert_eq!(j.classify("Running"), StatusClass::Running);
+    }
+}

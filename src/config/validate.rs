@@ -1,0 +1,621 @@
+//! Validation: one pure pass over the whole tree, every problem reported with its key.
+//! `check-config` and every other command call the same function.
+
+use super::{Config, Credentials, EnvironmentConfig, HostSpec, Secret};
+use crate::model::BackupLevel;
+use std::fmt;
+use std::path::Path;
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key (`environments.lab.rate_limit_per_sec`).
+    pub key: String,
+    /// What is wrong, never the value of a secret.
+    pub message: String,
+    /// File or variable that set the key, when known.
+    pub source: Option<String>,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(s) => write!(f, "{s}: key `{}`: {}", self.key, self.message),
+            None => write!(f, "key `{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Checks everything; an empty list means valid.
+pub fn validate(c: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    if c.journal.segment_max_bytes < 4096 {
+        p.push(Problem::new(
+            "journal.segment_max_bytes",
+            "must be at least 4096",
+        ));
+    }
+    if c.journal.dir.as_os_str().is_empty() {
+        p.push(Problem::new("journal.dir", "must not be empty"));
+    }
+    if c.sink.buffer == 0 {
+        p.push(Problem::new("sink.buffer", "must be greater than 0"));
+    }
+    validate_elasticsearch(c, &mut p);
+    if c.environments.is_empty() {
+        p.push(Problem::new("environments", "no environment is configured"));
+    } else if !c.environments.values().any(|e| e.enabled) {
+        p.push(Problem::new(
+            "environments",
+            "every environment is disabled",
+        ));
+    }
+    for (name, env) in &c.environments {
+        validate_environment(name, env, &mut p);
+    }
+    p
+}
+
+fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
+    let es = &c.elasticsearch;
+    for (i, u) in es.urls.iter().enumerate() {
+        if let Err(m) = check_url(u) {
+            p.push(Problem::new(format!("elasticsearch.urls[{i}]"), m));
+        }
+    }
+    let sources = [
+        es.password.is_some(),
+        es.password_env.is_some(),
+        es.password_file.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if sources > 1 {
+        p.push(Problem::new(
+            "elasticsearch.password",
+            "set only one of password, password_env, password_file",
+        ));
+    }
+    if sources == 1 && es.username.is_none() {
+        p.push(Problem::new(
+            "elasticsearch.username",
+            "a password is set but no username",
+        ));
+    }
+    if let Some(var) = &es.password_env {
+        if std::env::var_os(var).is_none() {
+            p.push(Problem::new(
+                "elasticsearch.password_env",
+                format!("environment variable {var} is not set"),
+            ));
+        }
+    }
+    if let Some(var) = &es.api_key_env {
+        if std::env::var_os(var).is_none() {
+            p.push(Problem::new(
+                "elasticsearch.api_key_env",
+                format!("environment variable {var} is not set"),
+            ));
+        }
+    }
+    for (key, file) in [
+        ("elasticsearch.password_file", &es.password_file),
+        ("elasticsearch.api_key_file", &es.api_key_file),
+        ("elasticsearch.ca_cert_file", &es.ca_cert_file),
+    ] {
+        if let Some(f) = file {
+            if let Err(e) = std::fs::metadata(f) {
+                p.push(Problem::new(key, format!("{}: {e}", f.display())));
+            }
+        }
+    }
+    for (key, v) in [
+        ("elasticsearch.batch_max_docs", es.batch_max_docs as u64),
+        ("elasticsearch.batch_max_bytes", es.batch_max_bytes as u64),
+        ("elasticsearch.max_in_flight", es.max_in_flight as u64),
+        ("elasticsearch.request_timeout_ms", es.request_timeout_ms),
+        ("elasticsearch.retry_initial_ms", es.retry_initial_ms),
+    ] {
+        if v == 0 {
+            p.push(Problem::new(key, "must be greater than 0"));
+        }
+    }
+    if es.batch_max_bytes > 90 * 1024 * 1024 {
+        p.push(Problem::new(
+            "elasticsearch.batch_max_bytes",
+            "must stay well under Elasticsearch's 100 MB request limit (at most 90 MiB)",
+        ));
+    }
+    if es.retry_max_ms < es.retry_initial_ms {
+        p.push(Problem::new(
+            "elasticsearch.retry_max_ms",
+            "must not be smaller than retry_initial_ms",
+        ));
+    }
+    if !is_duration(&es.ilm_delete_after) {
+        p.push(Problem::new(
+            "elasticsearch.ilm_delete_after",
+            format!(
+                "`{}` is not an Elasticsearch duration like 30d or 12h",
+                es.ilm_delete_after
+            ),
+        ));
+    }
+    if let Some(u) = &c.kibana.url {
+        if let Err(m) = check_url(u) {
+            p.push(Problem::new("kibana.url", m));
+        }
+    }
+}
+
+fn is_duration(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && ["d", "h", "m", "s", "ms"].contains(&unit)
+}
+
+/// An absolute http(s) URL with a host.
+pub fn check_url(u: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("`{u}` is not a valid URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{u}` must use http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{u}` has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("credentials must not be written in the URL (use the credentials keys)".into());
+    }
+    Ok(parsed)
+}
+
+fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+    let k = |s: &str| format!("environments.{name}.{s}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        p.push(Problem::new(
+            format!("environments.{name}"),
+            "environment names use lowercase letters, digits, - and _ (they name data streams)",
+        ));
+    }
+    match (&e.base_url, &e.simulator) {
+        (None, None) => p.push(Problem::new(
+            k("base_url"),
+            "missing: set base_url (or a [simulator] table for an in-process simulator)",
+        )),
+        (Some(_), Some(_)) => p.push(Problem::new(
+            k("base_url"),
+            "set either base_url or simulator, not both",
+        )),
+        (Some(u), None) => {
+            if let Err(m) = check_url(u) {
+                p.push(Problem::new(k("base_url"), m));
+            }
+        }
+        (None, Some(sim)) => {
+            if let Err(m) = sim.validate() {
+                p.push(Problem::new(k("simulator"), m));
+            }
+        }
+    }
+    for (key, v) in [
+        ("rate_limit_per_sec", e.rate_limit_per_sec as u64),
+        ("rate_limit_burst", e.rate_limit_burst as u64),
+        ("max_in_flight", e.max_in_flight as u64),
+        ("timeout_ms", e.timeout_ms),
+        ("connect_timeout_ms", e.connect_timeout_ms),
+        ("max_body_bytes", e.max_body_bytes as u64),
+        ("jobs.poll_interval_ms", e.jobs.poll_interval_ms),
+        ("jobs.launch_concurrency", e.jobs.launch_concurrency as u64),
+        ("jobs.max_tracked_jobs", e.jobs.max_tracked_jobs as u64),
+        ("jobs.max_duration_secs", e.jobs.max_duration_secs),
+        (
+            "jobs.max_consecutive_poll_failures",
+            e.jobs.max_consecutive_poll_failures as u64,
+        ),
+        ("jobs.backup_interval_secs", e.jobs.backup_interval_secs),
+        ("jobs.restore_interval_secs", e.jobs.restore_interval_secs),
+        (
+            "checks.response_time_limit_ms",
+            e.checks.response_time_limit_ms,
+        ),
+    ] {
+        if v == 0 {
+            p.push(Problem::new(k(key), "must be greater than 0"));
+        }
+    }
+    for (key, s) in [
+        ("checks.liveness", &e.checks.liveness),
+        ("checks.health", &e.checks.health),
+        ("checks.response_time", &e.checks.response_time),
+        ("checks.auth", &e.checks.auth),
+    ] {
+        if s.interval_secs == 0 {
+            p.push(Problem::new(
+                k(&format!("{key}.interval_secs")),
+                "must be greater than 0",
+            ));
+        }
+        if s.attempts == 0 {
+            p.push(Problem::new(
+                k(&format!("{key}.attempts")),
+                "must be at least 1",
+            ));
+        }
+    }
+    for (i, path) in e.checks.response_time_paths.iter().enumerate() {
+        if !path.starts_with('/') {
+            p.push(Problem::new(
+                k(&format!("checks.response_time_paths[{i}]")),
+                format!("`{path}` must start with /"),
+            ));
+        }
+    }
+    if e.credentials.username.as_deref().is_none_or(str::is_empty) {
+        p.push(Problem::new(k("credentials.username"), "missing"));
+    }
+    if let Err(m) = check_password_source(&e.credentials) {
+        p.push(Problem::new(k("credentials"), m));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, h) in e.hosts.iter().enumerate() {
+        if let Err(m) = check_host_name(&h.name) {
+            p.push(Problem::new(k(&format!("hosts[{i}].name")), m));
+        } else if !seen.insert(h.name.as_str()) {
+            p.push(Problem::new(
+                k(&format!("hosts[{i}].name")),
+                format!("host `{}` is listed twice", h.name),
+            ));
+        }
+    }
+    if let Some(f) = &e.hosts_file {
+        if let Err(m) = read_hosts_file(f, e.default_backup_level) {
+            p.push(Problem::new(k("hosts_file"), m));
+        }
+    }
+    for (i, r) in e.restores.iter().enumerate() {
+        for (field, v) in [
+            ("host", &r.host),
+            ("file_name", &r.file_name),
+            ("source_path", &r.source_path),
+            ("destination_path", &r.destination_path),
+        ] {
+            if v.trim().is_empty() {
+                p.push(Problem::new(
+                    k(&format!("restores[{i}].{field}")),
+                    "must not be empty",
+                ));
+            }
+        }
+    }
+    validate_api(&k, e, p);
+}
+
+fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+    let a = &e.api;
+    if !a.token_format.contains("{token}") {
+        p.push(Problem::new(k("api.token_format"), "must contain {token}"));
+    }
+    if reqwest::header::HeaderName::from_bytes(a.token_header.as_bytes()).is_err() {
+        p.push(Problem::new(
+            k("api.token_header"),
+            format!("`{}` is not a valid header name", a.token_header),
+        ));
+    }
+    let endpoints = [
+        ("liveness", &a.liveness.method, &a.liveness.path),
+        ("health", &a.health.method, &a.health.path),
+        ("auth", &a.auth.method, &a.auth.path),
+        ("backup", &a.backup.method, &a.backup.path),
+        ("restore", &a.restore.method, &a.restore.path),
+        ("job_status", &a.job_status.method, &a.job_status.path),
+    ];
+    for (name, method, path) in endpoints {
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            p.push(Problem::new(
+                k(&format!("api.{name}.method")),
+                format!("`{method}` is not one of GET, POST, PUT, PATCH, DELETE"),
+            ));
+        }
+        if !path.starts_with('/') {
+            p.push(Problem::new(
+                k(&format!("api.{name}.path")),
+                format!("`{path}` must start with /"),
+            ));
+        }
+    }
+    let pointers = [
+        ("liveness.status_pointer", &a.liveness.status_pointer, false),
+        ("health.overall_pointer", &a.health.overall_pointer, false),
+        (
+            "health.components_pointer",
+            &a.health.components_pointer,
+            true,
+        ),
+        ("auth.token_pointer", &a.auth.token_pointer, true),
+        ("auth.expires_in_pointer", &a.auth.expires_in_pointer, false),
+        ("backup.job_id_pointer", &a.backup.job_id_pointer, true),
+        ("backup.status_pointer", &a.backup.status_pointer, false),
+        ("restore.job_id_pointer", &a.restore.job_id_pointer, true),
+        ("restore.status_pointer", &a.restore.status_pointer, false),
+        (
+            "job_status.status_pointer",
+            &a.job_status.status_pointer,
+            true,
+        ),
+        (
+            "job_status.percent_pointer",
+            &a.job_status.percent_pointer,
+            false,
+        ),
+        (
+            "job_status.elapsed_pointer",
+            &a.job_status.elapsed_pointer,
+            false,
+        ),
+        (
+            "job_status.phase_pointer",
+            &a.job_status.phase_pointer,
+            false,
+        ),
+        (
+            "job_status.failure_reason_pointer",
+            &a.job_status.failure_reason_pointer,
+            false,
+        ),
+    ];
+    for (name, ptr, required) in pointers {
+        if ptr.is_empty() && required {
+            p.push(Problem::new(k(&format!("api.{name}")), "must not be empty"));
+        } else if !ptr.is_empty() && !ptr.starts_with('/') {
+            p.push(Problem::new(
+                k(&format!("api.{name}")),
+                format!("`{ptr}` is not a JSON pointer (must start with /)"),
+            ));
+        }
+    }
+    let mentions_job = a.job_status.path.contains("{job_id}")
+        || a.job_status.body.values().any(|v| v.contains("{job_id}"));
+    if !mentions_job {
+        p.push(Problem::new(
+            k("api.job_status"),
+            "neither the path nor the body uses {job_id}",
+        ));
+    }
+}
+
+/// The password, from whichever single source is configured.
+pub fn resolve_password(c: &Credentials) -> Result<Secret, String> {
+    check_password_source(c)?;
+    if let Some(pw) = &c.password {
+        return Ok(pw.clone());
+    }
+    if let Some(var) = &c.password_env {
+        return std::env::var(var)
+            .map(Secret::new)
+            .map_err(|_| format!("password_env: environment variable {var} is not set"));
+    }
+    if let Some(f) = &c.password_file {
+        return read_secret_file(f).map_err(|e| format!("password_file: {e}"));
+    }
+    unreachable!("check_password_source guarantees one source")
+}
+
+/// Reads a secret file, trimming one trailing newline.
+pub fn read_secret_file(f: &Path) -> Result<Secret, String> {
+    let s = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+    let s = s.strip_suffix('\n').unwrap_or(&s);
+    let s = s.strip_suffix('\r').unwrap_or(s);
+    if s.is_empty() {
+        return Err(format!("{} is empty", f.display()));
+    }
+    Ok(Secret::new(s))
+}
+
+fn check_password_source(c: &Credentials) -> Result<(), String> {
+    let n = [
+        c.password.is_some(),
+        c.password_env.is_some(),
+        c.password_file.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    match n {
+        0 => Err("missing password source: set password, password_env or password_file".into()),
+        1 => {
+            if let Some(var) = &c.password_env {
+                if std::env::var_os(var).is_none() {
+                    return Err(format!(
+                        "password_env: environment variable {var} is not set"
+                    ));
+                }
+            }
+            if let Some(f) = &c.password_file {
+                read_secret_file(f).map_err(|e| format!("password_file: {e}"))?;
+            }
+            Ok(())
+        }
+        _ => Err("set only one of password, password_env, password_file".into()),
+    }
+}
+
+fn check_host_name(h: &str) -> Result<(), String> {
+    if h.is_empty() {
+        return Err("host name is empty".into());
+    }
+    if h.len() > 255 || h.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{h}` is not a valid host name"));
+    }
+    Ok(())
+}
+
+/// Parses a hosts file: one `hostname [LEVEL]` per line, `#` comments, blank lines ignored.
+/// Errors name the file and line.
+pub fn read_hosts_file(path: &Path, default: BackupLevel) -> Result<Vec<HostSpec>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_hosts(&text, default).map_err(|(line, m)| format!("{}:{line}: {m}", path.display()))
+}
+
+fn parse_hosts(text: &str, default: BackupLevel) -> Result<Vec<HostSpec>, (usize, String)> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let name = parts.next().unwrap_or_default();
+        let level = match parts.next() {
+            Some(l) => l.parse::<BackupLevel>().map_err(|m| (i + 1, m))?,
+            None => default,
+        };
+        if let Some(extra) = parts.next() {
+            return Err((
+                i + 1,
+                format!("unexpected `{extra}` (expected `hostname [LEVEL]`)"),
+            ));
+        }
+        check_host_name(name).map_err(|m| (i + 1, m))?;
+        if !seen.insert(name.to_owned()) {
+            return Err((i + 1, format!("host `{name}` is listed twice")));
+        }
+        out.push(HostSpec {
+            name: name.to_owned(),
+            level: Some(level),
+        });
+    }
+    if out.is_empty() {
+        return Err((0, "no host in the file".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::{load_with, ConfigSource, EMBEDDED_DEFAULT};
+
+    fn env_toml(extra: &str) -> String {
+        format!(
+            "[environments.lab]\nbase_url = \"http://lab.example\"\n{extra}\n[environments.lab.credentials]\nusername = \"u\"\npassword = \"p\"\n"
+        )
+    }
+
+    fn problems(toml: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("t.toml");
+        std::fs::write(&f, toml).unwrap();
+        match load_with(&ConfigSource::Files(vec![f]), false) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_minimal_environment() {
+        assert_eq!(problems(&env_toml("")), "");
+    }
+
+    #[test]
+    fn rejects_missing_base_url() {
+        let e = problems("[environments.lab.credentials]\nusername = \"u\"\npassword = \"p\"\n");
+        assert!(
+            e.contains("environments.lab.base_url") && e.contains("missing"),
+            "{e}"
+        );
+        assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_url() {
+        let e = problems(&env_toml("").replace("http://lab.example", "lab.example"));
+        assert!(
+            e.contains("environments.lab.base_url") && e.contains("not a valid URL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_zero_rate() {
+        let e = problems(&env_toml("rate_limit_per_sec = 0"));
+        assert!(e.contains("environments.lab.rate_limit_per_sec"), "{e}");
+        assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn rejects_missing_password_source() {
+        let e = problems(&env_toml("").replace("password = \"p\"\n", ""));
+        assert!(
+            e.contains("environments.lab.credentials") && e.contains("missing password source"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_hosts_file() {
+        let d = tempfile::tempdir().unwrap();
+        let hosts = d.path().join("hosts.txt");
+        std::fs::write(&hosts, "web-01 FULL\nweb-02 WEEKLY\n").unwrap();
+        let e = problems(&env_toml(&format!(
+            "hosts_file = {:?}",
+            hosts.display().to_string()
+        )));
+        assert!(e.contains("environments.lab.hosts_file"), "{e}");
+        assert!(e.contains("hosts.txt:2") && e.contains("WEEKLY"), "{e}");
+    }
+
+    #[test]
+    fn rejects_a_token_format_without_placeholder() {
+        let e = problems(&env_toml(
+            "[environments.lab.api]\ntoken_format = \"Bearer\"",
+        ));
+        assert!(e.contains("environments.lab.api.token_format"), "{e}");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let e = problems(&env_toml("rate_limit_per_sec = 0\ntimeout_ms = 0"));
+        assert!(e.starts_with("2 configuration problem(s)"), "{e}");
+    }
+
+    #[test]
+    fn parses_hosts_with_levels_and_comments() {
+        let h = parse_hosts(
+            "# fleet\nweb-01\n\ndb-01 FULL # nightly\n",
+            BackupLevel::Incremental,
+        )
+        .unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].level, Some(BackupLevel::Incremental));
+        assert_eq!(h[1].level, Some(BackupLevel::Full));
+    }
+
+    #[test]
+    fn rejects_duplicate_hosts_in_a_file() {
+        let e = parse_hosts("a\nb\na\n", BackupLevel::Full).unwrap_err();
+        assert_eq!(e.0, 3);
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        assert!(EMBEDDED_DEFAULT.contains("[environments.lab]"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Per-environment request pacing: every request of an environment passes one governor
+//! limiter. Thousands of job actors must not each wait on the limiter (measured: herd, CPU
+//! burn, no FIFO — rust-stack.md §2), so one pacer task per (environment, arbiter thread)
+//! alone waits on the shared limiter and hands out permits in arrival order.
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// The limits of one environment, shared by every thread.
+pub struct EnvLimits {
+    name: Arc<str>,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    in_flight: Arc<Semaphore>,
+    /// Permit requests queued in pacers: the real back-pressure signal.
+    queued: Arc<AtomicUsize>,
+}
+
+impl EnvLimits {
+    /// `rate` requests per second with bursts of `burst`, at most `max_in_flight` at once.
+    pub fn new(name: &str, rate: NonZeroU32, burst: NonZeroU32, max_in_flight: usize) -> Self {
+        let quota = Quota::per_second(rate).allow_burst(burst);
+        Self {
+            name: name.into(),
+            limiter: Arc::new(RateLimiter::direct(quota)),
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Waits for a rate permit (through this thread's pacer), then for an in-flight slot.
+    /// Hold the returned guard for the duration of the request.
+    pub async fn acquire(&self) -> RequestPermit {
+        let pacer = self.pacer_for_this_thread();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        pacer.permit().await;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        let slot = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
+        RequestPermit { _slot: slot }
+    }
+
+    /// Requests currently waiting for a rate permit.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    fn pacer_for_this_thread(&self) -> Pacer {
+        thread_local! {
+            // One pacer per environment per thread (arbiter): the pacer task lives on the
+            // runtime of that thread.
+            static PACERS: RefCell<HashMap<usize, Pacer>> = RefCell::new(HashMap::new());
+        }
+        let key = Arc::as_ptr(&self.limiter) as *const () as usize;
+        PACERS.with(|p| {
+            let mut map = p.borrow_mut();
+            if let Some(pacer) = map.get(&key) {
+                if !pacer.0.is_closed() {
+                    return pacer.clone();
+                }
+            }
+            let pacer = Pacer::spawn(self.limiter.clone(), self.name.clone());
+            map.insert(key, pacer.clone());
+            pacer
+        })
+    }
+}
+
+/// Held while a request is in flight.
+pub struct RequestPermit {
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A FIFO queue in front of a limiter, served by one task.
+#[derive(Clone)]
+struct Pacer(mpsc::UnboundedSender<oneshot::Sender<()>>);
+
+impl Pacer {
+    fn spawn(limiter: Arc<DefaultDirectRateLimiter>, env: Arc<str>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+        tokio::spawn(async move {
+            while let Some(waiter) = rx.recv().await {
+                if waiter.is_closed() {
+                    continue; // the caller gave up: keep the cell for the next one
+                }
+                limiter.until_ready().await;
+                let _ = waiter.send(());
+            }
+            tracing::trace!(env = %env, "pacer stopped");
+        });
+        Pacer(tx)
+    }
+
+    async fn permit(&self) {
+        let (t, r) = oneshot::channel();
+        if self.0.send(t).is_ok() {
+            let _ = r.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::{Clock, FakeRelativeClock};
+    use std::time::Duration;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    #[test]
+    fn quota_lets_burst_then_paces_at_rate() {
+        let clock = FakeRelativeClock::default();
+        let lim = RateLimiter::direct_with_clock(
+            Quota::per_second(nz(10)).allow_burst(nz(2)),
+            clock.clone(),
+        );
+        assert!(lim.check().is_ok());
+        assert!(lim.check().is_ok());
+        let wait = lim.check().unwrap_err().wait_time_from(clock.now());
+        assert_eq!(wait, Duration::from_millis(100));
+        clock.advance(wait);
+        assert!(lim.check().is_ok());
+    }
+
+    #[test]
+    fn at_most_rate_plus_burst_cells_in_any_second() {
+        let clock = FakeRelativeClock::default();
+        let lim = RateLimiter::direct_with_clock(
+            Quota::per_second(nz(20)).allow_burst(nz(5)),
+            clock.clone(),
+        );
+        // Greedy client checking every millisecond for 3 seconds.
+        let mut grants = Vec::new();
+        for ms in 0..3000u64 {
+            while lim.check().is_ok() {
+                grants.push(ms);
+            }
+            clock.advance(Duration::from_millis(1));
+        }
+        for start in 0..2000u64 {
+            let n = grants
+                .iter()
+                .filter(|&&t| t >= start && t < start + 1000)
+                .count();
+            assert!(n <= 25, "window at {start} ms had {n} grants");
+        }
+    }
+
+    #[tokio::test]
+    async fn pacer_grants_in_arrival_order() {
+        let limits = Arc::new(EnvLimits::new("t", nz(1000), nz(1), 10));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let (l, o) = (limits.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = l.acquire().await;
+                o.lock().unwrap().push(i);
+            }));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let got = order.lock().unwrap().clone();
+        assert_eq!(got, (0..50).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,105 @@
+//! Data that travels between actors: result documents, job descriptions, backup levels.
+
+pub mod result;
+
+pub use result::{
+    Action, Dataset, ErrorType, Outcome, ProbeResult, ResultContext, Summary as CheckSummary,
+};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Commvault backup levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BackupLevel {
+    Full,
+    Incremental,
+    Differential,
+    SyntheticFull,
+}
+
+impl BackupLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupLevel::Full => "FULL",
+            BackupLevel::Incremental => "INCREMENTAL",
+            BackupLevel::Differential => "DIFFERENTIAL",
+            BackupLevel::SyntheticFull => "SYNTHETIC_FULL",
+        }
+    }
+}
+
+impl fmt::Display for BackupLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackupLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "FULL" => Ok(BackupLevel::Full),
+            "INCREMENTAL" => Ok(BackupLevel::Incremental),
+            "DIFFERENTIAL" => Ok(BackupLevel::Differential),
+            "SYNTHETIC_FULL" => Ok(BackupLevel::SyntheticFull),
+            _ => Err(format!(
+                "unknown backup level `{s}` (expected FULL, INCREMENTAL, DIFFERENTIAL or SYNTHETIC_FULL)"
+            )),
+        }
+    }
+}
+
+/// Backup or restore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    #[default]
+    Backup,
+    Restore,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Restore => "restore",
+        }
+    }
+}
+
+/// What a job was launched for: everything the job actor needs to poll it and label results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    pub kind: JobKind,
+    pub host: String,
+    pub level: Option<BackupLevel>,
+    pub restore: Option<crate::config::RestoreSpec>,
+}
+
+/// How a tracked job ended (`iaso.job.result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobResult {
+    Success,
+    Warning,
+    Failure,
+    Timeout,
+    PollFailed,
+    Cancelled,
+}
+
+impl JobResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobResult::Success => "success",
+            JobResult::Warning => "warning",
+            JobResult::Failure => "failure",
+            JobResult::Timeout => "timeout",
+            JobResult::PollFailed => "poll_failed",
+            JobResult::Cancelled => "cancelled",
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! The result document (docs/result-schema.md): ECS names, Heartbeat names for checks,
+//! serialized as nested JSON; absent fields are omitted, never `null`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{BackupLevel, JobKind, JobResult};
+
+/// `event.dataset`: which data stream family the result belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Dataset {
+    #[serde(rename = "iaso.checks")]
+    Checks,
+    #[serde(rename = "iaso.jobs")]
+    Jobs,
+}
+
+impl Dataset {
+    /// Data stream family (`iaso-checks`, `iaso-jobs`).
+    pub fn stream_prefix(self) -> &'static str {
+        match self {
+            Dataset::Checks => "iaso-checks",
+            Dataset::Jobs => "iaso-jobs",
+        }
+    }
+}
+
+/// `event.action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Action {
+    #[serde(rename = "liveness")]
+    Liveness,
+    #[serde(rename = "health")]
+    Health,
+    #[serde(rename = "response_time")]
+    ResponseTime,
+    #[serde(rename = "auth")]
+    Auth,
+    #[serde(rename = "backup.launch")]
+    BackupLaunch,
+    #[serde(rename = "restore.launch")]
+    RestoreLaunch,
+    #[serde(rename = "job.status")]
+    JobStatus,
+    #[serde(rename = "job.end")]
+    JobEnd,
+}
+
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Action::Liveness,
+        Action::Health,
+        Action::ResponseTime,
+        Action::Auth,
+        Action::BackupLaunch,
+        Action::RestoreLaunch,
+        Action::JobStatus,
+        Action::JobEnd,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Liveness => "liveness",
+            Action::Health => "health",
+            Action::ResponseTime => "response_time",
+            Action::Auth => "auth",
+            Action::BackupLaunch => "backup.launch",
+            Action::RestoreLaunch => "restore.launch",
+            Action::JobStatus => "job.status",
+            Action::JobEnd => "job.end",
+        }
+    }
+
+    pub fn dataset(self) -> Dataset {
+        match self {
+            Action::Liveness | Action::Health | Action::ResponseTime | Action::Auth => {
+                Dataset::Checks
+            }
+            _ => Dataset::Jobs,
+        }
+    }
+}
+
+/// `event.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Unknown,
+}
+
+/// `error.type`: a closed list, so dashboards can group on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    Timeout,
+    Connect,
+    HttpStatus,
+    Decode,
+    Assertion,
+    Auth,
+    RateLimited,
+    Skipped,
+    BodyTooLarge,
+    JobFailed,
+    JobTimeout,
+    PollFailed,
+    Cancelled,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Timeout => "timeout",
+            ErrorType::Connect => "connect",
+            ErrorType::HttpStatus => "http_status",
+            ErrorType::Decode => "decode",
+            ErrorType::Assertion => "assertion",
+            ErrorType::Auth => "auth",
+            ErrorType::RateLimited => "rate_limited",
+            ErrorType::Skipped => "skipped",
+            ErrorType::BodyTooLarge => "body_too_large",
+            ErrorType::JobFailed => "job_failed",
+            ErrorType::JobTimeout => "job_timeout",
+            ErrorType::PollFailed => "poll_failed",
+            ErrorType::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One result document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeResult {
+    #[serde(rename = "@timestamp", with = "millis")]
+    pub timestamp: DateTime<Utc>,
+    pub event: Event,
+    pub service: Service,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Url>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Http>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+    #[serde(default, skip_serializing_if = "Iaso::is_empty")]
+    pub iaso: Iaso,
+    pub labels: Labels,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
+    pub observer: Observer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Monitor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub id: String,
+    pub dataset: Dataset,
+    pub action: Action,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    pub sequence: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub environment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Url {
+    pub full: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub request: HttpRequest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HttpResponse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRequest {
+    pub method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpResponse {
+    pub status_code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorInfo {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Iaso {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<IasoJob>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<IasoBackup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<IasoRestore>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<IasoHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_ms: Option<u64>,
+}
+
+impl Iaso {
+    fn is_empty(&self) -> bool {
+        *self == Iaso::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IasoJob {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub kind: JobKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polls: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IasoBackup {
+    pub level: BackupLevel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IasoRestore {
+    pub file_name: String,
+    pub source_path: String,
+    pub destination_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IasoHealth {
+    pub component: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Labels {
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trace {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observer {
+    pub hostname: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitor {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub duration: MonitorDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorDuration {
+    pub us: u64,
+}
+
+/// Heartbeat's `summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub up: u64,
+    pub down: u64,
+    pub attempt: u32,
+    pub max_attempts: u32,
+}
+
+mod millis {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What every result of one environment in one run shares; hands out sequence numbers
+/// and deterministic ids. Cheap to clone (shared counter).
+#[derive(Debug, Clone)]
+pub struct ResultContext {
+    pub run_id: Arc<str>,
+    pub environment: Arc<str>,
+    pub observer_hostname: Arc<str>,
+    sequence: Arc<AtomicU64>,
+    traces: Arc<AtomicU64>,
+}
+
+impl ResultContext {
+    pub fn new(run_id: &str, environment: &str, observer_hostname: &str) -> Self {
+        Self {
+            run_id: run_id.into(),
+            environment: environment.into(),
+            observer_hostname: observer_hostname.into(),
+            sequence: Arc::new(AtomicU64::new(0)),
+            traces: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A new number for a job flow (`trace.id` is derived from it).
+    pub fn next_trace(&self) -> u64 {
+        self.traces.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A new result with the common fields filled in. The id hashes run, environment,
+    /// action and sequence: unique per result, identical when the journal line is re-sent.
+    pub fn result(&self, action: Action, outcome: Outcome) -> ProbeResult {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut h = Sha256::new();
+        for part in [
+            self.run_id.as_bytes(),
+            self.environment.as_bytes(),
+            action.as_str().as_bytes(),
+            &sequence.to_be_bytes(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        let id = hex::encode(&h.finalize()[..16]);
+        ProbeResult {
+            // Millisecond precision: what the document carries, so a journal line reads back equal.
+            timestamp: DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+                .unwrap_or_default(),
+            event: Event {
+                id,
+                dataset: action.dataset(),
+                action,
+                outcome,
+                duration: None,
+                sequence,
+            },
+            service: Service {
+                environment: self.environment.to_string(),
+            },
+            url: None,
+            http: None,
+            error: None,
+            host: None,
+            iaso: Iaso::default(),
+            labels: Labels {
+                run_id: self.run_id.to_string(),
+            },
+            trace: None,
+            observer: Observer {
+                hostname: self.observer_hostname.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            monitor: None,
+            summary: None,
+        }
+    }
+}
+
+impl ProbeResult {
+    pub fn with_duration(mut self, d: Duration) -> Self {
+        self.event.duration = Some(d.as_nanos().min(u64::MAX as u128) as u64);
+        self
+    }
+
+    pub fn with_error(mut self, kind: ErrorType, message: impl Into<String>) -> Self {
+        self.error = Some(ErrorInfo {
+            kind,
+            message: message.into(),
+        });
+        self
+    }
+
+    pub fn with_http(mut self, method: &str, url: &str, status: Option<u16>) -> Self {
+        self.url = Some(Url {
+            full: url.to_owned(),
+        });
+        self.http = Some(Http {
+            request: HttpRequest {
+                method: method.to_owned(),
+            },
+            response: status.map(|status_code| HttpResponse { status_code }),
+        });
+        self
+    }
+
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = Some(Host {
+            name: host.to_owned(),
+        });
+        self
+    }
+
+    pub fn with_trace(mut self, trace_id: &str) -> Self {
+        self.trace = Some(Trace {
+            id: trace_id.to_owned(),
+        });
+        self
+    }
+
+    /// Heartbeat fields of a check.
+    pub fn with_monitor(mut self, monitor_id: String, attempt: u32, max_attempts: u32) -> Self {
+        let up = self.event.outcome == Outcome::Success;
+        let us = self.event.duration.unwrap_or(0) / 1000;
+        self.monitor = Some(Monitor {
+            id: monitor_id,
+            kind: "http".into(),
+            status: if up { "up" } else { "down" }.into(),
+            duration: MonitorDuration { us },
+        });
+        self.summary = Some(Summary {
+            up: up as u64,
+            down: (!up) as u64,
+            attempt,
+            max_attempts,
+        });
+        self
+    }
+
+    /// The data stream this result belongs to (`iaso-checks-lab`, …).
+    pub fn data_stream(&self) -> String {
+        format!(
+            "{}-{}",
+            self.event.dataset.stream_prefix(),
+            self.service.environment
+        )
+    }
+
+    pub fn is_failure(&self) -> bool {
+        self.event.outcome == Outcome::Failure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_per_result_and_stable_per_inputs() {
+        let a = ResultContext::new("run-1", "lab", "obs");
+        let b = ResultContext::new("run-1", "lab", "obs");
+        let (a1, a2) = (
+            a.result(Action::Liveness, Outcome::Success),
+            a.result(Action::Liveness, Outcome::Success),
+        );
+        assert_ne!(a1.event.id, a2.event.id);
+        assert_eq!(
+            a1.event.id,
+            b.result(Action::Liveness, Outcome::Success).event.id
+        );
+    }
+
+    #[test]
+    fn serializes_nested_without_nulls_and_round_trips() {
+        let ctx = ResultContext::new("r", "lab", "obs");
+        let r = ctx
+            .result(Action::Liveness, Outcome::Success)
+            .with_duration(Duration::from_millis(3))
+            .with_http("GET", "http://x/api/v1/alive", Some(200))
+            .with_monitor("lab-liveness".into(), 1, 1);
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains("null"), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"]["action"], "liveness");
+        assert_eq!(v["monitor"]["duration"]["us"], 3000);
+        assert_eq!(v["summary"]["up"], 1);
+        assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'));
+        let back: ProbeResult = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn data_stream_follows_dataset_and_environment() {
+        let ctx = ResultContext::new("r", "prod", "obs");
+        assert_eq!(
+            ctx.result(Action::JobEnd, Outcome::Success).data_stream(),
+            "iaso-jobs-prod"
+        );
+        assert_eq!(
+            ctx.result(Action::Auth, Outcome::Failure).data_stream(),
+            "iaso-checks-prod"
+        );
+    }
+}

@@ -1,0 +1,513 @@
+//! The probes themselves: one async function per check or job step, turning API calls into
+//! result documents. Actors decide *when* to run them; this module decides *what a result
+//! says*. A failed probe is a result with `event.outcome: failure`, never an `Err`.
+
+use crate::actors::sink::SinkHandle;
+use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease, TokenManager};
+use crate::config::{EnvironmentConfig, HostSpec, RestoreSpec, StatusClass};
+use crate::limiter::EnvLimits;
+use crate::model::result::{IasoBackup, IasoHealth, IasoJob, IasoRestore};
+use crate::model::{
+    Action, BackupLevel, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult,
+    ResultContext,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything the probes of one environment share, across threads.
+pub struct EnvRuntime {
+    pub name: Arc<str>,
+    pub cfg: Arc<EnvironmentConfig>,
+    pub base_url: String,
+    pub limits: Arc<EnvLimits>,
+    pub tokens: TokenManager,
+    pub ctx: ResultContext,
+    pub sink: SinkHandle,
+    /// Hosts selected for this run (configuration, `--host`, `--hosts`, `--shard`).
+    pub hosts: Vec<HostSpec>,
+}
+
+impl EnvRuntime {
+    /// This thread's client for the environment.
+    pub fn client(&self) -> ApiClient {
+        ApiClient::for_this_thread(&self.base_url, self.cfg.clone(), self.limits.clone())
+    }
+
+    pub fn level_of(&self, h: &HostSpec) -> BackupLevel {
+        h.level.unwrap_or(self.cfg.default_backup_level)
+    }
+
+    /// Publishes a result, waiting for the sink (back-pressure).
+    pub async fn emit(&self, r: ProbeResult) {
+        self.sink.publish(r).await;
+    }
+
+    /// A token, logging in when needed; the login, if one happened, is reported as an
+    /// `auth` result.
+    pub async fn lease(&self, client: &ApiClient) -> Result<TokenLease, ApiError> {
+        let (lease, login) = self.tokens.lease(client).await;
+        if let Some(call) = login {
+            self.emit(auth_result(self, &call.map_unit())).await;
+        }
+        lease
+    }
+}
+
+impl<T> Call<T> {
+    fn map_unit(&self) -> Call<()> {
+        Call {
+            exchange: self.exchange.clone(),
+            outcome: self.outcome.as_ref().map(|_| ()).map_err(Clone::clone),
+        }
+    }
+}
+
+fn base(
+    rt: &EnvRuntime,
+    action: Action,
+    ex: &Exchange,
+    outcome: &Result<(), ApiError>,
+) -> ProbeResult {
+    let r = rt
+        .ctx
+        .result(
+            action,
+            if outcome.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+        )
+        .with_duration(ex.duration)
+        .with_http(&ex.method, &ex.url, ex.status);
+    match outcome {
+        Ok(()) => r,
+        Err(e) => r.with_error(e.error_type(), e.to_string()),
+    }
+}
+
+fn monitor_id(rt: &EnvRuntime, check: &str) -> String {
+    format!("{}-{check}", rt.name)
+}
+
+/// Runs `attempts` times at most, until success; returns the deciding call and its attempt.
+async fn with_attempts<T, F, Fut>(attempts: u32, mut f: F) -> (Call<T>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Call<T>>,
+{
+    let mut n = 1;
+    loop {
+        let call = f().await;
+        if call.outcome.is_ok() || n >= attempts.max(1) {
+            return (call, n);
+        }
+        n += 1;
+    }
+}
+
+/// Liveness: one result.
+pub async fn liveness(rt: &EnvRuntime) -> ProbeResult {
+    let client = rt.client();
+    let attempts = rt.cfg.checks.liveness.attempts;
+    let (call, n) = with_attempts(attempts, || client.liveness()).await;
+    base(rt, Action::Liveness, &call.exchange, &call.outcome).with_monitor(
+        monitor_id(rt, "liveness"),
+        n,
+        attempts,
+    )
+}
+
+/// Health: one result per component, plus `_overall` when the API gives an overall status.
+/// A failed call gives one failed result for component `_overall`.
+pub async fn health(rt: &EnvRuntime) -> Vec<ProbeResult> {
+    let client = rt.client();
+    let attempts = rt.cfg.checks.health.attempts;
+    let (call, n) = with_attempts(attempts, || client.health()).await;
+    let ex = &call.exchange;
+    let mut out = Vec::new();
+    match &call.outcome {
+        Err(e) => {
+            let mut r = base(rt, Action::Health, ex, &Err(e.clone()));
+            r.iaso.health = Some(IasoHealth {
+                component: "_overall".into(),
+                status: "unknown".into(),
+            });
+            out.push(r.with_monitor(monitor_id(rt, "health-_overall"), n, attempts));
+        }
+        Ok(report) => {
+            let overall = report
+                .overall
+                .iter()
+                .map(|s| ("_overall".to_string(), s.clone()));
+            for (component, status) in overall.chain(report.components.iter().cloned()) {
+                let healthy = client.is_healthy(&status);
+                let outcome = if healthy {
+                    Ok(())
+                } else {
+                    Err(ApiError::Assertion(format!(
+                        "component {component} is {status}"
+                    )))
+                };
+                let mut r = base(rt, Action::Health, ex, &outcome);
+                r.iaso.health = Some(IasoHealth {
+                    component: component.clone(),
+                    status,
+                });
+                out.push(r.with_monitor(
+                    monitor_id(rt, &format!("health-{component}")),
+                    n,
+                    attempts,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Response time: one result per configured path; fails past the limit.
+pub async fn response_time(rt: &EnvRuntime, path: &str) -> ProbeResult {
+    let client = rt.client();
+    let limit = Duration::from_millis(rt.cfg.checks.response_time_limit_ms);
+    let attempts = rt.cfg.checks.response_time.attempts;
+    let (call, n) = with_attempts(attempts, || async {
+        let mut call = client.timed_get(path).await;
+        if call.outcome.is_ok() && call.exchange.duration > limit {
+            call.outcome = Err(ApiError::Assertion(format!(
+                "answered in {} ms, over the {} ms limit",
+                call.exchange.duration.as_millis(),
+                limit.as_millis()
+            )));
+        }
+        call
+    })
+    .await;
+    let mut r = base(rt, Action::ResponseTime, &call.exchange, &call.outcome);
+    r.iaso.limit_ms = Some(rt.cfg.checks.response_time_limit_ms);
+    let id = if rt.cfg.checks.response_time_paths.len() > 1 {
+        format!("response_time{}", path.replace('/', "_"))
+    } else {
+        "response_time".into()
+    };
+    r.with_monitor(monitor_id(rt, &id), n, attempts)
+}
+
+fn auth_result(rt: &EnvRuntime, call: &Call<()>) -> ProbeResult {
+    let attempts = rt.cfg.checks.auth.attempts;
+    base(rt, Action::Auth, &call.exchange, &call.outcome).with_monitor(
+        monitor_id(rt, "auth"),
+        1,
+        attempts,
+    )
+}
+
+/// The auth check: a fresh login (the token it gets is kept for the jobs).
+pub async fn auth(rt: &EnvRuntime) -> Result<TokenLease, ApiError> {
+    rt.tokens.forget();
+    let client = rt.client();
+    rt.lease(&client).await
+}
+
+/// A `skipped` result for a step that needed a token.
+pub fn skipped(rt: &EnvRuntime, action: Action, spec: &JobSpec, why: &ApiError) -> ProbeResult {
+    let mut r = rt
+        .ctx
+        .result(action, Outcome::Unknown)
+        .with_host(&spec.host)
+        .with_error(
+            ErrorType::Skipped,
+            format!("no token (authentication failed: {why})"),
+        );
+    label_job(&mut r, spec, None);
+    r
+}
+
+fn label_job(r: &mut ProbeResult, spec: &JobSpec, job_id: Option<&str>) {
+    r.iaso.job = Some(IasoJob {
+        id: job_id.map(str::to_owned),
+        kind: spec.kind,
+        ..Default::default()
+    });
+    if let Some(level) = spec.level {
+        r.iaso.backup = Some(IasoBackup { level });
+    }
+    if let Some(rs) = &spec.restore {
+        r.iaso.restore = Some(IasoRestore {
+            file_name: rs.file_name.clone(),
+            source_path: rs.source_path.clone(),
+            destination_path: rs.destination_path.clone(),
+        });
+    }
+}
+
+/// The job spec of a backup.
+pub fn backup_spec(rt: &EnvRuntime, h: &HostSpec) -> JobSpec {
+    JobSpec {
+        kind: JobKind::Backup,
+        host: h.name.clone(),
+        level: Some(rt.level_of(h)),
+        restore: None,
+    }
+}
+
+/// The job spec of a restore.
+pub fn restore_spec(r: &RestoreSpec) -> JobSpec {
+    JobSpec {
+        kind: JobKind::Restore,
+        host: r.host.clone(),
+        level: None,
+        restore: Some(r.clone()),
+    }
+}
+
+/// A launched job to track.
+pub struct LaunchedJob {
+    pub spec: JobSpec,
+    pub job_id: String,
+    pub trace_id: String,
+}
+
+/// Launches a backup or restore; one `*.launch` result. A 401 triggers one re-login and
+/// one retry. Returns the job to track on success.
+pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
+    let client = rt.client();
+    let action = match spec.kind {
+        JobKind::Backup => Action::BackupLaunch,
+        JobKind::Restore => Action::RestoreLaunch,
+    };
+    let mut tries = 0;
+    let call = loop {
+        tries += 1;
+        let lease = match rt.lease(&client).await {
+            Ok(l) => l,
+            Err(e) => {
+                rt.emit(skipped(rt, action, &spec, &e)).await;
+                return None;
+            }
+        };
+        let call = client
+            .launch(
+                spec.kind,
+                &spec.host,
+                spec.level,
+                spec.restore.as_ref(),
+                &lease.token,
+            )
+            .await;
+        if matches!(call.outcome, Err(ApiError::Unauthorized(401))) && tries == 1 {
+            rt.tokens.invalidate(lease.generation);
+            continue;
+        }
+        break call;
+    };
+    let trace_id = trace_id(rt, &spec);
+    let unit = call.map_unit();
+    let mut r = base(rt, action, &call.exchange, &unit.outcome)
+        .with_host(&spec.host)
+        .with_trace(&trace_id);
+    let job_id = call.outcome.as_ref().ok().map(|l| l.job_id.clone());
+    label_job(&mut r, &spec, job_id.as_deref());
+    if let (Ok(l), Some(j)) = (&call.outcome, r.iaso.job.as_mut()) {
+        j.status = l.status.clone();
+    }
+    rt.emit(r).await;
+    job_id.map(|job_id| LaunchedJob {
+        spec,
+        job_id,
+        trace_id,
+    })
+}
+
+fn trace_id(rt: &EnvRuntime, spec: &JobSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let seq = rt.ctx.next_trace();
+    let mut h = Sha256::new();
+    h.update(rt.ctx.run_id.as_bytes());
+    h.update(rt.name.as_bytes());
+    h.update(spec.host.as_bytes());
+    h.update(seq.to_be_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// What one poll decided.
+pub enum PollVerdict {
+    /// Keep polling.
+    Continue,
+    /// The job ended (the `job.end` result has been emitted).
+    Ended(JobResult),
+}
+
+/// The state a job actor keeps between polls.
+pub struct JobProgress {
+    pub job: LaunchedJob,
+    pub started: tokio::time::Instant,
+    pub polls: u64,
+    pub consecutive_failures: u32,
+    pub last: Option<JobState>,
+}
+
+impl JobProgress {
+    pub fn new(job: LaunchedJob) -> Self {
+        Self {
+            job,
+            started: tokio::time::Instant::now(),
+            polls: 0,
+            consecutive_failures: 0,
+            last: None,
+        }
+    }
+}
+
+fn job_result_doc(
+    rt: &EnvRuntime,
+    p: &JobProgress,
+    action: Action,
+    outcome: Outcome,
+) -> ProbeResult {
+    let mut r = rt
+        .ctx
+        .result(action, outcome)
+        .with_host(&p.job.spec.host)
+        .with_trace(&p.job.trace_id);
+    label_job(&mut r, &p.job.spec, Some(&p.job.job_id));
+    if let (Some(s), Some(j)) = (&p.last, r.iaso.job.as_mut()) {
+        j.status = Some(s.status.clone());
+        j.percent = s.percent;
+        j.elapsed_s = s.elapsed_s;
+        j.phase = s.phase.clone();
+        j.failure_reason = s.failure_reason.clone();
+    }
+    r
+}
+
+/// Polls once; emits a `job.status` result when the status changed and a `job.end` when
+/// the job is over (terminal status, too long, too many failed polls).
+pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> PollVerdict {
+    p.polls += 1;
+    let mut tries = 0;
+    let call = loop {
+        tries += 1;
+        let lease = match rt.lease(client).await {
+            Ok(l) => l,
+            Err(e) => {
+                break Call {
+                    exchange: Exchange {
+                        method: String::new(),
+                        url: String::new(),
+                        status: None,
+                        duration: Duration::ZERO,
+                    },
+                    outcome: Err(e),
+                }
+            }
+        };
+        let call = client
+            .job_status(&p.job.job_id, &p.job.spec.host, &lease.token)
+            .await;
+        if matches!(call.outcome, Err(ApiError::Unauthorized(401))) && tries == 1 {
+            rt.tokens.invalidate(lease.generation);
+            continue;
+        }
+        break call;
+    };
+    match call.outcome {
+        Ok(state) => {
+            p.consecutive_failures = 0;
+            let changed = p.last.as_ref().is_none_or(|l| l.status != state.status);
+            let class = rt.cfg.jobs.classify(&state.status);
+            p.last = Some(state);
+            if changed {
+                let outcome = match class {
+                    StatusClass::Failure => Outcome::Failure,
+                    StatusClass::Running => Outcome::Unknown,
+                    _ => Outcome::Success,
+                };
+                let r = job_result_doc(rt, p, Action::JobStatus, outcome)
+                    .with_duration(call.exchange.duration)
+                    .with_http(
+                        &call.exchange.method,
+                        &call.exchange.url,
+                        call.exchange.status,
+                    );
+                rt.emit(r).await;
+            }
+            let result = match class {
+                StatusClass::Success => Some(JobResult::Success),
+                StatusClass::Warning => Some(JobResult::Warning),
+                StatusClass::Failure => Some(JobResult::Failure),
+                StatusClass::Running => None,
+            };
+            if let Some(res) = result {
+                return end(rt, p, res, None).await;
+            }
+        }
+        Err(e) => {
+            p.consecutive_failures += 1;
+            tracing::debug!(env = %rt.name, job_id = %p.job.job_id, error = %e, "job poll failed");
+            if p.consecutive_failures >= rt.cfg.jobs.max_consecutive_poll_failures {
+                let msg = format!(
+                    "{} consecutive status polls failed, last: {e}",
+                    p.consecutive_failures
+                );
+                return end(
+                    rt,
+                    p,
+                    JobResult::PollFailed,
+                    Some((ErrorType::PollFailed, msg)),
+                )
+                .await;
+            }
+        }
+    }
+    if p.started.elapsed() >= Duration::from_secs(rt.cfg.jobs.max_duration_secs) {
+        let msg = format!(
+            "still not finished after {} s",
+            rt.cfg.jobs.max_duration_secs
+        );
+        return end(
+            rt,
+            p,
+            JobResult::Timeout,
+            Some((ErrorType::JobTimeout, msg)),
+        )
+        .await;
+    }
+    PollVerdict::Continue
+}
+
+/// Emits the `job.end` result.
+pub async fn end(
+    rt: &EnvRuntime,
+    p: &JobProgress,
+    result: JobResult,
+    error: Option<(ErrorType, String)>,
+) -> PollVerdict {
+    let outcome = match result {
+        JobResult::Success | JobResult::Warning => Outcome::Success,
+        JobResult::Cancelled => Outcome::Unknown,
+        _ => Outcome::Failure,
+    };
+    let mut r = job_result_doc(rt, p, Action::JobEnd, outcome).with_duration(p.started.elapsed());
+    if let Some(j) = r.iaso.job.as_mut() {
+        j.result = Some(result);
+        j.polls = Some(p.polls);
+    }
+    let error = error.or_else(|| match result {
+        JobResult::Failure => Some((
+            ErrorType::JobFailed,
+            p.last
+                .as_ref()
+                .map(|s| match &s.failure_reason {
+                    Some(why) => format!("job ended {}: {why}", s.status),
+                    None => format!("job ended {}", s.status),
+                })
+                .unwrap_or_else(|| "job failed".into()),
+        )),
+        _ => None,
+    });
+    if let Some((kind, msg)) = error {
+        r = r.with_error(kind, msg);
+    }
+    rt.emit(r).await;
+    PollVerdict::Ended(result)
+}

@@ -1,0 +1,162 @@
+//! What a run covers: `--env`, `--host`, `--hosts FILE` and `--shard I/N` applied to the
+//! configuration, giving each selected environment its host list.
+
+use crate::config::{read_hosts_file, Config, EnvironmentConfig, HostSpec};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The command line's selection.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Environments to run (all enabled ones when empty).
+    pub envs: Vec<String>,
+    /// Hosts to back up instead of the configured ones.
+    pub hosts: Vec<String>,
+    /// File of hosts to back up instead of the configured ones.
+    pub hosts_file: Option<PathBuf>,
+    /// Only the hosts of this shard.
+    pub shard: Option<Shard>,
+}
+
+/// `I/N`: this instance takes the hosts whose stable hash modulo N is I.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("--shard `{s}`: expected I/N, e.g. 0/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("--shard `{s}`: I is not a number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("--shard `{s}`: N is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("--shard `{s}`: need 0 <= I < N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// Stable across processes and versions (FNV-1a of the host name).
+    pub fn owns(&self, host: &str) -> bool {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in host.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        h % self.count as u64 == self.index as u64
+    }
+}
+
+/// The selected environments with their configuration and hosts, in name order.
+pub fn select(
+    cfg: &Config,
+    sel: &Selection,
+) -> Result<Vec<(String, EnvironmentConfig, Vec<HostSpec>)>, String> {
+    for e in &sel.envs {
+        if !cfg.environments.contains_key(e) {
+            let known: Vec<&str> = cfg.environments.keys().map(String::as_str).collect();
+            return Err(format!(
+                "--env {e}: no such environment (configured: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (name, env) in &cfg.environments {
+        let chosen = if sel.envs.is_empty() {
+            env.enabled
+        } else {
+            sel.envs.contains(name)
+        };
+        if !chosen {
+            continue;
+        }
+        let mut hosts = if let Some(f) = &sel.hosts_file {
+            read_hosts_file(f, env.default_backup_level).map_err(|m| format!("--hosts: {m}"))?
+        } else if !sel.hosts.is_empty() {
+            sel.hosts
+                .iter()
+                .map(|h| {
+                    env.hosts
+                        .iter()
+                        .find(|c| &c.name == h)
+                        .cloned()
+                        .unwrap_or(HostSpec {
+                            name: h.clone(),
+                            level: None,
+                        })
+                })
+                .collect()
+        } else {
+            let mut hosts = env.hosts.clone();
+            if let Some(f) = &env.hosts_file {
+                hosts.extend(
+                    read_hosts_file(f, env.default_backup_level)
+                        .map_err(|m| format!("environments.{name}.hosts_file: {m}"))?,
+                );
+            }
+            hosts
+        };
+        if let Some(shard) = sel.shard {
+            hosts.retain(|h| shard.owns(&h.name));
+        }
+        out.push((name.clone(), env.clone(), hosts));
+    }
+    if out.is_empty() {
+        return Err("no environment selected (all are disabled)".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_hosts() {
+        let hosts: Vec<String> = (0..1000).map(|i| format!("host-{i}")).collect();
+        let shards: Vec<Shard> = (0..4).map(|i| Shard { index: i, count: 4 }).collect();
+        for h in &hosts {
+            assert_eq!(shards.iter().filter(|s| s.owns(h)).count(), 1);
+        }
+        let first = hosts.iter().filter(|h| shards[0].owns(h)).count();
+        assert!((150..350).contains(&first), "{first}");
+    }
+
+    #[test]
+    fn rejects_bad_shards() {
+        assert!("3/3".parse::<Shard>().is_err());
+        assert!("x/3".parse::<Shard>().is_err());
+        assert_eq!(
+            "1/3".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 3 }
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_environment() {
+        let cfg = crate::config::load::load_with(&crate::config::ConfigSource::Embedded, false)
+            .unwrap()
+            .config;
+        let e = select(
+            &cfg,
+            &Selection {
+                envs: vec!["staging".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("--env staging") && e.contains("lab"), "{e}");
+    }
+}

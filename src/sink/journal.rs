@@ -1,0 +1,181 @@
+//! The results journal: NDJSON segment files, append-only, rotated by size. It is the JSON
+//! results log and the write-ahead log of shipping. Each process run starts a new segment,
+//! so a line torn by a crash can only be the last line of an older segment; readers skip it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+const PREFIX: &str = "results-";
+const SUFFIX: &str = ".ndjson";
+
+/// Name of segment `n` (zero-padded so names sort like numbers).
+pub fn segment_name(n: u64) -> String {
+    format!("{PREFIX}{n:012}{SUFFIX}")
+}
+
+/// Existing segments of `dir`, in order.
+pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix(PREFIX)
+            .and_then(|s| s.strip_suffix(SUFFIX))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            out.push((n, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The writer side of the journal.
+pub struct Journal {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment: u64,
+    bytes: u64,
+    file: BufWriter<File>,
+    lines: u64,
+}
+
+impl Journal {
+    /// Opens `dir` (created if needed) and starts a new segment after the existing ones.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| annotate(e, dir))?;
+        let next = segments(dir)?.last().map_or(1, |(n, _)| n + 1);
+        let file = open_segment(dir, next)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            max_bytes,
+            segment: next,
+            bytes: 0,
+            file,
+            lines: 0,
+        })
+    }
+
+    /// Appends one line (without its newline). Rotates first when the segment is full.
+    pub fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.bytes > 0 && self.bytes + line.len() as u64 + 1 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(line)?;
+        self.file.write_all(b"\n")?;
+        self.bytes += line.len() as u64 + 1;
+        self.lines += 1;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()?;
+        self.segment += 1;
+        self.file = open_segment(&self.dir, self.segment)?;
+        self.bytes = 0;
+        Ok(())
+    }
+
+    /// Writes buffered lines to the file (not yet durable: see [`sync_handle`](Self::sync_handle)).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+
+    /// A handle to fsync the current segment from a blocking thread.
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.get_ref().try_clone()
+    }
+
+    /// Lines appended by this writer.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Current segment number.
+    pub fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn open_segment(dir: &Path, n: u64) -> io::Result<BufWriter<File>> {
+    let path = dir.join(segment_name(n));
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| annotate(e, &path))?;
+    Ok(BufWriter::with_capacity(256 * 1024, f))
+}
+
+fn annotate(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Reads every complete line of every segment (a torn last line is skipped): for tests,
+/// `ship` and tools. Large journals should be read segment by segment instead.
+pub fn read_all(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (_, path) in segments(dir)? {
+        let text = fs::read_to_string(&path)?;
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        out.extend(
+            complete
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_every_line() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(d.path(), 100).unwrap();
+        for i in 0..20 {
+            j.append(format!("{{\"n\":{i:04}}}").as_bytes()).unwrap();
+        }
+        j.flush().unwrap();
+        assert!(segments(d.path()).unwrap().len() > 1);
+        let lines = read_all(d.path()).unwrap();
+        assert_eq!(lines.len(), 20);
+        assert_eq!(lines[19], "{\"n\":0019}");
+    }
+
+    #[test]
+    fn a_new_writer_starts_a_new_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = Journal::open(d.path(), 1 << 20).unwrap();
+        a.append(b"{}").unwrap();
+        a.flush().unwrap();
+        let b = Journal::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(b.segment(), a.segment() + 1);
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(segment_name(1)), "{\"a\":1}\n{\"b\":").unwrap();
+        assert_eq!(read_all(d.path()).unwrap(), vec!["{\"a\":1}".to_string()]);
+    }
+}
