@@ -1,0 +1,1699 @@
+//! REST layer: request size limit, authentication, injected faults, routing, the handlers other
+//! than `_bulk`, `filter_path`, response headers, and the request log.
+
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::{Map, Value};
+
+use super::bulk;
+use super::http::{HttpRequest, HttpResponse};
+use super::json::{cause, error_envelope, filter_path, glob, J};
+use super::mapping;
+use super::query::{self, Query};
+use super::store::{
+    flatten_settings, index_not_found, nest_settings, now_iso, patterns_of, validate_index_name,
+    IlmPolicy, State,
+};
+use super::{Fault, RecordedRequest};
+
+pub const VERSION: &str = "8.15.3";
+const CLUSTER_NAME: &str = "es-emulator";
+
+/// Decoded query parameters.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(query: &str) -> Params {
+        Params(
+            url::form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// A boolean flag: present and empty, or `true`.
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some("" | "true"))
+    }
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.trim().bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        buf = (buf << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// A response before headers and `filter_path`.
+struct Reply {
+    status: u16,
+    body: Option<J>,
+    headers: Vec<(String, String)>,
+    /// No Elasticsearch headers at all (the 413 comes from Netty, before the REST layer).
+    bare: bool,
+}
+
+impl Reply {
+    fn json(status: u16, body: J) -> Reply {
+        Reply {
+            status,
+            body: Some(body),
+            headers: Vec::new(),
+            bare: false,
+        }
+    }
+
+    fn ok(body: J) -> Reply {
+        Reply::json(200, body)
+    }
+
+    fn ack() -> Reply {
+        Reply::ok(J::obj().set("acknowledged", true))
+    }
+
+    fn error(status: u16, error: J) -> Reply {
+        Reply::json(status, error_envelope(error, status))
+    }
+
+    fn too_large() -> Reply {
+        Reply {
+            status: 413,
+            body: None,
+            headers: Vec::new(),
+            bare: true,
+        }
+    }
+}
+
+/// Entry point from the HTTP server.
+pub fn handle(state: &Mutex<State>, req: HttpRequest) -> HttpResponse {
+    let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let params = Params::parse(&req.query);
+    let segs: Vec<String> = req
+        .raw_path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let is_bulk = segs.last().is_some_and(|s| s == "_bulk") && segs.len() <= 2;
+    let reply = respond(&mut st, &req, &params, &segs, is_bulk);
+    if is_bulk {
+        st.bulk_stats.requests += 1;
+        if !(200..300).contains(&reply.status) {
+            *st.bulk_stats
+                .whole_request_errors
+                .entry(reply.status)
+                .or_default() += 1;
+        }
+    }
+    let mut headers = Vec::new();
+    let mut body = Vec::new();
+    if !reply.bare {
+        headers.push(("X-elastic-product".to_owned(), "Elasticsearch".to_owned()));
+        let content_type = match req.header("accept") {
+            Some(a) if a.starts_with("application/vnd.elasticsearch+json") => a.to_owned(),
+            _ => "application/json".to_owned(),
+        };
+        headers.push(("content-type".to_owned(), content_type));
+    }
+    headers.extend(reply.headers);
+    if let Some(j) = reply.body {
+        let j = match params.get("filter_path") {
+            Some(spec) if !spec.is_empty() => filter_path(j, spec),
+            _ => j,
+        };
+        body = j.to_bytes();
+    }
+    st.requests.push(RecordedRequest {
+        method: req.method.clone(),
+        path: percent_decode(&req.raw_path),
+        query: req.query.clone(),
+        headers: req.headers.clone(),
+        body: req.body.clone(),
+        status: reply.status,
+    });
+    HttpResponse {
+        status: reply.status,
+        headers,
+        body,
+        delay: st.slow,
+    }
+}
+
+fn respond(
+    st: &mut State,
+    req: &HttpRequest,
+    params: &Params,
+    segs: &[String],
+    is_bulk: bool,
+) -> Reply {
+    if is_bulk {
+        if let Some(max) = st.max_request_bytes {
+            if req.body.len() > max {
+                return Reply::too_large();
+            }
+        }
+    }
+    if let Err(reply) = authenticate(st, req) {
+        return reply;
+    }
+    let fault = match st.any_faults.pop_front() {
+        Some(f) => Some(f),
+        None if is_bulk => st.bulk_faults.pop_front(),
+        None => None,
+    };
+    if let Some(fault) = fault {
+        return fault_reply(&fault, req);
+    }
+    route(st, req, params, segs)
+}
+
+const WWW_AUTHENTICATE: [&str; 3] = [
+    "Basic realm=\"security\" charset=\"UTF-8\"",
+    "Bearer realm=\"security\"",
+    "ApiKey",
+];
+
+fn unauthorized(reason: String) -> Reply {
+    let header = J::obj().set(
+        "WWW-Authenticate",
+        J::Arr(WWW_AUTHENTICATE.iter().map(|h| J::from(*h)).collect()),
+    );
+    let mut reply = Reply::error(
+        401,
+        cause("security_exception", reason).set("header", header),
+    );
+    reply.headers = WWW_AUTHENTICATE
+        .iter()
+        .map(|h| ("WWW-Authenticate".to_owned(), (*h).to_owned()))
+        .collect();
+    reply
+}
+
+/// The 401 a request gets, depending on the credentials it carried.
+fn auth_failure(req: &HttpRequest) -> Reply {
+    let uri = req.uri();
+    match req.header("authorization") {
+        Some(h) if h.starts_with("Basic ") => {
+            let decoded = base64_decode(&h[6..]).unwrap_or_default();
+            let text = String::from_utf8_lossy(&decoded);
+            let user = text.split(':').next().unwrap_or_default();
+            unauthorized(format!(
+                "unable to authenticate user [{user}] for REST request [{uri}]"
+            ))
+        }
+        Some(h) if h.starts_with("ApiKey ") || h.starts_with("Bearer ") => unauthorized(
+            "unable to authenticate with provided credentials and anonymous access is not allowed for this request".to_owned(),
+        ),
+        _ => unauthorized(format!(
+            "missing authentication credentials for REST request [{uri}]"
+        )),
+    }
+}
+
+fn authenticate(st: &State, req: &HttpRequest) -> Result<(), Reply> {
+    let opts = &st.options;
+    if opts.basic_auth.is_none() && opts.api_key.is_none() {
+        return Ok(());
+    }
+    let ok = match req.header("authorization") {
+        Some(h) if h.starts_with("Basic ") => {
+            let decoded = base64_decode(&h[6..]).unwrap_or_default();
+            let text = String::from_utf8_lossy(&decoded);
+            opts.basic_auth
+                .as_ref()
+                .is_some_and(|(u, p)| text == format!("{u}:{p}"))
+        }
+        Some(h) if h.starts_with("ApiKey ") => {
+            let token = h[7..].trim();
+            let decoded = base64_decode(token).map(|d| String::from_utf8_lossy(&d).into_owned());
+            opts.api_key
+                .as_ref()
+                .is_some_and(|k| k == token || decoded.as_deref() == Some(k.as_str()))
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(auth_failure(req))
+    }
+}
+
+fn fault_reply(fault: &Fault, req: &HttpRequest) -> Reply {
+    match fault {
+        Fault::Rejected429 => Reply::error(
+            429,
+            cause(
+                "es_rejected_execution_exception",
+                "rejected execution of coordinating operation [coordinating_and_primary_bytes=95396333, replica_bytes=0, all_bytes=95396333, coordinating_operation_bytes=22949230, max_coordinating_and_primary_bytes=107374182]",
+            ),
+        ),
+        Fault::CircuitBreaker429 { permanent } => Reply::error(
+            429,
+            cause(
+                "circuit_breaking_exception",
+                "[parent] Data too large, data for [<http_request>] would be [1017560880/970.4mb], which is larger than the limit of [986061209/940.3mb], real usage: [1017560880/970.4mb], new bytes reserved: [0/0b], usages [request=0/0b, fielddata=0/0b, in_flight_requests=0/0b, accounting=88331753/84.2mb]",
+            )
+            .set("bytes_wanted", 1_017_560_880u64)
+            .set("bytes_limit", 986_061_209u64)
+            .set("durability", if *permanent { "PERMANENT" } else { "TRANSIENT" }),
+        ),
+        Fault::NoMaster503 => Reply::error(
+            503,
+            cause(
+                "cluster_block_exception",
+                "blocked by: [SERVICE_UNAVAILABLE/2/no master];",
+            ),
+        ),
+        Fault::Unauthorized401 => auth_failure(req),
+        Fault::TooLarge413 => Reply::too_large(),
+        Fault::Status(status) => Reply::error(
+            *status,
+            cause(
+                "exception",
+                format!("emulated failure with status [{status}]"),
+            ),
+        ),
+    }
+}
+
+enum Route {
+    Root,
+    Health,
+    Bulk(Option<String>),
+    IlmAll,
+    Ilm(String),
+    ComponentAll,
+    Component(String),
+    TemplateAll,
+    Template(String),
+    DataStreamAll,
+    DataStream(String),
+    Rollover(String),
+    Count(Option<String>),
+    Search(Option<String>),
+    Refresh(Option<String>),
+    Mapping(String),
+    Doc(String, String),
+    Index(String),
+}
+
+fn parse_route(segs: &[String]) -> Option<Route> {
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let plain = |i: &str| !i.starts_with('_') || i == "_all";
+    Some(match s.as_slice() {
+        [] => Route::Root,
+        ["_bulk"] => Route::Bulk(None),
+        [i, "_bulk"] => Route::Bulk(Some((*i).to_owned())),
+        ["_cluster", "health"] | ["_cluster", "health", _] => Route::Health,
+        ["_ilm", "policy"] => Route::IlmAll,
+        ["_ilm", "policy", n] => Route::Ilm((*n).to_owned()),
+        ["_component_template"] => Route::ComponentAll,
+        ["_component_template", n] => Route::Component((*n).to_owned()),
+        ["_index_template"] => Route::TemplateAll,
+        ["_index_template", n] => Route::Template((*n).to_owned()),
+        ["_data_stream"] => Route::DataStreamAll,
+        ["_data_stream", n] => Route::DataStream((*n).to_owned()),
+        ["_count"] => Route::Count(None),
+        [i, "_count"] if plain(i) => Route::Count(Some((*i).to_owned())),
+        ["_search"] => Route::Search(None),
+        [i, "_search"] if plain(i) => Route::Search(Some((*i).to_owned())),
+        ["_refresh"] => Route::Refresh(None),
+        [i, "_refresh"] if plain(i) => Route::Refresh(Some((*i).to_owned())),
+        [i, "_rollover"] if plain(i) => Route::Rollover((*i).to_owned()),
+        [i, "_mapping"] if plain(i) => Route::Mapping((*i).to_owned()),
+        [i, "_doc", id] if plain(i) => Route::Doc((*i).to_owned(), (*id).to_owned()),
+        [i] if plain(i) => Route::Index((*i).to_owned()),
+        _ => return None,
+    })
+}
+
+/// Methods registered for a route, in Elasticsearch's `RestRequest.Method` order.
+fn allowed(route: &Route) -> &'static [&'static str] {
+    match route {
+        Route::Root | Route::Doc(..) => &["GET", "HEAD"],
+        Route::Health
+        | Route::IlmAll
+        | Route::ComponentAll
+        | Route::TemplateAll
+        | Route::DataStreamAll
+        | Route::Mapping(_) => &["GET"],
+        Route::Bulk(_) => &["POST", "PUT"],
+        Route::Ilm(_) | Route::DataStream(_) => &["GET", "PUT", "DELETE"],
+        Route::Component(_) | Route::Template(_) => &["GET", "POST", "PUT", "DELETE", "HEAD"],
+        Route::Rollover(_) => &["POST"],
+        Route::Count(_) | Route::Search(_) | Route::Refresh(_) => &["GET", "POST"],
+        Route::Index(_) => &["GET", "PUT", "DELETE", "HEAD"],
+    }
+}
+
+fn route(st: &mut State, req: &HttpRequest, params: &Params, segs: &[String]) -> Reply {
+    let Some(route) = parse_route(segs) else {
+        return Reply::json(
+            400,
+            J::obj()
+                .set(
+                    "error",
+                    format!(
+                        "no handler found for uri [{}] and method [{}]",
+                        req.uri(),
+                        req.method
+                    ),
+                )
+                .set("status", 400u16),
+        );
+    };
+    let methods = allowed(&route);
+    // HEAD falls back to the GET handler (body stripped), as in Elasticsearch's RestController.
+    let method = if req.method == "HEAD" && methods.contains(&"GET") {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    if !methods.contains(&method) {
+        let listed = methods.to_vec();
+        let mut reply = Reply::json(
+            405,
+            J::obj()
+                .set(
+                    "error",
+                    format!(
+                        "Incorrect HTTP method for uri [{}] and method [{}], allowed: [{}]",
+                        req.uri(),
+                        req.method,
+                        listed.join(", ")
+                    ),
+                )
+                .set("status", 405u16),
+        );
+        reply.headers.push(("Allow".to_owned(), listed.join(",")));
+        return reply;
+    }
+    let path = percent_decode(&req.raw_path);
+    match (route, method) {
+        (Route::Root, _) => Reply::ok(root_info()),
+        (Route::Health, _) => Reply::ok(health(st)),
+        (Route::Bulk(index), _) => match bulk::bulk(st, &path, index.as_deref(), params, &req.body)
+        {
+            Ok(j) => Reply::ok(j),
+            Err((status, error)) => Reply::error(status, error),
+        },
+        (Route::IlmAll, _) => get_ilm(st, "*"),
+        (Route::Ilm(name), "GET") => get_ilm(st, &name),
+        (Route::Ilm(name), "PUT") => put_ilm(st, &name, &req.body),
+        (Route::Ilm(name), _) => delete_ilm(st, &name),
+        (Route::ComponentAll, _) => get_component(st, "*"),
+        (Route::Component(name), "GET") => get_component(st, &name),
+        (Route::Component(name), "DELETE") => delete_component(st, &name),
+        (Route::Component(name), _) => put_component(st, &name, params, &req.body),
+        (Route::TemplateAll, _) => get_template(st, "*"),
+        (Route::Template(name), "GET") => get_template(st, &name),
+        (Route::Template(name), "DELETE") => delete_template(st, &name),
+        (Route::Template(name), _) => put_template(st, &name, params, &req.body),
+        (Route::DataStreamAll, _) => get_data_stream(st, "*"),
+        (Route::DataStream(name), "GET") => get_data_stream(st, &name),
+        (Route::DataStream(name), "PUT") => put_data_stream(st, &name),
+        (Route::DataStream(name), _) => delete_data_stream(st, &name),
+        (Route::Rollover(name), _) => rollover(st, &name),
+        (Route::Count(target), _) => search(st, target.as_deref(), params, &req.body, true),
+        (Route::Search(target), _) => search(st, target.as_deref(), params, &req.body, false),
+        (Route::Refresh(target), _) => refresh(st, target.as_deref()),
+        (Route::Mapping(target), _) => get_mapping(st, &target),
+        (Route::Doc(index, id), _) => get_doc(st, &index, &id),
+        (Route::Index(name), "GET") => get_index(st, &name),
+        (Route::Index(name), "PUT") => put_index(st, &name, &req.body),
+        (Route::Index(name), _) => delete_index(st, &name),
+    }
+}
+
+fn root_info() -> J {
+    J::obj()
+        .set("name", "es-emulator-node")
+        .set("cluster_name", CLUSTER_NAME)
+        .set("cluster_uuid", "zk-HjQtYQGyL3NFSSu7InA")
+        .set(
+            "version",
+            J::obj()
+                .set("number", VERSION)
+                .set("build_flavor", "default")
+                .set("build_type", "docker")
+                .set("build_hash", "f19d7a8ec2a8e6b3c2a4c7b1c0e1c3b9a6f1e2d4")
+                .set("build_date", "2024-10-08T22:56:13.147395911Z")
+                .set("build_snapshot", false)
+                .set("lucene_version", "9.11.1")
+                .set("minimum_wire_compatibility_version", "7.17.0")
+                .set("minimum_index_compatibility_version", "7.0.0"),
+        )
+        .set("tagline", "You Know, for Search")
+}
+
+fn health(st: &State) -> J {
+    let shards = st.indices.len() as u64;
+    J::obj()
+        .set("cluster_name", CLUSTER_NAME)
+        .set("status", "green")
+        .set("timed_out", false)
+        .set("number_of_nodes", 1u64)
+        .set("number_of_data_nodes", 1u64)
+        .set("active_primary_shards", shards)
+        .set("active_shards", shards)
+        .set("relocating_shards", 0u64)
+        .set("initializing_shards", 0u64)
+        .set("unassigned_shards", 0u64)
+        .set("unassigned_primary_shards", 0u64)
+        .set("delayed_unassigned_shards", 0u64)
+        .set("number_of_pending_tasks", 0u64)
+        .set("number_of_in_flight_fetch", 0u64)
+        .set("task_max_waiting_in_queue_millis", 0u64)
+        .set("active_shards_percent_as_number", 100.0)
+}
+
+/// Parses a JSON object body, or the 400 Elasticsearch gives.
+fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, Reply> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Reply::error(
+            400,
+            cause("parse_exception", "request body is required"),
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(Reply::error(
+            400,
+            cause(
+                "x_content_parse_exception",
+                format!("[1:1] [{what}] Expected START_OBJECT"),
+            ),
+        )),
+        Err(e) => Err(Reply::error(
+            400,
+            cause(
+                "x_content_parse_exception",
+                format!("[{}:{}] {e}", e.line(), e.column()),
+            ),
+        )),
+    }
+}
+
+fn unknown_field(obj: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), Reply> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(Reply::error(
+            400,
+            cause(
+                "x_content_parse_exception",
+                format!("[1:2] [{what}] unknown field [{k}]"),
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn names_matching<'a>(keys: impl Iterator<Item = &'a String>, expr: &str) -> Vec<String> {
+    let parts: Vec<&str> = expr.split(',').map(str::trim).collect();
+    keys.filter(|k| parts.iter().any(|p| *p == "_all" || glob(p, k)))
+        .cloned()
+        .collect()
+}
+
+// ---- ILM ----
+
+const PHASE_ACTIONS: &[(&str, &[&str])] = &[
+    (
+        "hot",
+        &[
+            "set_priority",
+            "unfollow",
+            "rollover",
+            "readonly",
+            "downsample",
+            "shrink",
+            "forcemerge",
+            "searchable_snapshot",
+        ],
+    ),
+    (
+        "warm",
+        &[
+            "set_priority",
+            "unfollow",
+            "readonly",
+            "downsample",
+            "allocate",
+            "migrate",
+            "shrink",
+            "forcemerge",
+        ],
+    ),
+    (
+        "cold",
+        &[
+            "set_priority",
+            "unfollow",
+            "readonly",
+            "downsample",
+            "searchable_snapshot",
+            "allocate",
+            "migrate",
+            "freeze",
+        ],
+    ),
+    ("frozen", &["unfollow", "searchable_snapshot"]),
+    ("delete", &["wait_for_snapshot", "delete"]),
+];
+
+fn put_ilm(st: &mut State, name: &str, body: &[u8]) -> Reply {
+    let obj = match object_body(body, "put_lifecycle_request") {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if let Err(r) = unknown_field(&obj, &["policy"], "put_lifecycle_request") {
+        return r;
+    }
+    let Some(policy) = obj.get("policy").filter(|p| p.is_object()) else {
+        return Reply::error(
+            400,
+            cause("illegal_argument_exception", "Required [policy]"),
+        );
+    };
+    if let Some(phases) = policy.get("phases").and_then(Value::as_object) {
+        for (phase, def) in phases {
+            let Some((_, actions)) = PHASE_ACTIONS.iter().find(|(p, _)| p == phase) else {
+                return Reply::error(
+                    400,
+                    cause(
+                        "illegal_argument_exception",
+                        format!("Timeseries lifecycle does not support phase [{phase}]"),
+                    ),
+                );
+            };
+            for action in def
+                .get("actions")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|a| a.keys())
+            {
+                if !actions.contains(&action.as_str()) {
+                    return Reply::error(
+                        400,
+                        cause(
+                            "illegal_argument_exception",
+                            format!("invalid action [{action}] defined in phase [{phase}]"),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let version = st.ilm.get(name).map_or(1, |p| p.version + 1);
+    st.ilm.insert(
+        name.to_owned(),
+        IlmPolicy {
+            version,
+            modified_date: now_iso(),
+            policy: policy.clone(),
+        },
+    );
+    Reply::ack()
+}
+
+fn ilm_users(st: &State, name: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let indices: Vec<String> = st
+        .indices
+        .keys()
+        .filter(|i| st.ilm_policy_of(i).as_deref() == Some(name))
+        .cloned()
+        .collect();
+    let streams = st
+        .data_streams
+        .values()
+        .filter(|d| st.ilm_policy_of(d.write_index()).as_deref() == Some(name))
+        .map(|d| d.name.clone())
+        .collect();
+    let templates = st
+        .index_templates
+        .keys()
+        .filter(|t| {
+            st.resolve_template(t)
+                .settings
+                .get("index.lifecycle.name")
+                .and_then(Value::as_str)
+                == Some(name)
+        })
+        .cloned()
+        .collect();
+    (indices, streams, templates)
+}
+
+fn get_ilm(st: &State, expr: &str) -> Reply {
+    let names = names_matching(st.ilm.keys(), expr);
+    if names.is_empty() && !expr.contains('*') {
+        return Reply::error(
+            404,
+            cause(
+                "resource_not_found_exception",
+                format!("Lifecycle policy not found: [{expr}]"),
+            ),
+        );
+    }
+    let mut out = J::obj();
+    for name in names {
+        let p = &st.ilm[&name];
+        let (indices, streams, templates) = ilm_users(st, &name);
+        let strings = |v: Vec<String>| J::Arr(v.into_iter().map(J::from).collect());
+        out.push(
+            &name,
+            J::obj()
+                .set("version", p.version)
+                .set("modified_date", p.modified_date.as_str())
+                .set("policy", &p.policy)
+                .set(
+                    "in_use_by",
+                    J::obj()
+                        .set("indices", strings(indices))
+                        .set("data_streams", strings(streams))
+                        .set("composable_templates", strings(templates)),
+                ),
+        );
+    }
+    Reply::ok(out)
+}
+
+fn delete_ilm(st: &mut State, name: &str) -> Reply {
+    if !st.ilm.contains_key(name) {
+        return Reply::error(
+            404,
+            cause(
+                "resource_not_found_exception",
+                format!("Lifecycle policy not found: {name}"),
+            ),
+        );
+    }
+    let (indices, _, _) = ilm_users(st, name);
+    if !indices.is_empty() {
+        return Reply::error(
+            400,
+            cause(
+                "illegal_argument_exception",
+                format!(
+                    "Cannot delete policy [{name}]. It is in use by one or more indices: [{}]",
+                    indices.join(", ")
+                ),
+            ),
+        );
+    }
+    st.ilm.remove(name);
+    Reply::ack()
+}
+
+// ---- templates ----
+
+const FIELD_TYPES: &[&str] = &[
+    "text",
+    "keyword",
+    "long",
+    "integer",
+    "short",
+    "byte",
+    "double",
+    "float",
+    "half_float",
+    "scaled_float",
+    "unsigned_long",
+    "date",
+    "date_nanos",
+    "boolean",
+    "binary",
+    "object",
+    "nested",
+    "flattened",
+    "ip",
+    "version",
+    "geo_point",
+    "geo_shape",
+    "point",
+    "shape",
+    "alias",
+    "completion",
+    "search_as_you_type",
+    "token_count",
+    "dense_vector",
+    "sparse_vector",
+    "rank_feature",
+    "rank_features",
+    "histogram",
+    "aggregate_metric_double",
+    "constant_keyword",
+    "wildcard",
+    "match_only_text",
+    "semantic_text",
+    "integer_range",
+    "float_range",
+    "long_range",
+    "double_range",
+    "date_range",
+    "ip_range",
+    "join",
+    "percolator",
+    "passthrough",
+    "annotated_text",
+    "murmur3",
+    "counted_keyword",
+];
+
+/// Rejects unknown field types like the mapper service does.
+fn check_mapping_types(node: &Value, path: &str) -> Result<(), Reply> {
+    let Some(props) = node.get("properties").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (name, field) in props {
+        let full = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}.{name}")
+        };
+        if let Some(ty) = field.get("type").and_then(Value::as_str) {
+            if !FIELD_TYPES.contains(&ty) {
+                return Err(Reply::error(
+                    400,
+                    cause(
+                        "mapper_parsing_exception",
+                        format!("No handler for type [{ty}] declared on field [{name}]"),
+                    ),
+                ));
+            }
+        }
+        if let Some(dynamic) = field.get("dynamic") {
+            check_dynamic(dynamic)?;
+        }
+        check_mapping_types(field, &full)?;
+    }
+    Ok(())
+}
+
+fn check_dynamic(v: &Value) -> Result<(), Reply> {
+    match v {
+        Value::Bool(_) => Ok(()),
+        Value::String(s) if matches!(s.as_str(), "true" | "false" | "strict" | "runtime") => Ok(()),
+        other => Err(Reply::error(
+            400,
+            cause(
+                "mapper_parsing_exception",
+                format!(
+                    "Failed to parse mapping: Could not convert [dynamic] to boolean: [{}]",
+                    other
+                        .as_str()
+                        .map_or_else(|| other.to_string(), str::to_owned)
+                ),
+            ),
+        )),
+    }
+}
+
+fn check_template_block(template: Option<&Value>) -> Result<(), Reply> {
+    if let Some(mappings) = template.and_then(|t| t.get("mappings")) {
+        if let Some(d) = mappings.get("dynamic") {
+            check_dynamic(d)?;
+        }
+        check_mapping_types(&mapping::normalize(mappings), "")?;
+    }
+    Ok(())
+}
+
+fn put_component(st: &mut State, name: &str, params: &Params, body: &[u8]) -> Reply {
+    let obj = match object_body(body, "component_template") {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if let Err(r) = unknown_field(
+        &obj,
+        &["template", "version", "_meta", "deprecated"],
+        "component_template",
+    ) {
+        return r;
+    }
+    if !obj.get("template").is_some_and(Value::is_object) {
+        return Reply::error(
+            400,
+            cause("illegal_argument_exception", "Required [template]"),
+        );
+    }
+    if let Err(r) = check_template_block(obj.get("template")) {
+        return r;
+    }
+    if params.flag("create") && st.component_templates.contains_key(name) {
+        return Reply::error(
+            400,
+            cause(
+                "illegal_argument_exception",
+                format!("component template [{name}] already exists"),
+            ),
+        );
+    }
+    st.component_templates
+        .insert(name.to_owned(), Value::Object(obj));
+    Reply::ack()
+}
+
+fn get_component(st: &State, expr: &str) -> Reply {
+    let names = names_matching(st.component_templates.keys(), expr);
+    if names.is_empty() && !expr.contains('*') {
+        return Reply::error(
+            404,
+            cause(
+                "resource_not_found_exception",
+                format!("component template matching [{expr}] not found"),
+            ),
+        );
+    }
+    let list = names
+        .iter()
+        .map(|n| {
+            J::obj()
+                .set("name", n.as_str())
+                .set("component_template", &st.component_templates[n])
+        })
+        .collect();
+    Reply::ok(J::obj().set("component_templates", J::Arr(list)))
+}
+
+fn delete_component(st: &mut State, expr: &str) -> Reply {
+    let names = names_matching(st.component_templates.keys(), expr);
+    if names.is_empty() {
+        return Reply::error(404, cause("resource_not_found_exception", expr));
+    }
+    for name in &names {
+        let users: Vec<String> = st
+            .index_templates
+            .iter()
+            .filter(|(_, t)| {
+                t.get("composed_of")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| c.iter().any(|v| v.as_str() == Some(name)))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !users.is_empty() {
+            return Reply::error(
+                400,
+                cause(
+                    "illegal_argument_exception",
+                    format!(
+                        "component templates [{name}] cannot be removed as they are still in use by index templates [{}]",
+                        users.join(", ")
+                    ),
+                ),
+            );
+        }
+    }
+    for name in names {
+        st.component_templates.remove(&name);
+    }
+    Reply::ack()
+}
+
+fn put_template(st: &mut State, name: &str, params: &Params, body: &[u8]) -> Reply {
+    let obj = match object_body(body, "index_template") {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let known = [
+        "index_patterns",
+        "composed_of",
+        "template",
+        "data_stream",
+        "priority",
+        "version",
+        "_meta",
+        "allow_auto_create",
+        "ignore_missing_component_templates",
+        "deprecated",
+    ];
+    if let Err(r) = unknown_field(&obj, &known, "index_template") {
+        return r;
+    }
+    let patterns = obj
+        .get("index_patterns")
+        .map(patterns_of)
+        .unwrap_or_default();
+    if patterns.is_empty() {
+        return Reply::error(
+            400,
+            cause("illegal_argument_exception", "Required [index_patterns]"),
+        );
+    }
+    if params.flag("create") && st.index_templates.contains_key(name) {
+        return Reply::error(
+            400,
+            cause(
+                "illegal_argument_exception",
+                format!("index template [{name}] already exists"),
+            ),
+        );
+    }
+    if let Err(r) = check_template_block(obj.get("template")) {
+        return r;
+    }
+    let ignored: Vec<&str> = obj
+        .get("ignore_missing_component_templates")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let missing: Vec<&str> = obj
+        .get("composed_of")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| !st.component_templates.contains_key(*c) && !ignored.contains(c))
+        .collect();
+    if !missing.is_empty() {
+        return Reply::error(
+            400,
+            cause(
+                "invalid_index_template_exception",
+                format!(
+                    "index_template [{name}] invalid, cause [index template [{name}] specifies component templates [{}] that do not exist]",
+                    missing.join(", ")
+                ),
+            ),
+        );
+    }
+    let priority = obj.get("priority").and_then(Value::as_i64).unwrap_or(0);
+    for (other, t) in &st.index_templates {
+        if other == name || t.get("priority").and_then(Value::as_i64).unwrap_or(0) != priority {
+            continue;
+        }
+        let theirs = t.get("index_patterns").map(patterns_of).unwrap_or_default();
+        let overlap = patterns
+            .iter()
+            .any(|p| theirs.iter().any(|q| glob(p, q) || glob(q, p)));
+        if overlap {
+            return Reply::error(
+                400,
+                cause(
+                    "illegal_argument_exception",
+                    format!(
+                        "index template [{name}] has index patterns [{}] matching patterns from existing templates [{other}] with patterns ({other} => [{}]) that have the same priority [{priority}], multiple index templates may not match during index creation, please use a different priority",
+                        patterns.join(", "),
+                        theirs.join(", ")
+                    ),
+                ),
+            );
+        }
+    }
+    let previous = st
+        .index_templates
+        .insert(name.to_owned(), Value::Object(obj.clone()));
+    if obj.get("data_stream").is_some() {
+        let resolved = st.resolve_template(name);
+        if let Some((ts, _)) = mapping::lookup(&resolved.mappings, "@timestamp") {
+            let ty = ts.get("type").and_then(Value::as_str).unwrap_or("object");
+            if ty != "date" && ty != "date_nanos" {
+                match previous {
+                    Some(p) => st.index_templates.insert(name.to_owned(), p),
+                    None => st.index_templates.remove(name),
+                };
+                return Reply::error(
+                    400,
+                    cause(
+                        "illegal_argument_exception",
+                        format!("data stream timestamp field [@timestamp] is of type [{ty}], but [date,date_nanos] is expected"),
+                    ),
+                );
+            }
+        }
+    }
+    Reply::ack()
+}
+
+/// An index template as GET shows it: the stored body with Elasticsearch's defaults filled in.
+fn template_view(t: &Value) -> J {
+    let mut out = J::obj().set(
+        "index_patterns",
+        J::from(t.get("index_patterns").cloned().unwrap_or(Value::Null)),
+    );
+    if let Some(v) = t.get("template") {
+        out.push("template", v);
+    }
+    out.push(
+        "composed_of",
+        J::from(
+            t.get("composed_of")
+                .cloned()
+                .unwrap_or_else(|| Value::Array(Vec::new())),
+        ),
+    );
+    for key in ["priority", "version", "_meta"] {
+        if let Some(v) = t.get(key) {
+            out.push(key, v);
+        }
+    }
+    if let Some(ds) = t.get("data_stream") {
+        out.push(
+            "data_stream",
+            J::obj()
+                .set(
+                    "hidden",
+                    ds.get("hidden").and_then(Value::as_bool).unwrap_or(false),
+                )
+                .set(
+                    "allow_custom_routing",
+                    ds.get("allow_custom_routing")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                ),
+        );
+    }
+    for key in [
+        "allow_auto_create",
+        "ignore_missing_component_templates",
+        "deprecated",
+    ] {
+        if let Some(v) = t.get(key) {
+            out.push(key, v);
+        }
+    }
+    out
+}
+
+fn get_template(st: &State, expr: &str) -> Reply {
+    let names = names_matching(st.index_templates.keys(), expr);
+    if names.is_empty() && !expr.contains('*') {
+        return Reply::error(
+            404,
+            cause(
+                "resource_not_found_exception",
+                format!("index template matching [{expr}] not found"),
+            ),
+        );
+    }
+    let list = names
+        .iter()
+        .map(|n| {
+            J::obj()
+                .set("name", n.as_str())
+                .set("index_template", template_view(&st.index_templates[n]))
+        })
+        .collect();
+    Reply::ok(J::obj().set("index_templates", J::Arr(list)))
+}
+
+fn delete_template(st: &mut State, expr: &str) -> Reply {
+    let names = names_matching(st.index_templates.keys(), expr);
+    if names.is_empty() {
+        return Reply::error(
+            404,
+            cause(
+                "resource_not_found_exception",
+                format!("index_template matching [{expr}] not found"),
+            ),
+        );
+    }
+    for name in &names {
+        let streams: Vec<String> = st
+            .data_streams
+            .values()
+            .filter(|d| &d.template == name)
+            .map(|d| d.name.clone())
+            .collect();
+        if !streams.is_empty() {
+            return Reply::error(
+                400,
+                cause(
+                    "illegal_argument_exception",
+                    format!(
+                        "unable to remove composable templates [{name}] as they are in use by a data streams [{}]",
+                        streams.join(", ")
+                    ),
+                ),
+            );
+        }
+    }
+    for name in names {
+        st.index_templates.remove(&name);
+    }
+    Reply::ack()
+}
+
+// ---- data streams ----
+
+fn data_stream_view(st: &State, name: &str) -> J {
+    let ds = &st.data_streams[name];
+    let policy = st.ilm_policy_of(ds.write_index());
+    let managed = if policy.is_some() {
+        "Index Lifecycle Management"
+    } else {
+        "Unmanaged"
+    };
+    let indices = ds
+        .indices
+        .iter()
+        .map(|i| {
+            J::obj()
+                .set("index_name", i.as_str())
+                .set("index_uuid", st.indices[i].uuid.as_str())
+                .set("prefer_ilm", true)
+                .set_opt("ilm_policy", st.ilm_policy_of(i))
+                .set("managed_by", managed)
+        })
+        .collect();
+    J::obj()
+        .set("name", name)
+        .set("timestamp_field", J::obj().set("name", "@timestamp"))
+        .set("indices", J::Arr(indices))
+        .set("generation", ds.generation)
+        .set("status", "GREEN")
+        .set("template", ds.template.as_str())
+        .set_opt("ilm_policy", policy.clone())
+        .set("next_generation_managed_by", managed)
+        .set("prefer_ilm", true)
+        .set("hidden", ds.hidden)
+        .set("system", false)
+        .set("allow_custom_routing", false)
+        .set("replicated", false)
+        .set("rollover_on_write", false)
+}
+
+fn get_data_stream(st: &State, expr: &str) -> Reply {
+    let names = names_matching(st.data_streams.keys(), expr);
+    if names.is_empty() && !expr.contains('*') {
+        return Reply::error(404, index_not_found(expr, None));
+    }
+    let list = names.iter().map(|n| data_stream_view(st, n)).collect();
+    Reply::ok(J::obj().set("data_streams", J::Arr(list)))
+}
+
+fn put_data_stream(st: &mut State, name: &str) -> Reply {
+    if let Err(e) = validate_index_name(name) {
+        return Reply::error(400, e);
+    }
+    if st.data_streams.contains_key(name) {
+        return Reply::error(
+            400,
+            cause(
+                "resource_already_exists_exception",
+                format!("data_stream [{name}] already exists"),
+            ),
+        );
+    }
+    if st.indices.contains_key(name) {
+        return Reply::error(
+            400,
+            cause(
+                "illegal_argument_exception",
+                format!("data stream [{name}] conflicts with index"),
+            ),
+        );
+    }
+    let template = st.matching_template(name).map(str::to_owned);
+    match template {
+        Some(t) if st.index_templates[&t].get("data_stream").is_some() => {
+            st.create_data_stream(name, &t);
+            Reply::ack()
+        }
+        Some(t) => Reply::error(
+            400,
+            cause(
+                "illegal_argument_exception",
+                format!("matching index template [{t}] for data stream [{name}] has no data stream template"),
+            ),
+        ),
+        None => Reply::error(
+            400,
+            cause(
+                "illegal_argument_exception",
+                format!("no matching index template found for data stream [{name}]"),
+            ),
+        ),
+    }
+}
+
+fn delete_data_stream(st: &mut State, expr: &str) -> Reply {
+    let names = names_matching(st.data_streams.keys(), expr);
+    if names.is_empty() {
+        if expr.contains('*') {
+            return Reply::ack();
+        }
+        return Reply::error(404, index_not_found(expr, None));
+    }
+    for name in names {
+        if let Some(ds) = st.data_streams.remove(&name) {
+            for index in ds.indices {
+                st.indices.remove(&index);
+            }
+        }
+    }
+    Reply::ack()
+}
+
+fn rollover(st: &mut State, name: &str) -> Reply {
+    if !st.data_streams.contains_key(name) {
+        return Reply::error(
+            400,
+            cause(
+                "illegal_argument_exception",
+                format!("rollover target [{name}] does not exist"),
+            ),
+        );
+    }
+    let (old, new) = st.add_backing_index(name);
+    Reply::ok(
+        J::obj()
+            .set("acknowledged", true)
+            .set("shards_acknowledged", true)
+            .set("old_index", old)
+            .set("new_index", new)
+            .set("rolled_over", true)
+            .set("dry_run", false)
+            .set("lazy", false)
+            .set("conditions", J::obj()),
+    )
+}
+
+// ---- reads ----
+
+fn resolve(st: &State, target: Option<&str>) -> Result<Vec<String>, Reply> {
+    st.resolve_read(target.unwrap_or("_all"))
+        .map_err(|missing| Reply::error(404, index_not_found(&missing, None)))
+}
+
+fn shards(n: usize) -> J {
+    J::obj()
+        .set("total", n)
+        .set("successful", n)
+        .set("skipped", 0u64)
+        .set("failed", 0u64)
+}
+
+fn search(
+    st: &State,
+    target: Option<&str>,
+    params: &Params,
+    body: &[u8],
+    count_only: bool,
+) -> Reply {
+    let indices = match resolve(st, target) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match object_body(body, "search") {
+            Ok(o) => o,
+            Err(r) => return r,
+        }
+    };
+    let known: &[&str] = if count_only {
+        &["query"]
+    } else {
+        &[
+            "query",
+            "size",
+            "from",
+            "sort",
+            "track_total_hits",
+            "_source",
+            "timeout",
+            "version",
+            "seq_no_primary_term",
+        ]
+    };
+    if let Some(k) = body.keys().find(|k| !known.contains(&k.as_str())) {
+        return Reply::error(
+            400,
+            cause(
+                "illegal_argument_exception",
+                format!("the emulator does not support [{k}] in a search body"),
+            ),
+        );
+    }
+    let query = match body.get("query").map(query::parse_query).transpose() {
+        Ok(q) => q.unwrap_or(Query::MatchAll),
+        Err(e) => return Reply::error(400, e),
+    };
+    let param_num = |name: &str| params.get(name).and_then(|v| v.parse::<usize>().ok());
+    let size = param_num("size")
+        .or_else(|| body.get("size").and_then(Value::as_u64).map(|n| n as usize))
+        .unwrap_or(10);
+    let from = param_num("from")
+        .or_else(|| body.get("from").and_then(Value::as_u64).map(|n| n as usize))
+        .unwrap_or(0);
+    let sort_keys = match body.get("sort").map(query::parse_sort).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return Reply::error(400, e),
+    };
+    let sorting = sort_keys
+        .iter()
+        .any(|k| k.field != "_doc" && k.field != "_score");
+    let mut hits = Vec::new();
+    let mut total = 0usize;
+    for name in &indices {
+        let index = &st.indices[name];
+        for doc in index.docs() {
+            let source: Value = serde_json::from_slice(&doc.source).unwrap_or(Value::Null);
+            if !query::matches(&query, index, doc, &source) {
+                continue;
+            }
+            total += 1;
+            if count_only || (!sorting && hits.len() >= from + size) {
+                continue;
+            }
+            let sort_values: Vec<_> = sort_keys
+                .iter()
+                .map(|k| query::sort_value(index, doc, &source, &k.field))
+                .collect();
+            hits.push((name.clone(), doc.clone(), sort_values));
+        }
+    }
+    if count_only {
+        return Reply::ok(
+            J::obj()
+                .set("count", total)
+                .set("_shards", shards(indices.len())),
+        );
+    }
+    if sorting {
+        hits.sort_by(|a, b| query::order(&a.2, &b.2, &sort_keys));
+    }
+    let track: Option<usize> = match body.get("track_total_hits").or(None) {
+        Some(Value::Bool(true)) => None,
+        Some(Value::Bool(false)) => Some(0),
+        Some(Value::Number(n)) => Some(n.as_u64().unwrap_or(10_000) as usize),
+        _ => match params.get("track_total_hits") {
+            Some("true") => None,
+            Some(n) => n.parse().ok().or(Some(10_000)),
+            None => Some(10_000),
+        },
+    };
+    let (value, relation) = match track {
+        Some(limit) if total > limit => (limit, "gte"),
+        _ => (total, "eq"),
+    };
+    let hit_list: Vec<J> = hits
+        .into_iter()
+        .skip(from)
+        .take(size)
+        .map(|(index, doc, sort_values)| {
+            let mut hit = J::obj()
+                .set("_index", index)
+                .set("_id", doc.id.as_str())
+                .set("_score", if sorting { J::Null } else { J::from(1.0) });
+            if body.get("_source") != Some(&Value::Bool(false)) {
+                hit.push("_source", J::Raw(doc.source.clone()));
+            }
+            if sorting {
+                hit.push(
+                    "sort",
+                    J::Arr(
+                        sort_values
+                            .into_iter()
+                            .map(|v| v.map_or(J::Null, |(_, shown)| shown))
+                            .collect(),
+                    ),
+                );
+            }
+            hit
+        })
+        .collect();
+    let max_score = if sorting || total == 0 {
+        J::Null
+    } else {
+        J::from(1.0)
+    };
+    let mut hits_obj = J::obj();
+    if track != Some(0) {
+        hits_obj.push(
+            "total",
+            J::obj().set("value", value).set("relation", relation),
+        );
+    }
+    hits_obj.push("max_score", max_score);
+    hits_obj.push("hits", J::Arr(hit_list));
+    Reply::ok(
+        J::obj()
+            .set("took", 1u64)
+            .set("timed_out", false)
+            .set("_shards", shards(indices.len()))
+            .set("hits", hits_obj),
+    )
+}
+
+fn refresh(st: &State, target: Option<&str>) -> Reply {
+    match resolve(st, target) {
+        Ok(indices) => Reply::ok(
+            J::obj().set(
+                "_shards",
+                J::obj()
+                    .set("total", indices.len() * 2)
+                    .set("successful", indices.len())
+                    .set("failed", 0u64),
+            ),
+        ),
+        Err(r) => r,
+    }
+}
+
+fn get_mapping(st: &State, target: &str) -> Reply {
+    let indices = match resolve(st, Some(target)) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let mut out = J::obj();
+    for name in indices {
+        out.push(&name, J::obj().set("mappings", &st.indices[&name].mappings));
+    }
+    Reply::ok(out)
+}
+
+fn get_doc(st: &State, target: &str, id: &str) -> Reply {
+    let indices = match resolve(st, Some(target)) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    for name in indices.iter().rev() {
+        if let Some(doc) = st.indices[name].get(id) {
+            return Reply::ok(
+                J::obj()
+                    .set("_index", name.as_str())
+                    .set("_id", id)
+                    .set("_version", doc.version)
+                    .set("_seq_no", doc.seq_no)
+                    .set("_primary_term", 1u64)
+                    .set("found", true)
+                    .set("_source", J::Raw(doc.source.clone())),
+            );
+        }
+    }
+    Reply::json(
+        404,
+        J::obj()
+            .set("_index", target)
+            .set("_id", id)
+            .set("found", false),
+    )
+}
+
+fn get_index(st: &State, target: &str) -> Reply {
+    let indices = match resolve(st, Some(target)) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let mut out = J::obj();
+    for name in indices {
+        let index = &st.indices[&name];
+        let mut settings = index.settings.clone();
+        settings.insert("index.uuid".into(), Value::String(index.uuid.clone()));
+        settings.insert("index.provided_name".into(), Value::String(name.clone()));
+        settings.insert(
+            "index.creation_date".into(),
+            Value::String(index.creation_date.to_string()),
+        );
+        settings
+            .entry("index.number_of_shards")
+            .or_insert_with(|| Value::String("1".into()));
+        settings
+            .entry("index.number_of_replicas")
+            .or_insert_with(|| Value::String("1".into()));
+        out.push(
+            &name,
+            J::obj()
+                .set("aliases", J::obj())
+                .set("mappings", &index.mappings)
+                .set("settings", nest_settings(&settings))
+                .set_opt("data_stream", index.data_stream.clone()),
+        );
+    }
+    Reply::ok(out)
+}
+
+fn put_index(st: &mut State, name: &str, body: &[u8]) -> Reply {
+    if let Err(e) = validate_index_name(name) {
+        return Reply::error(400, e);
+    }
+    if let Some(index) = st.indices.get(name) {
+        return Reply::error(
+            400,
+            cause(
+                "resource_already_exists_exception",
+                format!("index [{name}/{}] already exists", index.uuid),
+            )
+            .set("index_uuid", index.uuid.as_str())
+            .set("index", name),
+        );
+    }
+    if st.data_streams.contains_key(name) {
+        return Reply::error(
+            400,
+            cause(
+                "resource_already_exists_exception",
+                format!("data stream [{name}] already exists"),
+            ),
+        );
+    }
+    let obj = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match object_body(body, "create_index") {
+            Ok(o) => o,
+            Err(r) => return r,
+        }
+    };
+    if let Err(r) = unknown_field(&obj, &["settings", "mappings", "aliases"], "create_index") {
+        return r;
+    }
+    let template = st.matching_template(name).map(str::to_owned);
+    let (mut mappings, mut settings) = match &template {
+        Some(t) => {
+            if st.index_templates[t].get("data_stream").is_some() {
+                return Reply::error(
+                    400,
+                    cause(
+                        "illegal_argument_exception",
+                        format!("cannot create index with name [{name}], because it matches with template [{t}] that creates data streams only, use create data stream api instead"),
+                    ),
+                );
+            }
+            let r = st.resolve_template(t);
+            (r.mappings, r.settings)
+        }
+        None => (Value::Object(Map::new()), Map::new()),
+    };
+    if let Some(m) = obj.get("mappings") {
+        if let Some(d) = m.get("dynamic") {
+            if let Err(r) = check_dynamic(d) {
+                return r;
+            }
+        }
+        let m = mapping::normalize(m);
+        if let Err(r) = check_mapping_types(&m, "") {
+            return r;
+        }
+        mapping::merge_into(&mut mappings, &m);
+    }
+    if let Some(s) = obj.get("settings") {
+        settings.extend(flatten_settings(s));
+    }
+    st.create_index(name, mappings, settings, None);
+    Reply::ok(
+        J::obj()
+            .set("acknowledged", true)
+            .set("shards_acknowledged", true)
+            .set("index", name),
+    )
+}
+
+fn delete_index(st: &mut State, expr: &str) -> Reply {
+    let mut targets = Vec::new();
+    for part in expr.split(',').map(str::trim) {
+        if part.contains('*') || part == "_all" {
+            return Reply::error(
+                400,
+                cause(
+                    "illegal_argument_exception",
+                    "Wildcard expressions or all indices are not allowed",
+                ),
+            );
+        }
+        if st.data_streams.contains_key(part) {
+            return Reply::error(
+                400,
+                cause(
+                    "illegal_argument_exception",
+                    format!("The provided expression [{part}] matches a data stream, specify the corresponding concrete indices instead."),
+                ),
+            );
+        }
+        let Some(index) = st.indices.get(part) else {
+            return Reply::error(404, index_not_found(part, None));
+        };
+        if let Some(ds) = &index.data_stream {
+            if st.data_streams[ds].write_index() == part {
+                return Reply::error(
+                    400,
+                    cause(
+                        "illegal_argument_exception",
+                        format!("index [{part}] is the write index for data stream [{ds}] and cannot be deleted"),
+                    ),
+                );
+            }
+        }
+        targets.push(part.to_owned());
+    }
+    for name in targets {
+        if let Some(index) = st.indices.remove(&name) {
+            if let Some(ds) = index.data_stream.and_then(|d| st.data_streams.get_mut(&d)) {
+                ds.indices.retain(|i| i != &name);
+            }
+        }
+    }
+    Reply::ack()
+}
