@@ -30,6 +30,21 @@ pub enum Command {
     CheckConfig(SelectArgs),
     /// Serve the simulated IASO portal.
     Simulate(SimulateArgs),
+    /// Install the ILM policy and index templates in Elasticsearch and import the Kibana
+    /// dashboards (idempotent).
+    Setup(SetupArgs),
+    /// Ship the journal's pending results to Elasticsearch, then exit.
+    Ship,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Print the exact requests that would be sent, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait this long for Kibana to become available before importing.
+    #[arg(long, default_value_t = 300)]
+    pub kibana_wait_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +125,8 @@ pub fn main() -> i32 {
         Command::CheckConfig(sel) => check_config(&cli, sel),
         Command::Run(args) => run(&cli, args),
         Command::Simulate(args) => simulate(args),
+        Command::Setup(args) => setup(&cli, args),
+        Command::Ship => ship(&cli),
     }
 }
 
@@ -265,4 +282,177 @@ fn simulate(args: &SimulateArgs) -> i32 {
     rt.block_on(shutdown_signal());
     drop(handle);
     0
+}
+
+fn kibana_target(
+    cfg: &crate::config::Config,
+) -> Result<Option<crate::setup::KibanaTarget>, String> {
+    let Some(url) = &cfg.kibana.url else {
+        return Ok(None);
+    };
+    let url = crate::config::check_url(url).map_err(|m| format!("kibana.url: {m}"))?;
+    let es = &cfg.elasticsearch;
+    let username = cfg.kibana.username.clone().or_else(|| es.username.clone());
+    let password =
+        if let Some(var) = &cfg.kibana.password_env {
+            Some(std::env::var(var).map_err(|_| {
+                format!("kibana.password_env: environment variable {var} is not set")
+            })?)
+        } else if let Some(p) = &es.password {
+            Some(p.expose().to_owned())
+        } else if let Some(var) = &es.password_env {
+            std::env::var(var).ok()
+        } else if let Some(f) = &es.password_file {
+            crate::config::read_secret_file(f)
+                .ok()
+                .map(|s| s.expose().to_owned())
+        } else {
+            None
+        };
+    let api_key = es.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+    Ok(Some(crate::setup::KibanaTarget {
+        url,
+        username,
+        password,
+        api_key,
+        space: cfg.kibana.space.clone(),
+    }))
+}
+
+fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
+    let loaded = match load_or_report(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let cfg = loaded.config;
+    let _guards = logging::init_stderr(&cfg.log.level);
+    let plan = crate::setup::elasticsearch_plan(Some(&cfg.elasticsearch.ilm_delete_after));
+    let kibana = match kibana_target(&cfg) {
+        Ok(k) => k,
+        Err(m) => {
+            eprintln!("iaso-probe: {m}");
+            return EXIT_SETUP;
+        }
+    };
+    if args.dry_run {
+        for line in crate::setup::dry_run_lines(&plan, kibana.as_ref()) {
+            println!("{line}");
+        }
+        return 0;
+    }
+    let client = match crate::sink::es_client::build(&cfg.elasticsearch) {
+        Ok(Some((c, _))) => c,
+        Ok(None) => {
+            eprintln!("iaso-probe: setup needs Elasticsearch: set elasticsearch.urls, elasticsearch.cloud_id or ELASTICSEARCH_URL");
+            return EXIT_SETUP;
+        }
+        Err(m) => {
+            eprintln!("iaso-probe: {m}");
+            return EXIT_SETUP;
+        }
+    };
+    let wait = std::time::Duration::from_secs(args.kibana_wait_secs);
+    let system = actix::System::new();
+    let result: Result<(), String> = system.block_on(async move {
+        let n = crate::setup::install_elasticsearch(&client, &plan)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "elasticsearch: {n} resources installed (ILM policy, component and index templates)"
+        );
+        if let Some(target) = kibana {
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .map_err(|e| e.to_string())?;
+            crate::setup::wait_kibana_available(
+                &http,
+                &target,
+                wait,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let files = crate::setup::kibana_files();
+            let n = crate::setup::import_kibana(&http, &target, &files)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "kibana: {n} saved objects imported from {} files",
+                files.len()
+            );
+        } else {
+            println!("kibana: no kibana.url configured, dashboards not imported");
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => 0,
+        Err(m) => {
+            eprintln!("iaso-probe: setup failed: {m}");
+            EXIT_SETUP
+        }
+    }
+}
+
+fn ship(cli: &Cli) -> i32 {
+    let loaded = match load_or_report(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let cfg = loaded.config;
+    let _guards = logging::init_stderr(&cfg.log.level);
+    let client = match crate::sink::es_client::build(&cfg.elasticsearch) {
+        Ok(Some((c, _))) => c,
+        Ok(None) => {
+            eprintln!("iaso-probe: ship needs Elasticsearch: set elasticsearch.urls, elasticsearch.cloud_id or ELASTICSEARCH_URL");
+            return EXIT_SETUP;
+        }
+        Err(m) => {
+            eprintln!("iaso-probe: {m}");
+            return EXIT_SETUP;
+        }
+    };
+    let mut shipper = match crate::sink::shipper::Shipper::new(
+        client,
+        cfg.elasticsearch.clone(),
+        cfg.journal.clone(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("iaso-probe: journal {}: {e}", cfg.journal.dir.display());
+            return EXIT_SETUP;
+        }
+    };
+    if cfg.elasticsearch.setup_on_start {
+        shipper.require_setup(crate::setup::elasticsearch_plan(Some(
+            &cfg.elasticsearch.ilm_delete_after,
+        )));
+    }
+    let counters = shipper.counters();
+    let deadline = std::time::Duration::from_secs(cfg.elasticsearch.once_ship_deadline_secs);
+    let system = actix::System::new();
+    let finished = system.block_on(async move {
+        tokio::select! {
+            r = tokio::time::timeout(deadline, shipper.ship_available()) => Some(r),
+            _ = shutdown_signal() => None,
+        }
+    });
+    let c = counters.lock().unwrap().clone();
+    let unshipped = crate::sink::shipper::unshipped(&cfg.journal.dir).unwrap_or(u64::MAX);
+    println!(
+        "shipped: {} stored, {} already there, {} dead-lettered; {} results still unshipped",
+        c.stored, c.duplicates, c.dead_lettered, unshipped
+    );
+    match finished {
+        Some(Ok(Ok(_))) if unshipped == 0 => 0,
+        Some(Ok(Err(e))) => {
+            eprintln!("iaso-probe: journal: {e}");
+            EXIT_SETUP
+        }
+        _ => {
+            eprintln!("iaso-probe: {unshipped} results not shipped yet (deadline or signal); run ship again later");
+            1
+        }
+    }
 }

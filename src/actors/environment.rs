@@ -211,8 +211,15 @@ async fn launch_all(
         .map(|spec| {
             let rt = rt.clone();
             async move {
-                // Reserve before launching: never launch a job we could not track.
+                // Reserve before launching: never launch a job we could not track. The guard
+                // also makes a shutdown wait for launches in flight.
+                if tracker.is_closed() {
+                    return;
+                }
                 let guard = tracker.reserve().await;
+                if tracker.is_closed() {
+                    return;
+                }
                 if let Some(job) = probes::launch(&rt, spec).await {
                     Job::spawn(workers.pick(), rt, job, guard);
                 }

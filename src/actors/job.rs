@@ -53,6 +53,11 @@ impl JobTracker {
         }
     }
 
+    /// True once `cancel_all` ran: start nothing new.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     pub fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }

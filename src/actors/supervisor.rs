@@ -12,7 +12,9 @@ use crate::model::ResultContext;
 use crate::probes::EnvRuntime;
 use crate::selection::{select, Selection};
 use crate::simulator::{self, SimulatorHandle};
+use crate::sink::es_client;
 use crate::sink::journal::Journal;
+use crate::sink::shipper::{self, Shipper, ShipperCounters};
 use crate::summary::Tally;
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -43,6 +45,16 @@ pub struct RunReport {
     pub environments: BTreeMap<String, EnvCounters>,
     /// True when the run ended because of the shutdown future.
     pub interrupted: bool,
+    /// Shipping to Elasticsearch, when configured.
+    pub shipping: Option<ShippingReport>,
+}
+
+/// Where shipping stood when the run ended.
+#[derive(Debug, Clone)]
+pub struct ShippingReport {
+    pub counters: ShipperCounters,
+    /// Journal lines not yet in Elasticsearch (the next run or `iaso-probe ship` sends them).
+    pub unshipped: u64,
 }
 
 impl RunReport {
@@ -65,6 +77,8 @@ pub enum RunError {
     Environment { env: String, message: String },
     #[error("journal flush failed: {0}")]
     Flush(String),
+    #[error("{0}")]
+    Elasticsearch(String),
 }
 
 /// The supervisor actor: knows every environment actor.
@@ -161,6 +175,10 @@ pub async fn run(
     let written = Arc::new(Notify::new());
     let sink_addr = Sink::new(journal, cfg.journal.clone(), written).start();
     let sink = SinkHandle::new(sink_addr, cfg.sink.buffer);
+
+    // The sink's second half: shipping the journal to Elasticsearch, when configured.
+    let (stop_ship, stop_ship_rx) = tokio::sync::watch::channel(false);
+    let shipping = start_shipping(&cfg, stop_ship_rx).await?;
 
     // Worker arbiters for job actors, one per core.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -259,11 +277,73 @@ pub async fn run(
     drop(simulators);
     let written = flushed.map_err(RunError::Flush)?;
     tracing::info!(run_id = %run_id, results = written, "run finished, journal flushed");
+
+    // Then let shipping catch up, within its deadline.
+    let shipping = match shipping {
+        None => None,
+        Some((task, counters)) => {
+            let _ = stop_ship.send(true);
+            let deadline = if opts.once {
+                Duration::from_secs(cfg.elasticsearch.once_ship_deadline_secs)
+            } else {
+                deadline
+            };
+            if tokio::time::timeout(deadline, task).await.is_err() {
+                tracing::warn!(deadline_s = deadline.as_secs(), "shipping did not catch up before the deadline; the next run or `iaso-probe ship` sends the rest");
+            }
+            let unshipped = shipper::unshipped(&cfg.journal.dir).unwrap_or(u64::MAX);
+            let counters = counters.lock().unwrap().clone();
+            tracing::info!(
+                stored = counters.stored,
+                duplicates = counters.duplicates,
+                dead_lettered = counters.dead_lettered,
+                unshipped,
+                "shipping finished"
+            );
+            Some(ShippingReport {
+                counters,
+                unshipped,
+            })
+        }
+    };
     Ok(RunReport {
         run_id,
         tally,
         sink: counters,
         environments,
         interrupted,
+        shipping,
     })
+}
+
+type ShippingTask = (
+    actix_rt::task::JoinHandle<()>,
+    Arc<std::sync::Mutex<ShipperCounters>>,
+);
+
+/// Builds the client, installs templates when asked, and starts following the journal.
+async fn start_shipping(
+    cfg: &Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<ShippingTask>, RunError> {
+    let Some((client, target)) =
+        es_client::build(&cfg.elasticsearch).map_err(RunError::Elasticsearch)?
+    else {
+        tracing::info!("no Elasticsearch configured (elasticsearch.urls, cloud_id or ELASTICSEARCH_URL): results go to the journal only");
+        return Ok(None);
+    };
+    tracing::info!(target = %target.description, "shipping results to Elasticsearch");
+    let mut shipper = Shipper::new(client, cfg.elasticsearch.clone(), cfg.journal.clone())
+        .map_err(|e| RunError::Journal {
+            dir: cfg.journal.dir.display().to_string(),
+            source: e,
+        })?;
+    if cfg.elasticsearch.setup_on_start {
+        shipper.require_setup(crate::setup::elasticsearch_plan(Some(
+            &cfg.elasticsearch.ilm_delete_after,
+        )));
+    }
+    let counters = shipper.counters();
+    let task = actix_rt::spawn(shipper.follow(stop));
+    Ok(Some((task, counters)))
 }

@@ -232,6 +232,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API
     fn environment_variables_override_files() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -94,7 +94,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: "info".into(),
+            level: "info,actix_server=warn".into(),
             dir: PathBuf::from("./data/log"),
             max_files: 14,
         }

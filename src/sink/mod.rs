@@ -1,4 +1,13 @@
-//! The sink's stages, each testable alone: the journal (disk), and — when Elasticsearch is
-//! configured — checkpoint, encoder, bulk call and retry classification, wired by the shipper.
+//! The sink's stages, each testable alone (the way Vector splits its Elasticsearch sink):
+//! [`journal`] (disk, the results log), [`checkpoint`], [`reader`], [`encoder`] (result →
+//! bulk line with its `_id`), [`bulk`] (the call), [`retry`] (classification), wired by
+//! [`shipper`]; [`es_client`] builds the official client from configuration.
 
+pub mod bulk;
+pub mod checkpoint;
+pub mod encoder;
+pub mod es_client;
 pub mod journal;
+pub mod reader;
+pub mod retry;
+pub mod shipper;

@@ -1,0 +1,699 @@
+//! The shapes of the API: paths, request fields, where the token goes, answer bodies.
+//!
+//! Everything dialect-specific lives here; the simulator's state only sees `Call`s and
+//! produces `Answer`s, so both dialects share one behaviour and one set of counters.
+
+use actix_web::http::{header::HeaderMap, Method};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::config::Dialect;
+use super::jobs::{JobKind, JobView};
+
+/// The backup levels the portal accepts.
+pub const BACKUP_LEVELS: [&str; 4] = ["FULL", "INCREMENTAL", "DIFFERENTIAL", "SYNTHETIC_FULL"];
+
+/// A body that is not valid JSON, answered for the `malformed_ratio` fault.
+pub const MALFORMED_BODY: &str = r#"{"status":"OK","data":{"id":"#;
+
+/// The API's endpoints, by the names used in the configuration and the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Alive,
+    Health,
+    Auth,
+    Backups,
+    JobStatus,
+    Restores,
+}
+
+impl Endpoint {
+    /// The endpoint's name (a key of `endpoint_faults` and of the counters).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Health => "health",
+            Self::Auth => "auth",
+            Self::Backups => "backups",
+            Self::JobStatus => "job_status",
+            Self::Restores => "restores",
+        }
+    }
+
+    /// Whether the endpoint needs a valid token.
+    pub fn needs_token(self) -> bool {
+        matches!(self, Self::Backups | Self::JobStatus | Self::Restores)
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A known endpoint; `method_ok` is false for a known path with the wrong method, and
+    /// `param` is the path's `{host}` or `{job_id}`, percent-decoded.
+    Endpoint {
+        endpoint: Endpoint,
+        method_ok: bool,
+        param: Option<String>,
+    },
+    /// No endpoint has this path.
+    NotFound,
+}
+
+impl Route {
+    /// The endpoint's name, or `other`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Endpoint { endpoint, .. } => endpoint.name(),
+            Self::NotFound => super::counters::OTHER_ENDPOINT,
+        }
+    }
+}
+
+/// What a request asks for, once parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    Alive,
+    Health,
+    Login {
+        username: String,
+        password: String,
+    },
+    Launch {
+        kind: JobKind,
+        host: String,
+    },
+    /// `job_id` is None when the id has no shape of ours (then the job is unknown).
+    Status {
+        job_id: Option<u64>,
+        host: Option<String>,
+    },
+}
+
+/// What the simulator answers, before it is given a dialect's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Alive,
+    Health { services: Vec<(String, bool)> },
+    Token { token: String, expires_in_secs: u64 },
+    Launched { job_id: u64 },
+    JobStatus { job_id: u64, view: JobView },
+    Error { status: u16, message: String },
+    RateLimited { retry_after_secs: u64 },
+    Malformed,
+}
+
+impl Answer {
+    /// An error answer.
+    pub fn error(status: u16, message: impl Into<String>) -> Self {
+        Self::Error {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Error { status, .. } => *status,
+            Self::RateLimited { .. } => 429,
+            _ => 200,
+        }
+    }
+}
+
+/// Finds the endpoint of `method` and `path`.
+pub fn route(dialect: Dialect, method: &Method, path: &str) -> Route {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let found = match dialect {
+        Dialect::Reference => match segments.as_slice() {
+            ["api", "v1", "alive"] => Some((Endpoint::Alive, Method::GET, None)),
+            ["api", "v1", "health"] => Some((Endpoint::Health, Method::GET, None)),
+            ["api", "v1", "auth", "token"] => Some((Endpoint::Auth, Method::POST, None)),
+            ["api", "v1", "backups"] => Some((Endpoint::Backups, Method::POST, None)),
+            ["api", "v1", "jobs", "status"] => Some((Endpoint::JobStatus, Method::POST, None)),
+            ["api", "v1", "restores"] => Some((Endpoint::Restores, Method::POST, None)),
+            _ => None,
+        },
+        Dialect::Alt => match segments.as_slice() {
+            ["rest", "ping"] => Some((Endpoint::Alive, Method::GET, None)),
+            ["rest", "status"] => Some((Endpoint::Health, Method::GET, None)),
+            ["rest", "login"] => Some((Endpoint::Auth, Method::POST, None)),
+            ["rest", "hosts", host, "backup"] if !host.is_empty() => {
+                Some((Endpoint::Backups, Method::POST, Some(*host)))
+            }
+            ["rest", "hosts", host, "restore"] if !host.is_empty() => {
+                Some((Endpoint::Restores, Method::POST, Some(*host)))
+            }
+            ["rest", "jobs", id] if !id.is_empty() => {
+                Some((Endpoint::JobStatus, Method::GET, Some(*id)))
+            }
+            _ => None,
+        },
+    };
+    match found {
+        Some((endpoint, expected, param)) => Route::Endpoint {
+            endpoint,
+            method_ok: method == expected,
+            param: param.map(percent_decode),
+        },
+        None => Route::NotFound,
+    }
+}
+
+/// The token a request carries, if any.
+pub fn token(dialect: Dialect, headers: &HeaderMap) -> Option<String> {
+    match dialect {
+        Dialect::Reference => {
+            let value = headers.get("authorization")?.to_str().ok()?;
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        }
+        Dialect::Alt => Some(
+            headers
+                .get("x-auth-token")?
+                .to_str()
+                .ok()?
+                .trim()
+                .to_owned(),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct RefLogin {
+    username: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefBackup {
+    hostname: Option<String>,
+    backup_level: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefStatus {
+    job_id: Option<Value>,
+    hostname: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefRestore {
+    hostname: Option<String>,
+    file_name: Option<String>,
+    source_path: Option<String>,
+    destination_path: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AltLogin {
+    user: Option<String>,
+    pass: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AltBackup {
+    level: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AltRestore {
+    file: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Parses the request for `endpoint`; an error is the message of a 400 answer.
+pub fn parse_call(
+    dialect: Dialect,
+    endpoint: Endpoint,
+    param: Option<&str>,
+    body: &[u8],
+) -> Result<Call, String> {
+    match (dialect, endpoint) {
+        (_, Endpoint::Alive) => Ok(Call::Alive),
+        (_, Endpoint::Health) => Ok(Call::Health),
+        (Dialect::Reference, Endpoint::Auth) => {
+            let b: RefLogin = body_json(body)?;
+            Ok(Call::Login {
+                username: required("username", b.username)?,
+                password: present("password", b.password)?,
+            })
+        }
+        (Dialect::Alt, Endpoint::Auth) => {
+            let b: AltLogin = body_json(body)?;
+            Ok(Call::Login {
+                username: required("user", b.user)?,
+                password: present("pass", b.pass)?,
+            })
+        }
+        (Dialect::Reference, Endpoint::Backups) => {
+            let b: RefBackup = body_json(body)?;
+            let host = required("hostname", b.hostname)?;
+            check_level("backupLevel", b.backup_level)?;
+            Ok(Call::Launch {
+                kind: JobKind::Backup,
+                host,
+            })
+        }
+        (Dialect::Alt, Endpoint::Backups) => {
+            let b: AltBackup = body_json(body)?;
+            check_level("level", b.level)?;
+            Ok(Call::Launch {
+                kind: JobKind::Backup,
+                host: param.unwrap_or_default().to_owned(),
+            })
+        }
+        (Dialect::Reference, Endpoint::Restores) => {
+            let b: RefRestore = body_json(body)?;
+            let host = required("hostname", b.hostname)?;
+            required("fileName", b.file_name)?;
+            required("sourcePath", b.source_path)?;
+            required("destinationPath", b.destination_path)?;
+            Ok(Call::Launch {
+                kind: JobKind::Restore,
+                host,
+            })
+        }
+        (Dialect::Alt, Endpoint::Restores) => {
+            let b: AltRestore = body_json(body)?;
+            required("file", b.file)?;
+            required("from", b.from)?;
+            required("to", b.to)?;
+            Ok(Call::Launch {
+                kind: JobKind::Restore,
+                host: param.unwrap_or_default().to_owned(),
+            })
+        }
+        (Dialect::Reference, Endpoint::JobStatus) => {
+            let b: RefStatus = body_json(body)?;
+            let job_id = match b.job_id {
+                Some(Value::String(id)) => id.strip_prefix('J').and_then(|n| n.parse().ok()),
+                Some(_) => return Err("jobId must be a string".to_owned()),
+                None => return Err("jobId is required".to_owned()),
+            };
+            Ok(Call::Status {
+                job_id,
+                host: Some(required("hostname", b.hostname)?),
+            })
+        }
+        (Dialect::Alt, Endpoint::JobStatus) => Ok(Call::Status {
+            job_id: param.and_then(|id| id.parse().ok()),
+            host: None,
+        }),
+    }
+}
+
+fn body_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))
+}
+
+/// A field that must be there and not empty.
+fn required(field: &str, value: Option<String>) -> Result<String, String> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(format!("{field} is required")),
+    }
+}
+
+/// A field that must be there (it may be empty).
+fn present(field: &str, value: Option<String>) -> Result<String, String> {
+    value.ok_or_else(|| format!("{field} is required"))
+}
+
+fn check_level(field: &str, level: Option<String>) -> Result<(), String> {
+    let level = required(field, level)?;
+    if BACKUP_LEVELS.contains(&level.as_str()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be one of {}, got {level:?}",
+            BACKUP_LEVELS.join(", ")
+        ))
+    }
+}
+
+/// The answer's body in `dialect`'s shape (JSON, but for `Answer::Malformed`).
+pub fn render_body(dialect: Dialect, answer: &Answer) -> String {
+    let value = match (dialect, answer) {
+        (_, Answer::Malformed) => return MALFORMED_BODY.to_owned(),
+        (Dialect::Reference, Answer::Alive) => json!({"statusCode": 200, "message": "alive"}),
+        (Dialect::Alt, Answer::Alive) => json!({"code": 200}),
+        (Dialect::Reference, Answer::Health { services }) => {
+            let healthy = services.iter().all(|(_, up)| *up);
+            let services: Vec<Value> = services
+                .iter()
+                .map(|(name, up)| json!({"name": name, "status": health_word(*up)}))
+                .collect();
+            json!({"status": health_word(healthy), "services": services})
+        }
+        (Dialect::Alt, Answer::Health { services }) => {
+            let healthy = services.iter().all(|(_, up)| *up);
+            let components: Vec<Value> = services
+                .iter()
+                .map(|(name, up)| json!({"id": name, "state": if *up { "UP" } else { "DOWN" }}))
+                .collect();
+            json!({"overall": if healthy { "OK" } else { "DEGRADED" }, "components": components})
+        }
+        (
+            Dialect::Reference,
+            Answer::Token {
+                token,
+                expires_in_secs,
+            },
+        ) => {
+            json!({"status": "OK", "token": token, "expiresIn": expires_in_secs})
+        }
+        (Dialect::Alt, Answer::Token { token, .. }) => json!({"access": {"token": token}}),
+        (Dialect::Reference, Answer::Launched { job_id }) => {
+            json!({"status": "started", "jobId": reference_job_id(*job_id)})
+        }
+        (Dialect::Alt, Answer::Launched { job_id }) => json!({"result": {"id": job_id}}),
+        (Dialect::Reference, Answer::JobStatus { job_id, view }) => json!({
+            "jobId": reference_job_id(*job_id),
+            "status": view.status.as_str(),
+            "percentComplete": view.percent,
+            "elapsedSeconds": view.elapsed_s,
+            "phase": view.phase,
+            "failureReason": view.failure_reason,
+        }),
+        (Dialect::Alt, Answer::JobStatus { view, .. }) => json!({"job": {
+            "state": view.status.as_str(),
+            "progress": view.percent,
+            "elapsed": view.elapsed_s,
+            "stage": view.phase,
+            "reason": view.failure_reason,
+        }}),
+        (Dialect::Reference, Answer::Error { message, .. }) => {
+            json!({"status": "KO", "message": message})
+        }
+        (Dialect::Alt, Answer::Error { status, message }) => {
+            json!({"error": {"code": status, "message": message}})
+        }
+        (Dialect::Reference, Answer::RateLimited { .. }) => {
+            json!({"status": "KO", "message": "rate limited"})
+        }
+        (Dialect::Alt, Answer::RateLimited { .. }) => {
+            json!({"error": {"code": 429, "message": "rate limited"}})
+        }
+    };
+    value.to_string()
+}
+
+/// The string job id of the reference dialect.
+pub fn reference_job_id(job_id: u64) -> String {
+    format!("J{job_id}")
+}
+
+fn health_word(healthy: bool) -> &'static str {
+    if healthy {
+        "healthy"
+    } else {
+        "unhealthy"
+    }
+}
+
+/// Decodes `%XX` escapes of a path segment (invalid escapes are kept as they are).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::jobs::JobStatus;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    fn endpoint(endpoint: Endpoint, param: Option<&str>) -> Route {
+        Route::Endpoint {
+            endpoint,
+            method_ok: true,
+            param: param.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn reference_paths_route_to_their_endpoints() {
+        let r = |m: Method, p: &str| route(Dialect::Reference, &m, p);
+        assert_eq!(
+            r(Method::GET, "/api/v1/alive"),
+            endpoint(Endpoint::Alive, None)
+        );
+        assert_eq!(
+            r(Method::GET, "/api/v1/health"),
+            endpoint(Endpoint::Health, None)
+        );
+        assert_eq!(
+            r(Method::POST, "/api/v1/auth/token"),
+            endpoint(Endpoint::Auth, None)
+        );
+        assert_eq!(
+            r(Method::POST, "/api/v1/backups"),
+            endpoint(Endpoint::Backups, None)
+        );
+        assert_eq!(
+            r(Method::POST, "/api/v1/jobs/status"),
+            endpoint(Endpoint::JobStatus, None)
+        );
+        assert_eq!(
+            r(Method::POST, "/api/v1/restores"),
+            endpoint(Endpoint::Restores, None)
+        );
+        assert_eq!(r(Method::GET, "/api/v1/alive/"), Route::NotFound);
+        assert_eq!(r(Method::GET, "/rest/ping"), Route::NotFound);
+        assert_eq!(
+            r(Method::GET, "/api/v1/backups"),
+            Route::Endpoint {
+                endpoint: Endpoint::Backups,
+                method_ok: false,
+                param: None
+            }
+        );
+    }
+
+    #[test]
+    fn alt_paths_route_to_their_endpoints_with_decoded_parameters() {
+        let r = |m: Method, p: &str| route(Dialect::Alt, &m, p);
+        assert_eq!(
+            r(Method::GET, "/rest/ping"),
+            endpoint(Endpoint::Alive, None)
+        );
+        assert_eq!(
+            r(Method::GET, "/rest/status"),
+            endpoint(Endpoint::Health, None)
+        );
+        assert_eq!(
+            r(Method::POST, "/rest/login"),
+            endpoint(Endpoint::Auth, None)
+        );
+        assert_eq!(
+            r(Method::POST, "/rest/hosts/web%2D01/backup"),
+            endpoint(Endpoint::Backups, Some("web-01"))
+        );
+        assert_eq!(
+            r(Method::POST, "/rest/hosts/db%201/restore"),
+            endpoint(Endpoint::Restores, Some("db 1"))
+        );
+        assert_eq!(
+            r(Method::GET, "/rest/jobs/17"),
+            endpoint(Endpoint::JobStatus, Some("17"))
+        );
+        assert_eq!(r(Method::POST, "/rest/hosts//backup"), Route::NotFound);
+        assert_eq!(r(Method::GET, "/api/v1/alive"), Route::NotFound);
+    }
+
+    #[test]
+    fn percent_decoding_keeps_invalid_escapes() {
+        assert_eq!(percent_decode("a%zzb%4"), "a%zzb%4");
+        assert_eq!(percent_decode("%41%42c"), "ABc");
+    }
+
+    #[test]
+    fn tokens_are_read_from_each_dialects_header() {
+        let headers = |name: &'static str, value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            h
+        };
+        assert_eq!(
+            token(Dialect::Reference, &headers("authorization", "Bearer abc")),
+            Some("abc".to_owned())
+        );
+        assert_eq!(
+            token(Dialect::Reference, &headers("authorization", "bearer abc")),
+            Some("abc".to_owned())
+        );
+        assert_eq!(
+            token(Dialect::Reference, &headers("authorization", "Basic abc")),
+            None
+        );
+        assert_eq!(
+            token(Dialect::Reference, &headers("x-auth-token", "abc")),
+            None
+        );
+        assert_eq!(
+            token(Dialect::Alt, &headers("x-auth-token", "abc")),
+            Some("abc".to_owned())
+        );
+        assert_eq!(token(Dialect::Alt, &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn backup_level_must_be_a_known_level() {
+        let parse =
+            |body: &str| parse_call(Dialect::Reference, Endpoint::Backups, None, body.as_bytes());
+        assert_eq!(
+            parse(r#"{"hostname":"h","backupLevel":"FULL"}"#),
+            Ok(Call::Launch {
+                kind: JobKind::Backup,
+                host: "h".to_owned()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"hostname":"h","backupLevel":"full"}"#),
+            Err(r#"backupLevel must be one of FULL, INCREMENTAL, DIFFERENTIAL, SYNTHETIC_FULL, got "full""#.to_owned())
+        );
+        assert_eq!(
+            parse(r#"{"backupLevel":"FULL"}"#),
+            Err("hostname is required".to_owned())
+        );
+        assert!(parse("{")
+            .unwrap_err()
+            .starts_with("invalid request body: "));
+    }
+
+    #[test]
+    fn reference_job_ids_are_strings_starting_with_j() {
+        let parse = |body: &str| {
+            parse_call(
+                Dialect::Reference,
+                Endpoint::JobStatus,
+                None,
+                body.as_bytes(),
+            )
+        };
+        assert_eq!(
+            parse(r#"{"jobId":"J12","hostname":"h"}"#),
+            Ok(Call::Status {
+                job_id: Some(12),
+                host: Some("h".to_owned())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"jobId":"12","hostname":"h"}"#),
+            Ok(Call::Status {
+                job_id: None,
+                host: Some("h".to_owned())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"jobId":12,"hostname":"h"}"#),
+            Err("jobId must be a string".to_owned())
+        );
+        assert_eq!(
+            parse(r#"{"hostname":"h"}"#),
+            Err("jobId is required".to_owned())
+        );
+    }
+
+    #[test]
+    fn alt_requests_take_their_own_field_names() {
+        assert_eq!(
+            parse_call(
+                Dialect::Alt,
+                Endpoint::Auth,
+                None,
+                br#"{"user":"u","pass":"p"}"#
+            ),
+            Ok(Call::Login {
+                username: "u".to_owned(),
+                password: "p".to_owned()
+            })
+        );
+        assert_eq!(
+            parse_call(
+                Dialect::Alt,
+                Endpoint::Restores,
+                Some("h"),
+                br#"{"file":"f","from":"/a","to":"/b"}"#
+            ),
+            Ok(Call::Launch {
+                kind: JobKind::Restore,
+                host: "h".to_owned()
+            })
+        );
+        assert_eq!(
+            parse_call(
+                Dialect::Alt,
+                Endpoint::Restores,
+                Some("h"),
+                br#"{"file":"f","to":"/b"}"#
+            ),
+            Err("from is required".to_owned())
+        );
+        assert_eq!(
+            parse_call(Dialect::Alt, Endpoint::JobStatus, Some("x7"), b""),
+            Ok(Call::Status {
+                job_id: None,
+                host: None
+            })
+        );
+    }
+
+    #[test]
+    fn job_status_renders_in_both_dialects() {
+        let view = JobView {
+            status: JobStatus::Failed,
+            percent: 40,
+            elapsed_s: 3,
+            phase: "Backup",
+            failure_reason: Some("Insufficient storage"),
+        };
+        let answer = Answer::JobStatus { job_id: 7, view };
+        let reference: Value =
+            serde_json::from_str(&render_body(Dialect::Reference, &answer)).unwrap();
+        assert_eq!(
+            reference,
+            json!({"jobId": "J7", "status": "Failed", "percentComplete": 40, "elapsedSeconds": 3,
+                   "phase": "Backup", "failureReason": "Insufficient storage"})
+        );
+        let alt: Value = serde_json::from_str(&render_body(Dialect::Alt, &answer)).unwrap();
+        assert_eq!(
+            alt,
+            json!({"job": {"state": "Failed", "progress": 40, "elapsed": 3, "stage": "Backup",
+                           "reason": "Insufficient storage"}})
+        );
+    }
+
+    #[test]
+    fn malformed_body_is_not_json() {
+        assert!(serde_json::from_str::<Value>(MALFORMED_BODY).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Shared helpers of the prober's integration tests: a simulator per test, configurations
+//! written as TOML (so the real loading and validation run), the journal read back.
+#![allow(dead_code)]
+
+use iaso_probe::config::load::load_with;
+use iaso_probe::config::{Config, ConfigSource};
+use iaso_probe::model::{Action, ProbeResult};
+use iaso_probe::simulator::{self, SimulatorConfig, SimulatorHandle};
+use iaso_probe::{RunOptions, RunReport};
+use std::future::Future;
+use std::path::Path;
+
+/// A simulator with the given settings (TOML of the `[simulator]` keys) on 127.0.0.1:0.
+pub fn simulator(toml: &str) -> SimulatorHandle {
+    let cfg: SimulatorConfig = toml::from_str(toml).expect("simulator settings");
+    cfg.validate().expect("valid simulator settings");
+    simulator::spawn(cfg, "127.0.0.1:0".parse().unwrap()).expect("simulator starts")
+}
+
+/// Loads `text` as a configuration file (without the process environment).
+pub fn config(dir: &Path, text: &str) -> Config {
+    let f = dir.join("test.toml");
+    std::fs::write(&f, text).unwrap();
+    match load_with(&ConfigSource::Files(vec![f]), false) {
+        Ok(l) => l.config,
+        Err(e) => panic!("test configuration rejected: {e}\n{text}"),
+    }
+}
+
+/// A configuration with one environment `name` pointed at `base_url`, journal in `dir`.
+/// `extra` is appended inside `[environments.<name>]` (before its sub-tables).
+pub fn one_env(dir: &Path, name: &str, base_url: &str, extra: &str, tail: &str) -> Config {
+    let text = format!(
+        r#"
+[journal]
+dir = "{journal}"
+flush_interval_ms = 20
+[log]
+dir = ""
+[environments.{name}]
+base_url = "{base_url}"
+rate_limit_per_sec = 1000
+rate_limit_burst = 50
+{extra}
+[environments.{name}.credentials]
+username = "probe"
+password = "probe-secret"
+[environments.{name}.jobs]
+{poll}poll_jitter_ms = 10
+max_duration_secs = 30
+{tail}
+"#,
+        journal = dir.join("journal").display(),
+        poll = if tail.contains("poll_interval_ms") {
+            ""
+        } else {
+            "poll_interval_ms = 20\n"
+        },
+    );
+    config(dir, &text)
+}
+
+/// `n` hosts as TOML entries of environment `name`.
+pub fn hosts(name: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let level = ["FULL", "INCREMENTAL", "DIFFERENTIAL", "SYNTHETIC_FULL"][i % 4];
+            format!("[[environments.{name}.hosts]]\nname = \"host-{i:05}\"\nlevel = \"{level}\"\n")
+        })
+        .collect()
+}
+
+/// Runs `run --once` in a fresh actix System.
+pub fn run_once(cfg: Config) -> RunReport {
+    run_with(cfg, true, std::future::pending())
+}
+
+/// Runs in a fresh actix System with the given shutdown future.
+pub fn run_with(
+    cfg: Config,
+    once: bool,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> RunReport {
+    let opts = RunOptions {
+        once,
+        seed: Some(7),
+        ..Default::default()
+    };
+    actix::System::new()
+        .block_on(iaso_probe::run(cfg, opts, shutdown))
+        .expect("run succeeds")
+}
+
+/// Every result of the journal, parsed strictly (unknown fields fail).
+pub fn journal(dir: &Path) -> Vec<ProbeResult> {
+    iaso_probe::sink::journal::read_all(&dir.join("journal"))
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad journal line {l}: {e}")))
+        .collect()
+}
+
+pub fn count(results: &[ProbeResult], action: Action) -> u64 {
+    results.iter().filter(|r| r.event.action == action).count() as u64
+}
