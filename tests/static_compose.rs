@@ -384,15 +384,25 @@ fn services_start_in_order_setup_before_the_prober() {
         Some("service_healthy")
     );
     let script = strings(&setup["command"]).join("\n");
+    // The script's commands, without its comments.
+    let commands: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
     for step in [
         "/_security/user/kibana_system/_password",
-        "/api/status",
         "iaso-probe setup",
     ] {
-        assert!(script.contains(step), "setup script lacks {step}");
+        assert!(commands.contains(step), "setup script lacks {step}");
     }
     assert!(
-        script.find("/api/status") < script.find("iaso-probe setup"),
+        commands.find("kibana_system") < commands.find("iaso-probe setup"),
+        "Kibana can only become available once kibana_system has its password"
+    );
+    // Kibana starts beside setup: `iaso-probe setup` must wait for it (or the script must).
+    assert!(
+        commands.contains("--kibana-wait-secs") || commands.contains("/api/status"),
         "setup imports the dashboards only once Kibana is available"
     );
     assert!(environment(setup).contains_key("IASO_PROBE_KIBANA__URL"));
@@ -695,6 +705,119 @@ fn normalize(path: &std::path::Path) -> std::path::PathBuf {
         }
     }
     out
+}
+
+/// Replaces `${NAME}`, `${NAME:-default}`, `${NAME:?message}` by the value `.env.example` gives
+/// (or the default), as `docker compose` would after `cp .env.example .env`.
+fn interpolate(text: &str, example: &BTreeMap<String, (String, bool)>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let inner = &rest[start + 2..start + len];
+        let name: String = inner
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let default = inner[name.len()..]
+            .strip_prefix(":-")
+            .or_else(|| inner[name.len()..].strip_prefix('-'))
+            .unwrap_or("");
+        match example.get(&name) {
+            Some((value, _)) => out.push_str(value),
+            None => out.push_str(default),
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out.replace("$$", "$")
+}
+
+/// Every command line a service gives the prober: the exec-form command of services running
+/// the prober's image, and the `iaso-probe …` lines of their shell scripts. (service, args).
+fn prober_command_lines(compose: &Value) -> Vec<(String, Vec<String>)> {
+    let example = env_example();
+    let image = service(compose, "iaso-probe")["image"].clone();
+    let mut out = Vec::new();
+    for (name, s) in compose["services"].as_object().unwrap() {
+        if s["image"] != image {
+            continue;
+        }
+        let scripted: Vec<String> = shell_scripts(compose)
+            .into_iter()
+            .filter(|(svc, place, _)| svc == name && place == "command")
+            .map(|(_, _, script)| script)
+            .collect();
+        if scripted.is_empty() {
+            let args = strings(&s["command"])
+                .iter()
+                .map(|a| interpolate(a, &example))
+                .collect();
+            out.push((name.clone(), args));
+            continue;
+        }
+        for script in scripted {
+            for line in script.lines().map(str::trim) {
+                let line = line.strip_prefix("exec ").unwrap_or(line);
+                if let Some(args) = line.strip_prefix("iaso-probe ") {
+                    let args = interpolate(args, &example)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect();
+                    out.push((name.clone(), args));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_prober_command_line_parses_and_names_a_valid_config_file() {
+    use clap::Parser;
+    let compose = compose();
+    let lines = prober_command_lines(&compose);
+    let services: BTreeSet<&str> = lines.iter().map(|(s, _)| s.as_str()).collect();
+    for expected in ["setup", "iaso-probe", "iaso-probe-demo", "simulator"] {
+        assert!(
+            services.contains(expected),
+            "no iaso-probe command line found for {expected}"
+        );
+    }
+    let mut errors = Vec::new();
+    for (service, args) in lines {
+        let argv = std::iter::once("iaso-probe".to_owned()).chain(args.iter().cloned());
+        if let Err(e) = iaso_probe::cli::Cli::try_parse_from(argv) {
+            errors.push(format!(
+                "{service}: `iaso-probe {}` is refused: {e}",
+                args.join(" ")
+            ));
+            continue;
+        }
+        for path in args.iter().skip_while(|a| *a != "--config").skip(1).take(1) {
+            let Some(file) = path.strip_prefix("/config/") else {
+                errors.push(format!(
+                    "{service}: --config {path} is outside the /config mount"
+                ));
+                continue;
+            };
+            let local = root().join("config").join(file);
+            if !local.is_file() {
+                errors.push(format!(
+                    "{service}: --config {path}, but config/{file} does not exist"
+                ));
+                continue;
+            }
+            let source = iaso_probe::config::ConfigSource::Files(vec![local]);
+            if let Err(e) = iaso_probe::config::load::load_with(&source, false) {
+                errors.push(format!("{service}: config/{file} is invalid: {e}"));
+            }
+        }
+    }
+    assert_no_errors(errors);
 }
 
 #[test]
