@@ -668,7 +668,7 @@ fn collect_embedded(dir: &std::path::Path, out: &mut Vec<String>) {
             collect_embedded(&path, out);
             continue;
         }
-        if !path.extension().is_some_and(|e| e == "rs") {
+        if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
