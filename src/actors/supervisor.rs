@@ -250,6 +250,7 @@ pub async fn run(
     }
     let supervisor = Supervisor { envs }.start();
 
+    let progress = actix_rt::spawn(log_progress(sink.clone()));
     let deadline = opts.shutdown_deadline.unwrap_or(Duration::from_secs(10));
     let mut interrupted = false;
     tokio::pin!(shutdown);
@@ -268,6 +269,7 @@ pub async fn run(
     }
     let environments = supervisor.send(StopAll(deadline)).await.unwrap_or_default();
 
+    progress.abort();
     // Producers are stopped: flush the sink, then stop the arbiters.
     let flushed = sink.flush().await;
     let (tally, counters) = sink.report().await.unwrap_or_default();
@@ -314,6 +316,26 @@ pub async fn run(
         interrupted,
         shipping,
     })
+}
+
+/// One plain progress line every 10 s (log files and terminals alike): results so far, jobs
+/// launched and ended, per environment.
+async fn log_progress(sink: SinkHandle) {
+    use crate::model::{Action, Outcome};
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some((tally, _)) = sink.report().await else {
+            return;
+        };
+        for (env, t) in &tally.environments {
+            let launched = t.count(Action::BackupLaunch, Outcome::Success)
+                + t.count(Action::RestoreLaunch, Outcome::Success);
+            let ended = t.total(Action::JobEnd);
+            tracing::info!(env = %env, launched, ended, tracking = launched.saturating_sub(ended), failures = t.failures(), "progress");
+        }
+    }
 }
 
 type ShippingTask = (
