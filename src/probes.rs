@@ -53,15 +53,6 @@ impl EnvRuntime {
     }
 }
 
-impl<T> Call<T> {
-    fn map_unit(&self) -> Call<()> {
-        Call {
-            exchange: self.exchange.clone(),
-            outcome: self.outcome.as_ref().map(|_| ()).map_err(Clone::clone),
-        }
-    }
-}
-
 fn base(
     rt: &EnvRuntime,
     action: Action,

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Where the sink stands, for tests, the summary and the progress line.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -43,13 +43,11 @@ pub struct Sink {
     counters: SinkCounters,
     /// Lines a failed write left behind, retried at each flush tick: never dropped.
     pending: VecDeque<Vec<u8>>,
-    /// Woken after each flush, so that a shipper can follow the journal.
-    written: Arc<Notify>,
     dirty: bool,
 }
 
 impl Sink {
-    pub fn new(journal: Journal, cfg: JournalConfig, written: Arc<Notify>) -> Self {
+    pub fn new(journal: Journal, cfg: JournalConfig) -> Self {
         Self {
             counters: SinkCounters {
                 segment: journal.segment(),
@@ -59,7 +57,6 @@ impl Sink {
             cfg,
             tally: Tally::default(),
             pending: VecDeque::new(),
-            written,
             dirty: false,
         }
     }
@@ -104,7 +101,6 @@ impl Sink {
             self.journal.flush()?;
             self.dirty = false;
             self.counters.segment = self.journal.segment();
-            self.written.notify_waiters();
         }
         Ok(())
     }
@@ -175,7 +171,6 @@ impl Handler<Flush> for Sink {
             .sync_handle()
             .and_then(|f| f.sync_data())
             .map_err(|e| e.to_string())?;
-        self.written.notify_waiters();
         Ok(self.counters.written)
     }
 }

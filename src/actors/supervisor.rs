@@ -22,7 +22,6 @@ use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -172,8 +171,7 @@ pub async fn run(
             source: e,
         }
     })?;
-    let written = Arc::new(Notify::new());
-    let sink_addr = Sink::new(journal, cfg.journal.clone(), written).start();
+    let sink_addr = Sink::new(journal, cfg.journal.clone()).start();
     let sink = SinkHandle::new(sink_addr, cfg.sink.buffer);
 
     // The sink's second half: shipping the journal to Elasticsearch, when configured.

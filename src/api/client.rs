@@ -30,6 +30,16 @@ pub struct Call<T> {
     pub outcome: Result<T, ApiError>,
 }
 
+impl<T> Call<T> {
+    /// The same call without its value (for results that only say whether it worked).
+    pub fn map_unit(&self) -> Call<()> {
+        Call {
+            exchange: self.exchange.clone(),
+            outcome: self.outcome.as_ref().map(|_| ()).map_err(Clone::clone),
+        }
+    }
+}
+
 /// A token from the auth endpoint.
 #[derive(Clone)]
 pub struct Token {

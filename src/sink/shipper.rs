@@ -18,7 +18,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -480,9 +480,4 @@ async fn send_all(
 pub fn unshipped(journal_dir: &Path) -> io::Result<u64> {
     let pos = Checkpoint::new(journal_dir).load()?;
     JournalReader::count_remaining(journal_dir, pos)
-}
-
-/// Opens the dead-letter file read-only (tests, tools).
-pub fn open_dead_letters(path: &Path) -> io::Result<File> {
-    File::open(path)
 }
