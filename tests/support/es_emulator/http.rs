@@ -198,6 +198,9 @@ async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<
             None => return Ok(None),
         }
     } else {
+        if buf.len() < content_length {
+            buf.reserve(content_length - buf.len());
+        }
         while buf.len() < content_length {
             if !fill(stream, buf).await? {
                 return Ok(None);

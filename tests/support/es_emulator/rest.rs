@@ -709,7 +709,7 @@ fn get_ilm(st: &State, expr: &str) -> Reply {
         let (indices, streams, templates) = ilm_users(st, &name);
         let strings = |v: Vec<String>| J::Arr(v.into_iter().map(J::from).collect());
         out.push(
-            &name,
+            name.clone(),
             J::obj()
                 .set("version", p.version)
                 .set("modified_date", p.modified_date.as_str())
@@ -1399,14 +1399,21 @@ fn search(
     for name in &indices {
         let index = &st.indices[name];
         for doc in index.docs() {
-            let source: Value = serde_json::from_slice(&doc.source).unwrap_or(Value::Null);
-            if !query::matches(&query, index, doc, &source) {
-                continue;
+            // match_all needs no source; sources are only parsed to match or sort.
+            let parse = || serde_json::from_slice::<Value>(&doc.source).unwrap_or(Value::Null);
+            let mut source = None;
+            if !matches!(query, Query::MatchAll) {
+                let parsed = parse();
+                if !query::matches(&query, index, doc, &parsed) {
+                    continue;
+                }
+                source = Some(parsed);
             }
             total += 1;
             if count_only || (!sorting && hits.len() >= from + size) {
                 continue;
             }
+            let source = source.unwrap_or_else(|| if sorting { parse() } else { Value::Null });
             let sort_values: Vec<_> = sort_keys
                 .iter()
                 .map(|k| query::sort_value(index, doc, &source, &k.field))
@@ -1509,7 +1516,10 @@ fn get_mapping(st: &State, target: &str) -> Reply {
     };
     let mut out = J::obj();
     for name in indices {
-        out.push(&name, J::obj().set("mappings", &st.indices[&name].mappings));
+        out.push(
+            name.clone(),
+            J::obj().set("mappings", &st.indices[&name].mappings),
+        );
     }
     Reply::ok(out)
 }
@@ -1564,7 +1574,7 @@ fn get_index(st: &State, target: &str) -> Reply {
             .entry("index.number_of_replicas")
             .or_insert_with(|| Value::String("1".into()));
         out.push(
-            &name,
+            name.clone(),
             J::obj()
                 .set("aliases", J::obj())
                 .set("mappings", &index.mappings)
