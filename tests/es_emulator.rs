@@ -1079,6 +1079,30 @@ async fn both_json_and_ndjson_content_types_are_accepted() {
 }
 
 #[tokio::test]
+async fn unsupported_or_missing_content_types_get_406() {
+    let es = EsEmulator::start();
+    let url = format!("{}/x/_bulk", es.url());
+    let body = "{\"index\":{}}\n{\"a\":1}\n";
+    let r = raw_post(&url, body, "text/plain").await;
+    assert_eq!(r.status(), 406);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        b,
+        json!({"error": "Content-Type header [text/plain] is not supported", "status": 406})
+    );
+    let r = reqwest::Client::new()
+        .post(&url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"], "Content-Type header is missing");
+    assert_eq!(es.count("x"), 0);
+}
+
+#[tokio::test]
 async fn a_body_without_a_trailing_newline_gets_the_reference_400() {
     let es = EsEmulator::start();
     let r = raw_post(
@@ -1607,7 +1631,7 @@ async fn unknown_endpoints_and_wrong_methods_get_elasticsearch_shaped_errors() {
     let b: Value = r.json().await.unwrap();
     assert_eq!(
         b,
-        json!({"error": "no handler found for uri [/a/b/c/d] and method [GET]", "status": 400})
+        json!({"error": "no handler found for uri [/a/b/c/d] and method [GET]"})
     );
     let r = http
         .get(format!("{}/_bulk", es.url()))

@@ -201,6 +201,17 @@ fn respond(
             }
         }
     }
+    // Elasticsearch routes first (400 no handler, 405), then checks the content type (406),
+    // then the security interceptor authenticates (401), then the handler runs.
+    let (route, method) = match find_route(req, segs) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+    if !req.body.is_empty() {
+        if let Err(reply) = check_content_type(req) {
+            return reply;
+        }
+    }
     if let Err(reply) = authenticate(st, req) {
         return reply;
     }
@@ -212,7 +223,53 @@ fn respond(
     if let Some(fault) = fault {
         return fault_reply(&fault, req);
     }
-    route(st, req, params, segs)
+    dispatch(st, req, params, route, method)
+}
+
+/// `{"error":…,"status":N}`, Elasticsearch's simple error response.
+fn simple_error(status: u16, message: String) -> Reply {
+    Reply::json(status, J::obj().set("error", message).set("status", status))
+}
+
+/// JSON and NDJSON (plain or the versioned `vnd.elasticsearch` forms) are the media types the
+/// emulator parses; browser-safelisted types are refused as Elasticsearch does (CSRF guard).
+fn check_content_type(req: &HttpRequest) -> Result<(), Reply> {
+    let values: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let Some(first) = values.first() else {
+        return Err(simple_error(
+            406,
+            "Content-Type header is missing".to_owned(),
+        ));
+    };
+    let media = first
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let supported = matches!(
+        media.as_str(),
+        "application/json"
+            | "application/x-ndjson"
+            | "application/vnd.elasticsearch+json"
+            | "application/vnd.elasticsearch+x-ndjson"
+    );
+    if supported {
+        Ok(())
+    } else {
+        Err(simple_error(
+            406,
+            format!(
+                "Content-Type header [{}] is not supported",
+                values.join(",")
+            ),
+        ))
+    }
 }
 
 const WWW_AUTHENTICATE: [&str; 3] = [
@@ -395,48 +452,53 @@ fn allowed(route: &Route) -> &'static [&'static str] {
     }
 }
 
-fn route(st: &mut State, req: &HttpRequest, params: &Params, segs: &[String]) -> Reply {
+/// The route and the method its handler answers (HEAD runs the GET handler, body stripped).
+fn find_route(req: &HttpRequest, segs: &[String]) -> Result<(Route, &'static str), Reply> {
     let Some(route) = parse_route(segs) else {
-        return Reply::json(
+        // Elasticsearch's handleBadRequest: only an `error` field, no `status`.
+        return Err(Reply::json(
             400,
-            J::obj()
-                .set(
-                    "error",
-                    format!(
-                        "no handler found for uri [{}] and method [{}]",
-                        req.uri(),
-                        req.method
-                    ),
-                )
-                .set("status", 400u16),
-        );
+            J::obj().set(
+                "error",
+                format!(
+                    "no handler found for uri [{}] and method [{}]",
+                    req.uri(),
+                    req.method
+                ),
+            ),
+        ));
     };
     let methods = allowed(&route);
-    // HEAD falls back to the GET handler (body stripped), as in Elasticsearch's RestController.
-    let method = if req.method == "HEAD" && methods.contains(&"GET") {
+    let wanted = if req.method == "HEAD" && methods.contains(&"GET") {
         "GET"
     } else {
         req.method.as_str()
     };
-    if !methods.contains(&method) {
-        let listed = methods.to_vec();
-        let mut reply = Reply::json(
-            405,
-            J::obj()
-                .set(
-                    "error",
-                    format!(
-                        "Incorrect HTTP method for uri [{}] and method [{}], allowed: [{}]",
-                        req.uri(),
-                        req.method,
-                        listed.join(", ")
-                    ),
-                )
-                .set("status", 405u16),
-        );
-        reply.headers.push(("Allow".to_owned(), listed.join(",")));
-        return reply;
+    match methods.iter().find(|m| **m == wanted) {
+        Some(method) => Ok((route, method)),
+        None => {
+            let mut reply = simple_error(
+                405,
+                format!(
+                    "Incorrect HTTP method for uri [{}] and method [{}], allowed: [{}]",
+                    req.uri(),
+                    req.method,
+                    methods.join(", ")
+                ),
+            );
+            reply.headers.push(("Allow".to_owned(), methods.join(",")));
+            Err(reply)
+        }
     }
+}
+
+fn dispatch(
+    st: &mut State,
+    req: &HttpRequest,
+    params: &Params,
+    route: Route,
+    method: &str,
+) -> Reply {
     let path = percent_decode(&req.raw_path);
     match (route, method) {
         (Route::Root, _) => Reply::ok(root_info()),
