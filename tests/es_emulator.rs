@@ -1204,6 +1204,25 @@ async fn filter_path_errors_items_error_items_status_keeps_one_entry_per_item() 
 }
 
 #[tokio::test]
+async fn filter_path_does_not_filter_whole_request_errors() {
+    let es = EsEmulator::start();
+    es.fail_requests(429, 1);
+    let r = raw_post(
+        &format!(
+            "{}/f/_bulk?filter_path=errors,items.*.error,items.*.status",
+            es.url()
+        ),
+        "{\"index\":{}}\n{}\n",
+        "application/json",
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["type"], "es_rejected_execution_exception");
+    assert_eq!(b["status"], 429);
+}
+
+#[tokio::test]
 async fn filter_path_items_error_drops_the_successful_items() {
     let es = EsEmulator::start();
     let url = format!("{}/f/_bulk", es.url());
@@ -1645,6 +1664,24 @@ async fn unknown_endpoints_and_wrong_methods_get_elasticsearch_shaped_errors() {
         b["error"],
         "Incorrect HTTP method for uri [/_bulk] and method [GET], allowed: [POST, PUT]"
     );
+}
+
+#[test]
+fn the_emulator_can_be_shared_between_threads_and_tasks() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<EsEmulator>();
+}
+
+#[tokio::test]
+async fn the_x_opaque_id_header_is_echoed() {
+    let es = EsEmulator::start();
+    let r = reqwest::Client::new()
+        .get(es.url())
+        .header("x-opaque-id", "probe-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-opaque-id"], "probe-42");
 }
 
 #[actix_rt::test]

@@ -98,6 +98,8 @@ struct Reply {
     headers: Vec<(String, String)>,
     /// No Elasticsearch headers at all (the 413 comes from Netty, before the REST layer).
     bare: bool,
+    /// An error body: Elasticsearch builds those with filtering off, so `filter_path` is ignored.
+    error: bool,
 }
 
 impl Reply {
@@ -107,6 +109,7 @@ impl Reply {
             body: Some(body),
             headers: Vec::new(),
             bare: false,
+            error: false,
         }
     }
 
@@ -119,7 +122,9 @@ impl Reply {
     }
 
     fn error(status: u16, error: J) -> Reply {
-        Reply::json(status, error_envelope(error, status))
+        let mut reply = Reply::json(status, error_envelope(error, status));
+        reply.error = true;
+        reply
     }
 
     fn too_large() -> Reply {
@@ -128,6 +133,7 @@ impl Reply {
             body: None,
             headers: Vec::new(),
             bare: true,
+            error: true,
         }
     }
 }
@@ -163,10 +169,15 @@ pub fn handle(state: &Mutex<State>, req: HttpRequest) -> HttpResponse {
         };
         headers.push(("content-type".to_owned(), content_type));
     }
+    if !reply.bare {
+        if let Some(id) = req.header("x-opaque-id") {
+            headers.push(("X-Opaque-Id".to_owned(), id.to_owned()));
+        }
+    }
     headers.extend(reply.headers);
     if let Some(j) = reply.body {
         let j = match params.get("filter_path") {
-            Some(spec) if !spec.is_empty() => filter_path(j, spec),
+            Some(spec) if !spec.is_empty() && !reply.error => filter_path(j, spec),
             _ => j,
         };
         body = j.to_bytes();
@@ -228,7 +239,9 @@ fn respond(
 
 /// `{"error":…,"status":N}`, Elasticsearch's simple error response.
 fn simple_error(status: u16, message: String) -> Reply {
-    Reply::json(status, J::obj().set("error", message).set("status", status))
+    let mut reply = Reply::json(status, J::obj().set("error", message).set("status", status));
+    reply.error = true;
+    reply
 }
 
 /// JSON and NDJSON (plain or the versioned `vnd.elasticsearch` forms) are the media types the
@@ -456,7 +469,7 @@ fn allowed(route: &Route) -> &'static [&'static str] {
 fn find_route(req: &HttpRequest, segs: &[String]) -> Result<(Route, &'static str), Reply> {
     let Some(route) = parse_route(segs) else {
         // Elasticsearch's handleBadRequest: only an `error` field, no `status`.
-        return Err(Reply::json(
+        let mut reply = Reply::json(
             400,
             J::obj().set(
                 "error",
@@ -466,7 +479,9 @@ fn find_route(req: &HttpRequest, segs: &[String]) -> Result<(Route, &'static str
                     req.method
                 ),
             ),
-        ));
+        );
+        reply.error = true;
+        return Err(reply);
     };
     let methods = allowed(&route);
     let wanted = if req.method == "HEAD" && methods.contains(&"GET") {
