@@ -1666,6 +1666,72 @@ async fn unknown_endpoints_and_wrong_methods_get_elasticsearch_shaped_errors() {
     );
 }
 
+#[tokio::test]
+async fn odd_requests_get_elasticsearch_errors_and_never_break_the_emulator() {
+    let es = EsEmulator::start();
+    let http = reqwest::Client::new();
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("POST", "/_bulk", "{\"index\":{\"_index\":\"UPPER\"}}\n{}\n"),
+        ("POST", "/_bulk", "{\"index\":{\"_index\":\"_under\"}}\n{}\n"),
+        ("POST", "/_bulk", "{\"index\":{\"_index\":\"ok\"}}\nnot json\n"),
+        ("POST", "/_bulk", "{\"index\":{\"_index\":\"ok\"}}\n[1,2]\n"),
+        ("POST", "/_bulk", "{\"index\":{\"_index\":\"ok\",\"_id\":\"é/ü\"}}\n{\"_id\":\"x\"}\n"),
+        ("POST", "/_bulk", "not json at all\n"),
+        ("POST", "/_bulk", "[]\n"),
+        ("POST", "/_bulk", "{}\n"),
+        ("POST", "/_bulk", "{\"index\":1}\n{}\n"),
+        ("POST", "/_bulk", "{\"create\":{},\"index\":{}}\n{}\n"),
+        ("POST", "/_bulk", "\n\n\n"),
+        ("POST", "/_bulk", "{\"delete\":{\"_index\":\"nope\",\"_id\":\"1\"}}\n"),
+        ("POST", "/_bulk", "{\"update\":{\"_index\":\"ok\",\"_id\":\"1\"}}\n{\"script\":\"x\"}\n"),
+        ("POST", "/_bulk?refresh=maybe", "{\"index\":{\"_index\":\"ok\"}}\n{}\n"),
+        ("POST", "/ok/_search", "{\"query\":{\"fuzzy\":{\"a\":\"b\"}}}"),
+        ("POST", "/ok/_search", "{\"aggs\":{}}"),
+        ("POST", "/ok/_search", "{\"query\":{\"range\":{\"a\":{\"gte\":\"x\"}}},\"sort\":[\"a\"]}"),
+        ("POST", "/ok/_count", "[1]"),
+        ("PUT", "/_index_template/t", "{\"index_patterns\":\"x-*\",\"unknown\":1}"),
+        ("PUT", "/_index_template/t", "{\"index_patterns\":[\"ts-*\"],\"data_stream\":{},\"template\":{\"mappings\":{\"properties\":{\"@timestamp\":{\"type\":\"keyword\"}}}}}"),
+        ("PUT", "/_component_template/c", "{\"template\":{\"mappings\":{\"dynamic\":\"sometimes\"}}}"),
+        ("PUT", "/_ilm/policy/p", "{\"policy\":{\"phases\":{\"lukewarm\":{}}}}"),
+        ("PUT", "/_ilm/policy/p", "{\"policy\":{\"phases\":{\"warm\":{\"actions\":{\"rollover\":{}}}}}}"),
+        ("PUT", "/_ilm/policy/p", ""),
+        ("PUT", "/_data_stream/no-template", ""),
+        ("DELETE", "/ok,*", ""),
+        ("GET", "/%ZZ/_doc/%", ""),
+        ("GET", "/ok/_doc/missing", ""),
+        ("POST", "/missing-stream/_rollover", ""),
+    ];
+    for (method, path, body) in cases {
+        let resp = http
+            .request(method.parse().unwrap(), format!("{}{path}", es.url()))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert!(
+            (200..500).contains(&status),
+            "{method} {path} {body:?} -> {status}"
+        );
+        let text = resp.text().await.unwrap();
+        let parsed: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        if status >= 400 {
+            assert!(
+                parsed.get("error").is_some() || parsed.get("found").is_some(),
+                "{text}"
+            );
+        }
+    }
+    let health = http
+        .get(format!("{}/_cluster/health", es.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
 #[test]
 fn the_emulator_can_be_shared_between_threads_and_tasks() {
     fn shareable<T: Send + Sync>() {}
