@@ -1597,6 +1597,19 @@ async fn api_key_auth_is_accepted_in_both_forms() {
     assert_eq!(resp.status_code().as_u16(), 401);
     let b: Value = resp.json().await.unwrap();
     assert_eq!(b["error"]["type"], "security_exception");
+
+    // The encoded form Elasticsearch hands out (base64 of `id:api_key`).
+    let encoded = EsEmulator::start_with(EmulatorOptions {
+        api_key: Some("a2V5LWlkOnNlY3JldA==".into()),
+        ..EmulatorOptions::default()
+    });
+    for credentials in [
+        Credentials::EncodedApiKey("a2V5LWlkOnNlY3JldA==".into()),
+        Credentials::ApiKey("key-id".into(), "secret".into()),
+    ] {
+        let c = client_with(&encoded, Some(credentials), false);
+        assert_eq!(c.info().send().await.unwrap().status_code().as_u16(), 200);
+    }
 }
 
 // ---- transport details ----
