@@ -4,17 +4,32 @@
 //! from its own OS thread and tokio runtime, so it works under whichever runtime a test uses
 //! (actix `System`, `#[tokio::test]`, paused time or not — its own timers run in real time).
 //!
+//! ```ignore
+//! let es = EsEmulator::start();
+//! let client = Elasticsearch::new(Transport::single_node(&es.url())?);
+//! // … run the prober against es.url() …
+//! es.fail_requests(429, 2);              // the next two _bulk calls get 429
+//! assert_eq!(es.count("iaso-checks-*"), 42);
+//! ```
+//!
 //! Faithful where the prober can tell: `_bulk` NDJSON rules and whole-request errors, per-item
 //! results in request order with real error shapes (409 conflicts, 429 rejections, 400 mapping
 //! errors), data streams with `.ds-<stream>-<yyyy.MM.dd>-<generation>` backing indices and `_id`
 //! uniqueness per backing index, composable/component templates with strict/false/true dynamic
-//! mappings and field types, ILM policies (stored, never run), `filter_path`, the
-//! `X-elastic-product` and `content-type` headers, basic/API-key authentication, and faults
-//! (node down, slow answers, whole-request errors, size limits, item rejections).
+//! mappings and field types, ILM policies (stored, never run), `filter_path` (not applied to
+//! error bodies, as in Elasticsearch), the `X-elastic-product` and `content-type` headers,
+//! basic/API-key authentication, and faults (node down, slow answers, whole-request errors, size
+//! limits, item rejections).
 //!
-//! Not emulated: ingest pipelines, scripts, aliases, routing, ILM execution (use
-//! [`EsEmulator::rollover`]), near-real-time refresh (every write is visible at once), scoring,
-//! aggregations, `?pretty`, response compression, TLS.
+//! Request pipeline, in Elasticsearch's order: body over the size limit → 413 (empty body, no
+//! Elasticsearch headers); no route → 400 `no handler found`; wrong method → 405 with `Allow`;
+//! body with a missing or unsupported `content-type` → 406; authentication → 401; then the
+//! emulator's injected faults; then the handler.
+//!
+//! Not emulated: ingest pipelines (a `pipeline` other than `_none` fails the item as a missing
+//! pipeline), scripts, aliases, routing, ILM execution (use [`EsEmulator::rollover`]),
+//! near-real-time refresh (every write is visible at once), scoring, aggregations, `?pretty`,
+//! response compression, TLS, YAML/CBOR/Smile bodies.
 
 mod bulk;
 mod http;

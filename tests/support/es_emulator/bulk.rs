@@ -183,7 +183,7 @@ pub fn bulk(
             404 => stats.not_found_404 += 1,
             _ => {}
         }
-        items.push(J::obj().set(&action.op, item));
+        items.push(J::obj().set(action.op.clone(), item));
     }
     Ok(J::obj()
         .set("errors", errors)

@@ -85,7 +85,18 @@ pub async fn serve_connection(mut stream: TcpStream, handler: Handler) {
             Incoming::Request(req) => {
                 let head = req.method == "HEAD";
                 let keep_alive = req.keep_alive;
-                (handler(req), head, keep_alive)
+                // A bug in the emulator answers 500 instead of dropping the connection.
+                let answer =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(req)))
+                        .unwrap_or_else(|panic| {
+                            let what = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                                .unwrap_or_default();
+                            emulator_bug(&what)
+                        });
+                (answer, head, keep_alive)
             }
             Incoming::TooLarge => (too_large(), false, false),
             Incoming::Bad(reason) => (bad_request(&reason), false, false),
@@ -101,6 +112,23 @@ pub async fn serve_connection(mut stream: TcpStream, handler: Handler) {
             let _ = stream.shutdown().await;
             return;
         }
+    }
+}
+
+fn emulator_bug(what: &str) -> HttpResponse {
+    let reason = format!("es emulator panicked: {what}");
+    let body = serde_json::json!({
+        "error": {"root_cause": [{"type": "exception", "reason": reason}], "type": "exception", "reason": reason},
+        "status": 500
+    });
+    HttpResponse {
+        status: 500,
+        headers: vec![
+            ("X-elastic-product".into(), "Elasticsearch".into()),
+            ("content-type".into(), "application/json".into()),
+        ],
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+        delay: None,
     }
 }
 
@@ -198,6 +226,9 @@ async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<
             None => return Ok(None),
         }
     } else {
+        if buf.len() < content_length {
+            buf.reserve(content_length - buf.len());
+        }
         while buf.len() < content_length {
             if !fill(stream, buf).await? {
                 return Ok(None);

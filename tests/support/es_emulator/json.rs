@@ -4,8 +4,13 @@
 //! serde_json's map is sorted (the `preserve_order` feature is off in this tree), so responses are
 //! built with [`J`], whose objects are vectors of pairs.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::Value;
+
+/// An object key: literal keys cost no allocation.
+pub type Key = Cow<'static, str>;
 
 /// An ordered JSON value.
 #[derive(Clone, Debug)]
@@ -15,7 +20,7 @@ pub enum J {
     Num(serde_json::Number),
     Str(String),
     Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
+    Obj(Vec<(Key, J)>),
     /// Already serialised JSON (a stored `_source`), written verbatim like Elasticsearch does.
     Raw(Bytes),
 }
@@ -27,20 +32,20 @@ impl J {
     }
 
     /// Appends `key: value` to an object (builder style).
-    pub fn set(mut self, key: &str, value: impl Into<J>) -> J {
+    pub fn set(mut self, key: impl Into<Key>, value: impl Into<J>) -> J {
         self.push(key, value);
         self
     }
 
     /// Appends `key: value` to an object.
-    pub fn push(&mut self, key: &str, value: impl Into<J>) {
+    pub fn push(&mut self, key: impl Into<Key>, value: impl Into<J>) {
         if let J::Obj(fields) = self {
-            fields.push((key.to_owned(), value.into()));
+            fields.push((key.into(), value.into()));
         }
     }
 
     /// Appends `key: value` when the value is present.
-    pub fn set_opt<T: Into<J>>(self, key: &str, value: Option<T>) -> J {
+    pub fn set_opt<T: Into<J>>(self, key: impl Into<Key>, value: Option<T>) -> J {
         match value {
             Some(v) => self.set(key, v),
             None => self,
@@ -173,7 +178,11 @@ impl From<&Value> for J {
             Value::Number(n) => J::Num(n.clone()),
             Value::String(s) => J::Str(s.clone()),
             Value::Array(a) => J::Arr(a.iter().map(J::from).collect()),
-            Value::Object(m) => J::Obj(m.iter().map(|(k, v)| (k.clone(), J::from(v))).collect()),
+            Value::Object(m) => J::Obj(
+                m.iter()
+                    .map(|(k, v)| (Key::Owned(k.clone()), J::from(v)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -260,7 +269,7 @@ fn include(value: J, pats: &[&[String]]) -> Option<J> {
     }
     match value {
         J::Obj(fields) => {
-            let kept: Vec<(String, J)> = fields
+            let kept: Vec<(Key, J)> = fields
                 .into_iter()
                 .filter_map(|(k, v)| {
                     let sub = advance(pats, &k);
@@ -330,7 +339,10 @@ pub fn error_envelope(err: J, status: u16) -> J {
             .collect(),
         _ => Vec::new(),
     };
-    let mut fields = vec![("root_cause".to_owned(), J::Arr(vec![J::Obj(root_fields)]))];
+    let mut fields = vec![(
+        Key::Borrowed("root_cause"),
+        J::Arr(vec![J::Obj(root_fields)]),
+    )];
     if let J::Obj(rest) = err {
         fields.extend(rest);
     }

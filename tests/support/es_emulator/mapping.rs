@@ -138,7 +138,7 @@ pub fn check_document(
         src_path: Vec::new(),
     };
     let root_dynamic = dynamic_of(mappings, Dynamic::True);
-    walker.walk_object(source, mappings, &[], root_dynamic)?;
+    walker.walk_object(source, mappings, &mut Vec::new(), root_dynamic)?;
     Ok(walker.additions)
 }
 
@@ -177,7 +177,7 @@ pub fn apply_additions(mappings: &mut Value, additions: Vec<Addition>) {
 
 /// Column (1-based) of the value reached through `keys` in `raw`, approximating Jackson's
 /// token location that Elasticsearch prints as `[1:N]`.
-fn locate(raw: &str, keys: &[String]) -> usize {
+fn locate(raw: &str, keys: &[&str]) -> usize {
     let bytes = raw.as_bytes();
     let mut pos = 0;
     for key in keys {
@@ -243,23 +243,32 @@ struct Walker<'a> {
     date_detection: bool,
     additions: Vec<Addition>,
     /// Source keys leading to the current value (for the `[1:N]` column).
-    src_path: Vec<String>,
+    src_path: Vec<&'a str>,
 }
 
-impl Walker<'_> {
+/// `path.name` as an owned path (only built for errors and dynamic additions).
+fn full_path(path: &[&str], name: &str) -> Vec<String> {
+    path.iter()
+        .map(|p| (*p).to_owned())
+        .chain(std::iter::once(name.to_owned()))
+        .collect()
+}
+
+impl<'a> Walker<'a> {
     fn col(&self) -> usize {
         locate(self.raw, &self.src_path)
     }
 
+    /// `path` holds the object path of `node` (empty at the root); it is restored on return.
     fn walk_object(
         &mut self,
-        obj: &Map<String, Value>,
+        obj: &'a Map<String, Value>,
         node: &Value,
-        path: &[String],
+        path: &mut Vec<&'a str>,
         dynamic: Dynamic,
     ) -> Result<(), J> {
         for (key, value) in obj {
-            self.src_path.push(key.clone());
+            self.src_path.push(key.as_str());
             if path.is_empty() && METADATA_FIELDS.contains(&key.as_str()) {
                 return Err(cause(
                     "document_parsing_exception",
@@ -269,8 +278,13 @@ impl Walker<'_> {
                     ),
                 ));
             }
-            let parts: Vec<&str> = key.split('.').collect();
-            self.walk_field(&parts, value, node, path, dynamic)?;
+            let result = if key.contains('.') {
+                let parts: Vec<&'a str> = key.split('.').collect();
+                self.walk_field(&parts, value, node, path, dynamic)
+            } else {
+                self.walk_field(&[key.as_str()], value, node, path, dynamic)
+            };
+            result?;
             self.src_path.pop();
         }
         Ok(())
@@ -278,21 +292,14 @@ impl Walker<'_> {
 
     fn walk_field(
         &mut self,
-        parts: &[&str],
-        value: &Value,
+        parts: &[&'a str],
+        value: &'a Value,
         node: &Value,
-        path: &[String],
+        path: &mut Vec<&'a str>,
         dynamic: Dynamic,
     ) -> Result<(), J> {
         let name = parts[0];
         let child = node.get("properties").and_then(|p| p.get(name));
-        let mut full = path.to_vec();
-        full.push(name.to_owned());
-        let parent = if path.is_empty() {
-            "_doc".to_owned()
-        } else {
-            path.join(".")
-        };
         if parts.len() > 1 {
             // A dotted key: `name` is an intermediate object.
             return match child {
@@ -301,21 +308,25 @@ impl Walker<'_> {
                         return Ok(());
                     }
                     let d = dynamic_of(c, dynamic);
-                    self.walk_field(&parts[1..], value, c, &full, d)
+                    path.push(name);
+                    let result = self.walk_field(&parts[1..], value, c, path, d);
+                    path.pop();
+                    result
                 }
-                Some(c) => Err(cause(
-                    "document_parsing_exception",
-                    format!(
-                        "[1:{}] Could not dynamically add mapping for field [{}.{}]. Existing mapping for [{}] must be of type object but found [{}].",
-                        self.col(),
-                        full.join("."),
-                        parts[1..].join("."),
-                        full.join("."),
-                        c.get("type").and_then(Value::as_str).unwrap_or("object")
-                    ),
-                )),
+                Some(c) => {
+                    let full = full_path(path, name).join(".");
+                    Err(cause(
+                        "document_parsing_exception",
+                        format!(
+                            "[1:{}] Could not dynamically add mapping for field [{full}.{}]. Existing mapping for [{full}] must be of type object but found [{}].",
+                            self.col(),
+                            parts[1..].join("."),
+                            c.get("type").and_then(Value::as_str).unwrap_or("object")
+                        ),
+                    ))
+                }
                 None => match dynamic {
-                    Dynamic::Strict => Err(self.strict(name, &parent)),
+                    Dynamic::Strict => Err(self.strict(name, path)),
                     Dynamic::False => Ok(()),
                     Dynamic::True | Dynamic::Runtime => {
                         let mut nested = value.clone();
@@ -325,7 +336,7 @@ impl Walker<'_> {
                             nested = Value::Object(m);
                         }
                         if let Some(m) = self.infer(&nested) {
-                            self.additions.push((full, m));
+                            self.additions.push((full_path(path, name), m));
                         }
                         Ok(())
                     }
@@ -341,12 +352,12 @@ impl Walker<'_> {
                     if matches!(value, Value::Array(a) if a.iter().all(Value::is_null)) {
                         return Ok(());
                     }
-                    Err(self.strict(name, &parent))
+                    Err(self.strict(name, path))
                 }
                 Dynamic::False => Ok(()),
                 Dynamic::True | Dynamic::Runtime => {
                     if let Some(m) = self.infer(value) {
-                        self.additions.push((full, m));
+                        self.additions.push((full_path(path, name), m));
                     }
                     Ok(())
                 }
@@ -356,29 +367,58 @@ impl Walker<'_> {
                     return Ok(());
                 }
                 let d = dynamic_of(c, dynamic);
-                for element in flatten(value) {
-                    match element {
-                        Value::Object(o) => self.walk_object(o, c, &full, d)?,
-                        Value::Null => {}
-                        _ => {
-                            return Err(cause(
-                                "document_parsing_exception",
-                                format!(
-                                    "[1:{}] object mapping for [{}] tried to parse field [{name}] as object, but found a concrete value",
-                                    self.col(),
-                                    full.join(".")
-                                ),
-                            ))
-                        }
-                    }
-                }
-                Ok(())
+                path.push(name);
+                let result = self.walk_values(value, c, path, d);
+                path.pop();
+                result
             }
-            Some(c) => self.check_concrete(c, value, &full.join(".")),
+            Some(c) => match value {
+                Value::Array(_) => {
+                    for element in flatten(value) {
+                        self.check_concrete(c, element, path, name)?;
+                    }
+                    Ok(())
+                }
+                single => self.check_concrete(c, single, path, name),
+            },
         }
     }
 
-    fn strict(&self, name: &str, parent: &str) -> J {
+    /// The value(s) of an object field; `path` ends with the field's name.
+    fn walk_values(
+        &mut self,
+        value: &'a Value,
+        node: &Value,
+        path: &mut Vec<&'a str>,
+        dynamic: Dynamic,
+    ) -> Result<(), J> {
+        match value {
+            Value::Object(o) => self.walk_object(o, node, path, dynamic),
+            Value::Null => Ok(()),
+            Value::Array(items) => {
+                for item in items {
+                    self.walk_values(item, node, path, dynamic)?;
+                }
+                Ok(())
+            }
+            _ => Err(cause(
+                "document_parsing_exception",
+                format!(
+                    "[1:{}] object mapping for [{}] tried to parse field [{}] as object, but found a concrete value",
+                    self.col(),
+                    path.join("."),
+                    path.last().copied().unwrap_or_default()
+                ),
+            )),
+        }
+    }
+
+    fn strict(&self, name: &str, path: &[&str]) -> J {
+        let parent = if path.is_empty() {
+            "_doc".to_owned()
+        } else {
+            path.join(".")
+        };
         cause(
             "strict_dynamic_mapping_exception",
             format!(
@@ -388,32 +428,34 @@ impl Walker<'_> {
         )
     }
 
-    fn check_concrete(&self, field: &Value, value: &Value, full: &str) -> Result<(), J> {
-        if matches!(field.get("ignore_malformed"), Some(Value::Bool(true))) {
+    /// Checks one (non-array) value of a concrete field.
+    fn check_concrete(
+        &self,
+        field: &Value,
+        value: &Value,
+        path: &[&str],
+        name: &str,
+    ) -> Result<(), J> {
+        if value.is_null() || matches!(field.get("ignore_malformed"), Some(Value::Bool(true))) {
             return Ok(());
         }
         let ty = field
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or("object");
-        for element in flatten(value) {
-            if element.is_null() {
-                continue;
-            }
-            if let Err(caused_by) = self.check_scalar(field, ty, element) {
-                return Err(cause(
-                    "document_parsing_exception",
-                    format!(
-                        "[1:{}] failed to parse field [{full}] of type [{ty}] in document with id '{}'. Preview of field's value: '{}'",
-                        self.col(),
-                        self.id,
-                        preview(element)
-                    ),
-                )
-                .set("caused_by", caused_by));
-            }
-        }
-        Ok(())
+        self.check_scalar(field, ty, value).map_err(|caused_by| {
+            cause(
+                "document_parsing_exception",
+                format!(
+                    "[1:{}] failed to parse field [{}] of type [{ty}] in document with id '{}'. Preview of field's value: '{}'",
+                    self.col(),
+                    full_path(path, name).join("."),
+                    self.id,
+                    preview(value)
+                ),
+            )
+            .set("caused_by", caused_by)
+        })
     }
 
     fn check_scalar(&self, field: &Value, ty: &str, v: &Value) -> Result<(), J> {

@@ -98,6 +98,8 @@ struct Reply {
     headers: Vec<(String, String)>,
     /// No Elasticsearch headers at all (the 413 comes from Netty, before the REST layer).
     bare: bool,
+    /// An error body: Elasticsearch builds those with filtering off, so `filter_path` is ignored.
+    error: bool,
 }
 
 impl Reply {
@@ -107,6 +109,7 @@ impl Reply {
             body: Some(body),
             headers: Vec::new(),
             bare: false,
+            error: false,
         }
     }
 
@@ -119,7 +122,9 @@ impl Reply {
     }
 
     fn error(status: u16, error: J) -> Reply {
-        Reply::json(status, error_envelope(error, status))
+        let mut reply = Reply::json(status, error_envelope(error, status));
+        reply.error = true;
+        reply
     }
 
     fn too_large() -> Reply {
@@ -128,6 +133,7 @@ impl Reply {
             body: None,
             headers: Vec::new(),
             bare: true,
+            error: true,
         }
     }
 }
@@ -163,10 +169,15 @@ pub fn handle(state: &Mutex<State>, req: HttpRequest) -> HttpResponse {
         };
         headers.push(("content-type".to_owned(), content_type));
     }
+    if !reply.bare {
+        if let Some(id) = req.header("x-opaque-id") {
+            headers.push(("X-Opaque-Id".to_owned(), id.to_owned()));
+        }
+    }
     headers.extend(reply.headers);
     if let Some(j) = reply.body {
         let j = match params.get("filter_path") {
-            Some(spec) if !spec.is_empty() => filter_path(j, spec),
+            Some(spec) if !spec.is_empty() && !reply.error => filter_path(j, spec),
             _ => j,
         };
         body = j.to_bytes();
@@ -201,6 +212,17 @@ fn respond(
             }
         }
     }
+    // Elasticsearch routes first (400 no handler, 405), then checks the content type (406),
+    // then the security interceptor authenticates (401), then the handler runs.
+    let (route, method) = match find_route(req, segs) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+    if !req.body.is_empty() {
+        if let Err(reply) = check_content_type(req) {
+            return reply;
+        }
+    }
     if let Err(reply) = authenticate(st, req) {
         return reply;
     }
@@ -212,7 +234,55 @@ fn respond(
     if let Some(fault) = fault {
         return fault_reply(&fault, req);
     }
-    route(st, req, params, segs)
+    dispatch(st, req, params, route, method)
+}
+
+/// `{"error":…,"status":N}`, Elasticsearch's simple error response.
+fn simple_error(status: u16, message: String) -> Reply {
+    let mut reply = Reply::json(status, J::obj().set("error", message).set("status", status));
+    reply.error = true;
+    reply
+}
+
+/// JSON and NDJSON (plain or the versioned `vnd.elasticsearch` forms) are the media types the
+/// emulator parses; browser-safelisted types are refused as Elasticsearch does (CSRF guard).
+fn check_content_type(req: &HttpRequest) -> Result<(), Reply> {
+    let values: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let Some(first) = values.first() else {
+        return Err(simple_error(
+            406,
+            "Content-Type header is missing".to_owned(),
+        ));
+    };
+    let media = first
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let supported = matches!(
+        media.as_str(),
+        "application/json"
+            | "application/x-ndjson"
+            | "application/vnd.elasticsearch+json"
+            | "application/vnd.elasticsearch+x-ndjson"
+    );
+    if supported {
+        Ok(())
+    } else {
+        Err(simple_error(
+            406,
+            format!(
+                "Content-Type header [{}] is not supported",
+                values.join(",")
+            ),
+        ))
+    }
 }
 
 const WWW_AUTHENTICATE: [&str; 3] = [
@@ -395,48 +465,55 @@ fn allowed(route: &Route) -> &'static [&'static str] {
     }
 }
 
-fn route(st: &mut State, req: &HttpRequest, params: &Params, segs: &[String]) -> Reply {
+/// The route and the method its handler answers (HEAD runs the GET handler, body stripped).
+fn find_route(req: &HttpRequest, segs: &[String]) -> Result<(Route, &'static str), Reply> {
     let Some(route) = parse_route(segs) else {
-        return Reply::json(
+        // Elasticsearch's handleBadRequest: only an `error` field, no `status`.
+        let mut reply = Reply::json(
             400,
-            J::obj()
-                .set(
-                    "error",
-                    format!(
-                        "no handler found for uri [{}] and method [{}]",
-                        req.uri(),
-                        req.method
-                    ),
-                )
-                .set("status", 400u16),
+            J::obj().set(
+                "error",
+                format!(
+                    "no handler found for uri [{}] and method [{}]",
+                    req.uri(),
+                    req.method
+                ),
+            ),
         );
+        reply.error = true;
+        return Err(reply);
     };
     let methods = allowed(&route);
-    // HEAD falls back to the GET handler (body stripped), as in Elasticsearch's RestController.
-    let method = if req.method == "HEAD" && methods.contains(&"GET") {
+    let wanted = if req.method == "HEAD" && methods.contains(&"GET") {
         "GET"
     } else {
         req.method.as_str()
     };
-    if !methods.contains(&method) {
-        let listed = methods.to_vec();
-        let mut reply = Reply::json(
-            405,
-            J::obj()
-                .set(
-                    "error",
-                    format!(
-                        "Incorrect HTTP method for uri [{}] and method [{}], allowed: [{}]",
-                        req.uri(),
-                        req.method,
-                        listed.join(", ")
-                    ),
-                )
-                .set("status", 405u16),
-        );
-        reply.headers.push(("Allow".to_owned(), listed.join(",")));
-        return reply;
+    match methods.iter().find(|m| **m == wanted) {
+        Some(method) => Ok((route, method)),
+        None => {
+            let mut reply = simple_error(
+                405,
+                format!(
+                    "Incorrect HTTP method for uri [{}] and method [{}], allowed: [{}]",
+                    req.uri(),
+                    req.method,
+                    methods.join(", ")
+                ),
+            );
+            reply.headers.push(("Allow".to_owned(), methods.join(",")));
+            Err(reply)
+        }
     }
+}
+
+fn dispatch(
+    st: &mut State,
+    req: &HttpRequest,
+    params: &Params,
+    route: Route,
+    method: &str,
+) -> Reply {
     let path = percent_decode(&req.raw_path);
     match (route, method) {
         (Route::Root, _) => Reply::ok(root_info()),
@@ -709,7 +786,7 @@ fn get_ilm(st: &State, expr: &str) -> Reply {
         let (indices, streams, templates) = ilm_users(st, &name);
         let strings = |v: Vec<String>| J::Arr(v.into_iter().map(J::from).collect());
         out.push(
-            &name,
+            name.clone(),
             J::obj()
                 .set("version", p.version)
                 .set("modified_date", p.modified_date.as_str())
@@ -1399,14 +1476,21 @@ fn search(
     for name in &indices {
         let index = &st.indices[name];
         for doc in index.docs() {
-            let source: Value = serde_json::from_slice(&doc.source).unwrap_or(Value::Null);
-            if !query::matches(&query, index, doc, &source) {
-                continue;
+            // match_all needs no source; sources are only parsed to match or sort.
+            let parse = || serde_json::from_slice::<Value>(&doc.source).unwrap_or(Value::Null);
+            let mut source = None;
+            if !matches!(query, Query::MatchAll) {
+                let parsed = parse();
+                if !query::matches(&query, index, doc, &parsed) {
+                    continue;
+                }
+                source = Some(parsed);
             }
             total += 1;
             if count_only || (!sorting && hits.len() >= from + size) {
                 continue;
             }
+            let source = source.unwrap_or_else(|| if sorting { parse() } else { Value::Null });
             let sort_values: Vec<_> = sort_keys
                 .iter()
                 .map(|k| query::sort_value(index, doc, &source, &k.field))
@@ -1509,7 +1593,10 @@ fn get_mapping(st: &State, target: &str) -> Reply {
     };
     let mut out = J::obj();
     for name in indices {
-        out.push(&name, J::obj().set("mappings", &st.indices[&name].mappings));
+        out.push(
+            name.clone(),
+            J::obj().set("mappings", &st.indices[&name].mappings),
+        );
     }
     Reply::ok(out)
 }
@@ -1564,7 +1651,7 @@ fn get_index(st: &State, target: &str) -> Reply {
             .entry("index.number_of_replicas")
             .or_insert_with(|| Value::String("1".into()));
         out.push(
-            &name,
+            name.clone(),
             J::obj()
                 .set("aliases", J::obj())
                 .set("mappings", &index.mappings)
