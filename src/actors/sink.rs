@@ -44,10 +44,12 @@ pub struct Sink {
     /// Lines a failed write left behind, retried at each flush tick: never dropped.
     pending: VecDeque<Vec<u8>>,
     dirty: bool,
+    /// Journal only (no Elasticsearch): the sink applies the retention itself.
+    journal_only: bool,
 }
 
 impl Sink {
-    pub fn new(journal: Journal, cfg: JournalConfig) -> Self {
+    pub fn new(journal: Journal, cfg: JournalConfig, journal_only: bool) -> Self {
         Self {
             counters: SinkCounters {
                 segment: journal.segment(),
@@ -58,6 +60,7 @@ impl Sink {
             tally: Tally::default(),
             pending: VecDeque::new(),
             dirty: false,
+            journal_only,
         }
     }
 
@@ -119,6 +122,17 @@ impl Actor for Sink {
                 }
             },
         );
+        if self.journal_only {
+            // With Elasticsearch the shipper deletes shipped segments; without, the sink
+            // applies the retention to closed segments, hourly, off the arbiter.
+            ctx.run_interval(Duration::from_secs(3600), |act, _| {
+                let (dir, current) = (act.journal.dir().to_owned(), act.journal.segment());
+                let (hours, max) = (act.cfg.retention_hours, act.cfg.retention_max_bytes);
+                tokio::task::spawn_blocking(move || {
+                    crate::sink::journal::apply_retention(&dir, current, hours, max, false)
+                });
+            });
+        }
         // fsync on a blocking thread: never block the arbiter on the disk.
         ctx.run_interval(
             Duration::from_millis(self.cfg.fsync_interval_ms.max(10)),

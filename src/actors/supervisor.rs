@@ -171,7 +171,8 @@ pub async fn run(
             source: e,
         }
     })?;
-    let sink_addr = Sink::new(journal, cfg.journal.clone()).start();
+    let journal_only = !es_client::is_configured(&cfg.elasticsearch);
+    let sink_addr = Sink::new(journal, cfg.journal.clone(), journal_only).start();
     let sink = SinkHandle::new(sink_addr, cfg.sink.buffer);
 
     // The sink's second half: shipping the journal to Elasticsearch, when configured.

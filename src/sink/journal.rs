@@ -124,6 +124,52 @@ fn annotate(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
+/// Deletes segments numbered below `before` that are older than `hours` or, oldest first,
+/// beyond `max_bytes` in total (0 disables either rule). With Elasticsearch, `before` is the
+/// checkpoint's segment: only shipped data goes. Journal-only (`shipped` false), the journal
+/// is the only copy, so every deletion is logged as a warning naming the file.
+pub fn apply_retention(dir: &Path, before: u64, hours: u64, max_bytes: u64, shipped: bool) -> u64 {
+    if hours == 0 && max_bytes == 0 {
+        return 0;
+    }
+    let Ok(segs) = segments(dir) else { return 0 };
+    let old: Vec<(PathBuf, u64, std::time::SystemTime)> = segs
+        .into_iter()
+        .filter(|(n, _)| *n < before)
+        .filter_map(|(_, p)| {
+            let m = fs::metadata(&p).ok()?;
+            Some((p, m.len(), m.modified().ok()?))
+        })
+        .collect();
+    let mut total: u64 = old.iter().map(|s| s.1).sum();
+    let mut deleted = 0;
+    for (path, len, modified) in old {
+        let too_old = hours > 0
+            && modified
+                .elapsed()
+                .is_ok_and(|age| age > std::time::Duration::from_secs(hours * 3600));
+        let too_big = max_bytes > 0 && total > max_bytes;
+        if !(too_old || too_big) {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                total -= len;
+                deleted += 1;
+                if shipped {
+                    tracing::info!(segment = %path.display(), "deleted shipped journal segment (retention)");
+                } else {
+                    tracing::warn!(segment = %path.display(), bytes = len, "deleted journal segment by retention; it was never shipped (no Elasticsearch configured) and is gone for good");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "could not delete journal segment")
+            }
+        }
+    }
+    deleted
+}
+
 /// Reads every complete line of every segment (a torn last line is skipped): for tests,
 /// `ship` and tools. Large journals should be read segment by segment instead.
 pub fn read_all(dir: &Path) -> io::Result<Vec<String>> {
@@ -170,6 +216,24 @@ mod tests {
         a.flush().unwrap();
         let b = Journal::open(d.path(), 1 << 20).unwrap();
         assert_eq!(b.segment(), a.segment() + 1);
+    }
+
+    #[test]
+    fn retention_deletes_only_segments_before_the_limit_and_over_size() {
+        let d = tempfile::tempdir().unwrap();
+        for n in 1..=4 {
+            fs::write(d.path().join(segment_name(n)), vec![b'x'; 100]).unwrap();
+        }
+        // Size rule: keep at most 150 bytes among segments 1..3 (4 is not eligible).
+        assert_eq!(apply_retention(d.path(), 4, 0, 150, true), 2);
+        let left: Vec<u64> = segments(d.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(left, vec![3, 4]);
+        // Nothing to do when both rules are off.
+        assert_eq!(apply_retention(d.path(), 4, 0, 0, true), 0);
     }
 
     #[test]

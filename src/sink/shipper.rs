@@ -6,7 +6,6 @@
 use super::bulk;
 use super::checkpoint::{Checkpoint, Position};
 use super::encoder::{self, BulkDoc};
-use super::journal::segments;
 use super::reader::JournalReader;
 use super::retry::{backoff_cap, jittered, ItemVerdict, RequestVerdict};
 use crate::config::{ElasticsearchConfig, JournalConfig};
@@ -22,7 +21,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Observable state of shipping.
@@ -232,7 +231,13 @@ impl Shipper {
             self.checkpoint.save(end)?;
             self.counters.lock().unwrap().position = end;
             handled += n as u64;
-            self.apply_retention(end);
+            super::journal::apply_retention(
+                &self.journal.dir,
+                end.segment,
+                self.journal.retention_hours,
+                self.journal.retention_max_bytes,
+                true,
+            );
         }
         Ok(handled)
     }
@@ -296,48 +301,6 @@ impl Shipper {
         f.sync_data()?;
         self.counters.lock().unwrap().dead_lettered += dead.len() as u64;
         Ok(())
-    }
-
-    /// Deletes shipped segments (entirely before the checkpoint) past the retention age or
-    /// size. Unshipped segments are never touched.
-    fn apply_retention(&self, pos: Position) {
-        let (hours, max_bytes) = (
-            self.journal.retention_hours,
-            self.journal.retention_max_bytes,
-        );
-        if hours == 0 && max_bytes == 0 {
-            return;
-        }
-        let Ok(segs) = segments(&self.journal.dir) else {
-            return;
-        };
-        let shipped: Vec<(u64, PathBuf, u64, SystemTime)> = segs
-            .into_iter()
-            .filter(|(n, _)| *n < pos.segment)
-            .filter_map(|(n, p)| {
-                let m = std::fs::metadata(&p).ok()?;
-                Some((n, p, m.len(), m.modified().ok()?))
-            })
-            .collect();
-        let mut total: u64 = shipped.iter().map(|s| s.2).sum();
-        for (_, path, len, modified) in shipped {
-            let too_old = hours > 0
-                && modified
-                    .elapsed()
-                    .is_ok_and(|age| age > Duration::from_secs(hours * 3600));
-            let too_big = max_bytes > 0 && total > max_bytes;
-            if too_old || too_big {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {
-                        total -= len;
-                        tracing::info!(segment = %path.display(), "deleted shipped journal segment (retention)");
-                    }
-                    Err(e) => {
-                        tracing::warn!(segment = %path.display(), error = %e, "could not delete shipped journal segment")
-                    }
-                }
-            }
-        }
     }
 }
 
