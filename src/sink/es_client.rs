@@ -167,6 +167,31 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_that_is_not_pem_is_an_error_naming_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = d.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let cfg = ElasticsearchConfig {
+            urls: vec!["https://127.0.0.1:9200".into()],
+            ca_cert_file: Some(ca),
+            ..Default::default()
+        };
+        let e = build(&cfg).err().unwrap();
+        assert!(e.contains("elasticsearch.ca_cert_file"), "{e}");
+    }
+
+    #[test]
+    fn an_api_key_from_the_environment_must_exist() {
+        let cfg = ElasticsearchConfig {
+            urls: vec!["http://127.0.0.1:9200".into()],
+            api_key_env: Some("IASO_TEST_SURELY_UNSET_KEY".into()),
+            ..Default::default()
+        };
+        let e = build(&cfg).err().unwrap();
+        assert!(e.contains("IASO_TEST_SURELY_UNSET_KEY"), "{e}");
+    }
+
+    #[test]
     fn credentials_in_the_url_are_kept_out_of_the_description() {
         let cfg = ElasticsearchConfig {
             urls: vec!["http://elastic:s3cret@127.0.0.1:9200".into()],
