@@ -210,7 +210,18 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
     let once = args.once;
     let system = actix::System::new();
     let result = system.block_on(async move {
-        let signal = shutdown_signal();
+        let first = shutdown_signal();
+        let signal = async move {
+            first.await;
+            // A second signal means "now": skip the drain (the journal is flushed every
+            // flush_interval_ms, so at most that much is lost) rather than make the operator
+            // reach for kill -9.
+            actix_rt::spawn(async {
+                shutdown_signal().await;
+                eprintln!("iaso-probe: second signal, exiting without waiting for the drain");
+                std::process::exit(130);
+            });
+        };
         crate::run(cfg, opts, signal).await
     });
     match result {
