@@ -114,7 +114,15 @@ fn a_new_shipper_after_a_crash_loses_and_duplicates_nothing() {
     actix::System::new().block_on(async {
         // First instance: killed mid-way (its future dropped between two batches or in one).
         let mut first = shipper_of();
-        let _ = tokio::time::timeout(Duration::from_millis(400), first.ship_available()).await;
+        let first_batch_stored = async {
+            while emu.count("iaso-*") == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        tokio::select! {
+            _ = first.ship_available() => panic!("the first shipper should not finish"),
+            _ = first_batch_stored => {} // crash: the future is dropped here
+        }
         let partial = emu.count("iaso-*") as u64;
         assert!(
             partial > 0 && partial < lines,
