@@ -2,7 +2,14 @@
 //! limiter. Thousands of job actors must not each wait on the limiter (measured: herd, CPU
 //! burn, no FIFO — rust-stack.md §2), so one pacer task per (environment, arbiter thread)
 //! alone waits on the shared limiter and hands out permits in arrival order.
+//!
+//! The pacer sleeps on tokio's timer, not governor's `until_ready` (whose futures-timer
+//! thread cost ≈20 % of a core at 2,000 requests/s, see BENCHMARKS.md). Tokio's timer has a
+//! 1 ms resolution, so after each wake-up the pacer hands out every cell the limiter has
+//! ready; validation requires `burst ≥ rate / 1000` so that one wake-up per millisecond can
+//! sustain the configured rate.
 
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -79,6 +86,22 @@ pub struct RequestPermit {
     _slot: OwnedSemaphorePermit,
 }
 
+/// Takes one cell of the limiter, sleeping on tokio's timer until one is ready.
+async fn wait_for_cell(limiter: &DefaultDirectRateLimiter) {
+    let clock = limiter.clock();
+    loop {
+        match limiter.check() {
+            Ok(()) => return,
+            Err(not_until) => tokio::time::sleep(not_until.wait_time_from(clock.now())).await,
+        }
+    }
+}
+
+/// The smallest burst that a pacer waking once per millisecond needs to sustain `rate`/s.
+pub fn min_burst_for(rate: u32) -> u32 {
+    rate.div_ceil(1000).max(1)
+}
+
 /// A FIFO queue in front of a limiter, served by one task.
 #[derive(Clone)]
 struct Pacer(mpsc::UnboundedSender<oneshot::Sender<()>>);
@@ -91,7 +114,7 @@ impl Pacer {
                 if waiter.is_closed() {
                     continue; // the caller gave up: keep the cell for the next one
                 }
-                limiter.until_ready().await;
+                wait_for_cell(&limiter).await;
                 let _ = waiter.send(());
             }
             tracing::trace!(env = %env, "pacer stopped");

@@ -452,7 +452,7 @@ fn build_http(cfg: &EnvironmentConfig) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
         .timeout(Duration::from_millis(cfg.timeout_ms))
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_millis(cfg.idle_connection_timeout_ms))
         .pool_max_idle_per_host(cfg.max_in_flight)
         .tcp_keepalive(Duration::from_secs(30))
         .user_agent(concat!("iaso-probe/", env!("CARGO_PKG_VERSION")))

@@ -230,6 +230,12 @@ pub struct EnvironmentConfig {
     /// Timeout of the TCP/TLS connect.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// Idle keep-alive connections are closed after this long. Keep it below the portal's
+    /// own keep-alive timeout (5 s on Apache and actix-web): a connection the server is
+    /// closing, when reused, fails the request with "connection closed before message
+    /// completed", and a backup launch (a POST) cannot be safely retried.
+    #[serde(default = "default_idle_connection_timeout")]
+    pub idle_connection_timeout_ms: u64,
     /// Largest answer body read; larger answers fail with `body_too_large`.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -276,6 +282,9 @@ fn default_timeout() -> u64 {
 }
 fn default_connect_timeout() -> u64 {
     3_000
+}
+fn default_idle_connection_timeout() -> u64 {
+    4_000
 }
 fn default_max_body() -> usize {
     1024 * 1024

@@ -220,6 +220,7 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
         ("max_in_flight", e.max_in_flight as u64),
         ("timeout_ms", e.timeout_ms),
         ("connect_timeout_ms", e.connect_timeout_ms),
+        ("idle_connection_timeout_ms", e.idle_connection_timeout_ms),
         ("max_body_bytes", e.max_body_bytes as u64),
         ("jobs.poll_interval_ms", e.jobs.poll_interval_ms),
         ("jobs.launch_concurrency", e.jobs.launch_concurrency as u64),
@@ -239,6 +240,17 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
         if v == 0 {
             p.push(Problem::new(k(key), "must be greater than 0"));
         }
+    }
+    let min_burst = crate::limiter::min_burst_for(e.rate_limit_per_sec);
+    if e.rate_limit_burst > 0 && e.rate_limit_burst < min_burst {
+        p.push(Problem::new(
+            k("rate_limit_burst"),
+            format!(
+                "{} cannot sustain rate_limit_per_sec = {}: the pacer wakes at most once per \
+                 millisecond, so the burst must be at least {min_burst} (rate / 1000)",
+                e.rate_limit_burst, e.rate_limit_per_sec
+            ),
+        ));
     }
     for (key, s) in [
         ("checks.liveness", &e.checks.liveness),
@@ -558,6 +570,17 @@ mod tests {
         let e = problems(&env_toml("rate_limit_per_sec = 0"));
         assert!(e.contains("environments.lab.rate_limit_per_sec"), "{e}");
         assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn rejects_burst_too_small_for_rate() {
+        let e = problems(&env_toml("rate_limit_per_sec = 5000\nrate_limit_burst = 4"));
+        assert!(
+            e.contains("environments.lab.rate_limit_burst") && e.contains("at least 5"),
+            "{e}"
+        );
+        let ok = problems(&env_toml("rate_limit_per_sec = 5000\nrate_limit_burst = 5"));
+        assert!(!ok.contains("rate_limit_burst"), "{ok}");
     }
 
     #[test]
