@@ -392,6 +392,8 @@ fn services_start_in_order_setup_before_the_prober() {
         .join("\n");
     for step in [
         "/_security/user/kibana_system/_password",
+        "/_security/role/iaso_probe_writer",
+        "/_security/user/iaso_probe",
         "iaso-probe setup",
     ] {
         assert!(commands.contains(step), "setup script lacks {step}");
@@ -451,6 +453,24 @@ fn services_start_in_order_setup_before_the_prober() {
             "{prober}: the password variable {password_env} is not set in its environment"
         );
         assert!(env.contains_key("IASO_PROBE_ELASTICSEARCH__URLS"));
+        // Least privilege: the probers ship as the writer user setup creates, never as the
+        // superuser, and leave template installation to setup.
+        assert_eq!(
+            env.get("IASO_PROBE_ELASTICSEARCH__USERNAME")
+                .map(String::as_str),
+            Some("iaso_probe"),
+            "{prober} ships as iaso_probe"
+        );
+        assert!(
+            !env.contains_key("ELASTIC_PASSWORD"),
+            "{prober} must not see the elastic superuser's password"
+        );
+        assert_eq!(
+            env.get("IASO_PROBE_ELASTICSEARCH__SETUP_ON_START")
+                .map(String::as_str),
+            Some("false"),
+            "{prober}: setup installs the templates"
+        );
         assert_eq!(
             s["image"], setup["image"],
             "{prober} and setup run the same image"
@@ -554,7 +574,7 @@ fn env_example_documents_every_variable_the_compose_file_uses_and_no_other() {
             ));
         }
     }
-    for password in ["ELASTIC_PASSWORD", "KIBANA_PASSWORD"] {
+    for password in ["ELASTIC_PASSWORD", "KIBANA_PASSWORD", "ES_PROBE_PASSWORD"] {
         match example.get(password) {
             Some((v, _)) if v.len() >= 6 => {}
             _ => errors.push(format!(

@@ -7,7 +7,7 @@ state and dashboard panels are JSON encoded inside JSON. Run it from the reposit
 
     python3 tools/kibana_objects.py && cargo test --test static_kibana
 
-Formats (Kibana 8.x saved objects, see docs/run-the-stack.md):
+Formats (Kibana 8.x saved objects, see README.md, "Run the stack"):
 - Lens by reference, `formBased` datasource, typeMigrationVersion 8.9.0;
 - dashboards at typeMigrationVersion 8.9.0, panels `panel_<panelIndex>` by reference;
 - data views (index-pattern) at 8.0.0, saved search at 8.0.0, coreMigrationVersion 8.8.0.
