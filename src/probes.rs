@@ -266,6 +266,8 @@ pub struct LaunchedJob {
     pub spec: JobSpec,
     pub job_id: String,
     pub trace_id: String,
+    /// When the portal accepted the launch (kept when tracking is handed to the next start).
+    pub launched_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Launches a backup or restore; one `*.launch` result. A 401 triggers one re-login and
@@ -323,6 +325,7 @@ pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
         spec,
         job_id,
         trace_id,
+        launched_at: chrono::Utc::now(),
     })
 }
 

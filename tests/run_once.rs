@@ -233,14 +233,18 @@ fn limiter_keeps_every_second_at_or_under_quota_plus_burst() {
     );
 }
 
-#[test]
-fn shutdown_in_service_mode_flushes_everything() {
-    let sim = simulator(&SIM.replace("min = 50, max = 400", "min = 5000, max = 9000"));
-    let dir = tempfile::tempdir().unwrap();
-    let tail = format!("backup_interval_secs = 2\n{}", hosts("lab", 25));
-    let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
+/// Service mode against `sim` (jobs of 5–9 s), stopped once 25 backups are launched.
+fn service_run_stopped_after_launches(
+    sim: &std::sync::Arc<iaso_probe::simulator::SimulatorHandle>,
+    dir: &std::path::Path,
+    jobs_extra: &str,
+) -> iaso_probe::RunReport {
+    let tail = format!(
+        "backup_interval_secs = 2\n{jobs_extra}\n{}",
+        hosts("lab", 25)
+    );
+    let cfg = one_env(dir, "lab", &sim.base_url(), "", &tail);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let sim = std::sync::Arc::new(sim);
     let s2 = sim.clone();
     let trigger = std::thread::spawn(move || {
         let t0 = Instant::now();
@@ -258,6 +262,26 @@ fn shutdown_in_service_mode_flushes_everything() {
         let _ = rx.await;
     });
     trigger.join().unwrap();
+    report
+}
+
+fn job_ids(docs: &[iaso_probe::model::ProbeResult], action: Action) -> Vec<String> {
+    let mut ids: Vec<String> = docs
+        .iter()
+        .filter(|r| r.event.action == action && r.event.outcome == Outcome::Success)
+        .map(|r| r.iaso.job.as_ref().unwrap().id.clone().unwrap())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn shutdown_hands_running_jobs_to_the_next_start_which_tracks_them_to_their_end() {
+    let sim = std::sync::Arc::new(simulator(
+        &SIM.replace("min = 50, max = 400", "min = 5000, max = 9000"),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let report = service_run_stopped_after_launches(&sim, dir.path(), "");
     let docs = journal(dir.path());
     assert!(report.interrupted);
     assert_eq!(
@@ -265,6 +289,75 @@ fn shutdown_in_service_mode_flushes_everything() {
         docs.len() as u64,
         "every result reached the disk"
     );
+    let launched = job_ids(&docs, Action::BackupLaunch);
+    assert_eq!(launched.len() as u64, sim.counters().backups_launched);
+    assert_eq!(
+        count(&docs, Action::JobEnd),
+        0,
+        "no job was still running long enough to end, none may be reported cancelled"
+    );
+    let file = dir.path().join("journal").join("tracked-jobs.json");
+    let handed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("tracked-jobs.json")).unwrap();
+    let mut handed_ids: Vec<String> = handed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_owned())
+        .collect();
+    handed_ids.sort();
+    assert_eq!(handed_ids, launched, "every running job was handed over");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains("probe-secret"),
+        "no secret in the handoff file"
+    );
+
+    // The next start (a pass that launches nothing) tracks them to their real end.
+    let tail = format!("backups_enabled = false\n{}", hosts("lab", 25));
+    let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
+    let second = run_once(cfg);
+    let docs = journal(dir.path());
+    let ends: Vec<_> = docs
+        .iter()
+        .filter(|r| r.event.action == Action::JobEnd)
+        .collect();
+    let mut ended: Vec<String> = ends
+        .iter()
+        .map(|r| r.iaso.job.as_ref().unwrap().id.clone().unwrap())
+        .collect();
+    ended.sort();
+    assert_eq!(ended, launched, "one job.end per handed-over job");
+    assert!(ends.iter().all(|r| {
+        let j = r.iaso.job.as_ref().unwrap();
+        j.result != Some(JobResult::Cancelled) && r.event.duration.unwrap_or(0) >= 5_000_000_000
+    }));
+    // Launch and end share the trace id; the end's run is the second one.
+    for end in &ends {
+        let id = end.iaso.job.as_ref().unwrap().id.clone();
+        let launch = docs
+            .iter()
+            .find(|r| {
+                r.event.action == Action::BackupLaunch && r.iaso.job.as_ref().unwrap().id == id
+            })
+            .unwrap();
+        assert_eq!(end.trace, launch.trace);
+        assert_ne!(end.labels.run_id, launch.labels.run_id);
+        assert_eq!(end.labels.run_id, second.run_id);
+    }
+    assert!(!file.exists(), "nothing left to hand over");
+}
+
+#[test]
+fn without_resume_shutdown_ends_every_running_job_cancelled() {
+    let sim = std::sync::Arc::new(simulator(
+        &SIM.replace("min = 50, max = 400", "min = 5000, max = 9000"),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let report = service_run_stopped_after_launches(&sim, dir.path(), "resume_on_restart = false");
+    let docs = journal(dir.path());
+    assert!(report.interrupted);
+    assert_eq!(report.sink.written, docs.len() as u64);
     let ends: Vec<_> = docs
         .iter()
         .filter(|r| r.event.action == Action::JobEnd)
@@ -279,6 +372,11 @@ fn shutdown_in_service_mode_flushes_everything() {
     assert!(ends
         .iter()
         .all(|r| r.iaso.job.as_ref().unwrap().result == Some(JobResult::Cancelled)));
+    assert!(!dir
+        .path()
+        .join("journal")
+        .join("tracked-jobs.json")
+        .exists());
 }
 
 #[test]

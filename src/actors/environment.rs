@@ -2,6 +2,7 @@
 //! token), runs its checks, launches backups and restores with bounded concurrency and
 //! hands each launched job to a job actor on a worker arbiter.
 
+use super::handoff::{HandedOffJob, Handoff};
 use super::job::{Job, JobTracker};
 use super::Workers;
 use crate::config::RestoreSpec;
@@ -76,8 +77,10 @@ impl Environment {
         restores: Vec<RestoreSpec>,
         service_mode: bool,
         seed: u64,
+        handoff: Arc<Handoff>,
     ) -> Self {
-        let tracker = JobTracker::new(rt.cfg.jobs.max_tracked_jobs);
+        let handoff = rt.cfg.jobs.resume_on_restart.then_some(handoff);
+        let tracker = JobTracker::new(rt.cfg.jobs.max_tracked_jobs, handoff);
         Self {
             rt,
             workers,
@@ -221,7 +224,7 @@ async fn launch_all(
                     return;
                 }
                 if let Some(job) = probes::launch(&rt, spec).await {
-                    Job::spawn(workers.pick(), rt, job, guard);
+                    Job::spawn(workers.pick(), rt, probes::JobProgress::new(job), guard);
                 }
             }
         })
@@ -304,8 +307,29 @@ impl Handler<RunPass> for Environment {
     }
 }
 
-/// Stop producing: no new task runs, every job reports `cancelled`; resolves when all
-/// jobs are gone or `deadline` passed.
+/// Resume tracking jobs the last stop handed over (before any pass or schedule runs).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume(pub Vec<HandedOffJob>);
+
+impl Handler<Resume> for Environment {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Resume, _: &mut Self::Context) -> Self::Result {
+        let (rt, workers, tracker) = (self.rt.clone(), self.workers.clone(), self.tracker.clone());
+        Box::pin(async move {
+            let n = msg.0.len();
+            for job in msg.0 {
+                let guard = tracker.reserve().await;
+                Job::spawn(workers.pick(), rt.clone(), job.into_progress(), guard);
+            }
+            tracing::info!(env = %rt.name, jobs = n, "tracking again the jobs the last stop handed over");
+        })
+    }
+}
+
+/// Stop producing: no new task runs, every job is handed over to the next start (or
+/// reports `cancelled`); resolves when all jobs are gone or `deadline` passed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown {

@@ -2,9 +2,10 @@
 //! environment's limiter, with jitter) until it ends. It reschedules itself only after a poll
 //! completes, so slow answers never pile up polls.
 
+use super::handoff::{HandedOffJob, Handoff};
 use crate::api::ApiClient;
 use crate::model::JobResult;
-use crate::probes::{self, EnvRuntime, JobProgress, LaunchedJob, PollVerdict};
+use crate::probes::{self, EnvRuntime, JobProgress, PollVerdict};
 use actix::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -23,10 +24,12 @@ pub struct JobTracker {
     registry: Mutex<HashMap<u64, Recipient<Cancel>>>,
     /// Set by `cancel_all`: jobs started afterwards are cancelled at once.
     closed: std::sync::atomic::AtomicBool,
+    /// Where stopped jobs go to be resumed by the next start; None: they end `cancelled`.
+    handoff: Option<Arc<Handoff>>,
 }
 
 impl JobTracker {
-    pub fn new(max_jobs: usize) -> Arc<Self> {
+    pub fn new(max_jobs: usize, handoff: Option<Arc<Handoff>>) -> Arc<Self> {
         Arc::new(Self {
             active: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -34,6 +37,7 @@ impl JobTracker {
             next_id: AtomicU64::new(0),
             registry: Mutex::new(HashMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            handoff,
         })
     }
 
@@ -75,7 +79,8 @@ impl JobTracker {
         }
     }
 
-    /// Asks every job to stop (each reports `job.end` with `cancelled`).
+    /// Asks every job to stop: each is handed over to the next start, or, without a
+    /// handoff, reports `job.end` with `cancelled`.
     pub fn cancel_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let all: Vec<_> = self.registry.lock().unwrap().values().cloned().collect();
@@ -106,7 +111,8 @@ impl Drop for JobGuard {
 #[rtype(result = "()")]
 struct Poll;
 
-/// Stop tracking: report `job.end` with `cancelled` and stop.
+/// Stop tracking: hand the job over to the next start (or report `job.end` with
+/// `cancelled`) and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Cancel;
@@ -122,15 +128,21 @@ pub struct Job {
 }
 
 impl Job {
-    /// Starts the job actor on `arbiter`; it registers itself with the tracker.
-    pub fn spawn(arbiter: &ArbiterHandle, rt: Arc<EnvRuntime>, job: LaunchedJob, guard: JobGuard) {
+    /// Starts the job actor on `arbiter` (for a new job, `JobProgress::new`; for a resumed
+    /// one, the progress handed over); it registers itself with the tracker.
+    pub fn spawn(
+        arbiter: &ArbiterHandle,
+        rt: Arc<EnvRuntime>,
+        progress: JobProgress,
+        guard: JobGuard,
+    ) {
         let tracker = guard.tracker.clone();
         let id = guard.id;
-        let seed = seed_of(&job.job_id, &rt.name);
+        let seed = seed_of(&progress.job.job_id, &rt.name);
         let addr = Job::start_in_arbiter(arbiter, move |_| Job {
             client: rt.client(), // built on the job's own arbiter thread
             rt,
-            progress: Some(JobProgress::new(job)),
+            progress: Some(progress),
             cancelled: false,
             rng: SmallRng::seed_from_u64(seed),
             guard: Some(guard),
@@ -158,6 +170,12 @@ impl Job {
     }
 
     fn finish_cancelled(&mut self, p: JobProgress, ctx: &mut Context<Self>) {
+        let handoff = self.guard.as_ref().and_then(|g| g.tracker.handoff.clone());
+        if let Some(handoff) = handoff {
+            handoff.push(HandedOffJob::from_progress(&self.rt.name, &p));
+            ctx.stop();
+            return;
+        }
         let rt = self.rt.clone();
         ctx.wait(
             async move {
@@ -250,7 +268,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn tracker_is_idle_once_every_guard_is_dropped() {
-        let t = JobTracker::new(2);
+        let t = JobTracker::new(2, None);
         let a = t.reserve().await;
         let b = t.reserve().await;
         assert_eq!(t.active(), 2);

@@ -1,7 +1,9 @@
 //! The actor tree: [`supervisor`] → one [`environment`] actor per environment → one [`job`]
-//! actor per launched backup/restore, and the [`sink`] that records every result.
+//! actor per launched backup/restore, and the [`sink`] that records every result. Jobs still
+//! running at a stop are handed to the next start ([`handoff`]).
 
 pub mod environment;
+pub mod handoff;
 pub mod job;
 pub mod sink;
 pub mod supervisor;

@@ -2,7 +2,8 @@
 //! and stops it in reverse (environments stop producing and cancel their jobs, then the sink
 //! flushes, then the arbiters stop). [`run`] is the library's entry point for `run`.
 
-use super::environment::{EnvCounters, Environment, GetCounters, RunPass, Shutdown};
+use super::environment::{EnvCounters, Environment, GetCounters, Resume, RunPass, Shutdown};
+use super::handoff::{HandedOffJob, Handoff};
 use super::sink::{Sink, SinkCounters, SinkHandle};
 use super::Workers;
 use crate::api::TokenManager;
@@ -184,6 +185,10 @@ pub async fn run(
     let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
     let workers = Workers::new(arbiters.iter().map(|a| a.handle()).collect());
 
+    // Jobs the last stop handed over; tracked again below.
+    let handoff = Arc::new(Handoff::new(&cfg.journal.dir));
+    let handed_over = load_handoff(&handoff);
+
     // Simulators (kept alive for the whole run), then the environments.
     let mut simulators: Vec<SimulatorHandle> = Vec::new();
     let mut envs = BTreeMap::new();
@@ -243,9 +248,25 @@ pub async fn run(
             restores,
             !opts.once,
             seed.wrapping_add(i as u64),
+            handoff.clone(),
         )
         .start();
         envs.insert(name, env);
+    }
+    for (env, jobs) in group_by_env(handed_over) {
+        match envs.get(&env) {
+            Some(addr) => {
+                let _ = addr.send(Resume(jobs)).await;
+            }
+            None => {
+                // Not probed by this run (--env, or gone from the configuration): keep them
+                // for a run that probes that environment.
+                tracing::warn!(env = %env, jobs = jobs.len(), file = %handoff.path().display(), "handed-over jobs of an environment this run does not probe: kept for a later run");
+                for j in jobs {
+                    handoff.push(j);
+                }
+            }
+        }
     }
     let supervisor = Supervisor { envs }.start();
 
@@ -267,6 +288,15 @@ pub async fn run(
         tracing::info!("shutdown requested: stopping");
     }
     let environments = supervisor.send(StopAll(deadline)).await.unwrap_or_default();
+    match handoff.save() {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(jobs = n, file = %handoff.path().display(), "jobs still running handed over: the next start tracks them to their end")
+        }
+        Err(e) => {
+            tracing::error!(jobs = handoff.len(), file = %handoff.path().display(), error = %e, "cannot write the handed-over jobs: they will not be tracked again")
+        }
+    }
 
     progress.abort();
     // Producers are stopped: flush the sink, then stop the arbiters.
@@ -315,6 +345,34 @@ pub async fn run(
         interrupted,
         shipping,
     })
+}
+
+/// The jobs the last stop handed over. An unreadable file is moved aside (never deleted)
+/// with an error naming it: the run goes on without those jobs.
+fn load_handoff(handoff: &Handoff) -> Vec<HandedOffJob> {
+    match handoff.load() {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            match handoff.quarantine() {
+                Ok(aside) => {
+                    tracing::error!(error = %e, moved_to = %aside.display(), "cannot read the jobs handed over by the last stop; they are not tracked")
+                }
+                Err(io) => {
+                    tracing::error!(error = %e, move_error = %io, "cannot read the jobs handed over by the last stop, nor move the file aside")
+                }
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// Groups handed-over jobs by environment.
+fn group_by_env(jobs: Vec<HandedOffJob>) -> BTreeMap<String, Vec<HandedOffJob>> {
+    let mut out: BTreeMap<String, Vec<HandedOffJob>> = BTreeMap::new();
+    for j in jobs {
+        out.entry(j.env.clone()).or_default().push(j);
+    }
+    out
 }
 
 /// One plain progress line every 10 s (log files and terminals alike): results so far, jobs

@@ -416,6 +416,10 @@ pub struct JobsConfig {
     pub max_duration_secs: u64,
     /// A job whose status cannot be read this many times in a row is reported `poll_failed`.
     pub max_consecutive_poll_failures: u32,
+    /// Jobs still running when the prober stops are written to
+    /// `<journal.dir>/tracked-jobs.json` and tracked again by the next start; false: they
+    /// end with `job.end` `cancelled`.
+    pub resume_on_restart: bool,
     /// Statuses that end a job successfully.
     pub success_statuses: Vec<String>,
     /// Statuses that end a job with a warning (counted as success with `iaso.job.result: warning`).
@@ -437,6 +441,7 @@ impl Default for JobsConfig {
             poll_jitter_ms: 1_000,
             max_duration_secs: 4 * 3600,
             max_consecutive_poll_failures: 5,
+            resume_on_restart: true,
             success_statuses: vec!["Completed".into()],
             warning_statuses: vec![
                 "Completed w/ one or more warnings".into(),
