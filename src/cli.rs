@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// a summary, and an exit code.
     #[arg(long)]
     pub once: bool,
+    /// No live progress line on a terminal (a `progress` log line every 10 s instead, as
+    /// when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -206,6 +210,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
         selection: args.select.selection(),
         seed: None,
         shutdown_deadline: None,
+        live_progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let once = args.once;
     let system = actix::System::new();
@@ -218,6 +223,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
             // reach for kill -9.
             actix_rt::spawn(async {
                 shutdown_signal().await;
+                crate::progress::clear();
                 eprintln!("iaso-probe: second signal, exiting without waiting for the drain");
                 std::process::exit(130);
             });

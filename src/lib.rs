@@ -10,6 +10,7 @@
 //! - [`sink`]: the journal and the shipping stages.
 //! - [`selection`]: `--env`, `--host`, `--hosts`, `--shard`.
 //! - [`summary`]: per-environment tallies, the summary table and exit code.
+//! - [`progress`]: the live progress line on a terminal, progress log lines otherwise.
 //! - [`setup`]: index templates, ILM and Kibana dashboards (`iaso-probe setup`).
 //! - [`simulator`]: the built-in simulator of the portal.
 //! - [`logging`]: the human application log.
@@ -23,6 +24,7 @@ pub mod limiter;
 pub mod logging;
 pub mod model;
 pub mod probes;
+pub mod progress;
 pub mod selection;
 pub mod setup;
 pub mod simulator;

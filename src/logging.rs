@@ -34,7 +34,7 @@ pub fn init_stderr(level: &str) -> LogGuards {
 pub fn init(cfg: &LogConfig) -> Result<LogGuards, String> {
     let (w, g) = NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(crate::progress::StderrBelowProgress);
     let stderr = fmt::layer()
         .with_writer(w)
         .with_ansi(std::io::stderr().is_terminal())

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Jobs still running this long after the shutdown signal are abandoned.
     pub shutdown_deadline: Option<Duration>,
+    /// A live progress line (on a terminal) instead of a `progress` log line every 10 s.
+    pub live_progress: bool,
 }
 
 /// What a run produced.
@@ -270,7 +272,7 @@ pub async fn run(
     }
     let supervisor = Supervisor { envs }.start();
 
-    let progress = actix_rt::spawn(log_progress(sink.clone()));
+    let progress = actix_rt::spawn(crate::progress::report(sink.clone(), opts.live_progress));
     let deadline = opts.shutdown_deadline.unwrap_or(Duration::from_secs(10));
     let mut interrupted = false;
     tokio::pin!(shutdown);
@@ -299,6 +301,7 @@ pub async fn run(
     }
 
     progress.abort();
+    crate::progress::clear();
     // Producers are stopped: flush the sink, then stop the arbiters.
     let flushed = sink.flush().await;
     let (tally, counters) = sink.report().await.unwrap_or_default();
@@ -373,26 +376,6 @@ fn group_by_env(jobs: Vec<HandedOffJob>) -> BTreeMap<String, Vec<HandedOffJob>> 
         out.entry(j.env.clone()).or_default().push(j);
     }
     out
-}
-
-/// One plain progress line every 10 s (log files and terminals alike): results so far, jobs
-/// launched and ended, per environment.
-async fn log_progress(sink: SinkHandle) {
-    use crate::model::{Action, Outcome};
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some((tally, _)) = sink.report().await else {
-            return;
-        };
-        for (env, t) in &tally.environments {
-            let launched = t.count(Action::BackupLaunch, Outcome::Success)
-                + t.count(Action::RestoreLaunch, Outcome::Success);
-            let ended = t.total(Action::JobEnd);
-            tracing::info!(env = %env, launched, ended, tracking = launched.saturating_sub(ended), failures = t.failures(), "progress");
-        }
-    }
 }
 
 type ShippingTask = (
