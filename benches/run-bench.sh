@@ -30,8 +30,8 @@ once)
   rc=$?
   set -e
   results=$(cat target/bench/journal/results-*.ndjson | wc -l)
-  launches=$(grep -ch '"action":"backup.launch"' target/bench/journal/results-*.ndjson | paste -sd+ | bc)
-  ends=$(grep -ch '"action":"job.end"' target/bench/journal/results-*.ndjson | paste -sd+ | bc)
+  launches=$(cat target/bench/journal/results-*.ndjson | grep -c '"action":"backup.launch"')
+  ends=$(cat target/bench/journal/results-*.ndjson | grep -c '"action":"job.end"')
   echo "hosts=$n exit=$rc results=$results backup.launch=$launches job.end=$ends"
   grep -E "Elapsed|Maximum resident|User time|System time" target/bench/once.err
   tail -4 target/bench/once.out
