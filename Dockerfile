@@ -8,9 +8,11 @@ ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
 WORKDIR /src
-# Everything the build reads: the crate, and the assets it embeds (templates, dashboards,
-# the default configuration).
+# Everything the build reads: the crate, the assets it embeds (templates, dashboards, the
+# default configuration), and the bench mains Cargo.toml declares (cargo parses every target,
+# even for --bin; they are not built).
 COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
 COPY src ./src
 COPY config ./config
 COPY kibana ./kibana

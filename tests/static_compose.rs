@@ -668,6 +668,38 @@ fn dockerfile_builds_locked_release_and_runs_unprivileged() {
             copied.push(source.trim_end_matches('/').to_owned());
         }
     }
+    // Cargo parses every target of the manifest, even for `--bin`: a declared bench or test
+    // whose file is missing from the build context fails the image build.
+    let manifest: toml::Value = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml");
+    for kind in ["bin", "bench", "test", "example"] {
+        for target in manifest
+            .get(kind)
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = target["name"].as_str().unwrap_or_default();
+            let path = target
+                .get("path")
+                .and_then(toml::Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    let dir = match kind {
+                        "bin" => "src/bin",
+                        "bench" => "benches",
+                        "test" => "tests",
+                        _ => "examples",
+                    };
+                    format!("{dir}/{name}.rs")
+                });
+            assert!(
+                copied
+                    .iter()
+                    .any(|c| path == *c || path.starts_with(&format!("{c}/"))),
+                "Cargo.toml declares [[{kind}]] {name} at {path}, which the Dockerfile's build stage does not copy"
+            );
+        }
+    }
     let mut embedded = Vec::new();
     collect_embedded(&root().join("src"), &mut embedded);
     for asset in embedded {
