@@ -412,3 +412,68 @@ fn the_portals_own_429s_delay_the_prober_but_fail_nothing() {
         .iter()
         .all(|r| r.iaso.job.as_ref().unwrap().result != Some(JobResult::PollFailed)));
 }
+
+#[test]
+fn jobs_of_an_in_process_simulator_are_cancelled_at_a_stop_not_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            r#"
+[journal]
+dir = "{journal}"
+flush_interval_ms = 20
+[log]
+dir = ""
+[environments.lab]
+rate_limit_per_sec = 1000
+rate_limit_burst = 50
+[environments.lab.credentials]
+username = "probe"
+password = "probe-secret"
+[environments.lab.checks]
+liveness = {{ enabled = false }}
+health = {{ enabled = false }}
+response_time = {{ enabled = false }}
+auth = {{ enabled = false }}
+[environments.lab.jobs]
+backup_interval_secs = 1
+poll_interval_ms = 20
+[environments.lab.simulator]
+job_duration_ms = {{ min = 60000, max = 90000 }}
+{hosts}"#,
+            journal = dir.path().join("journal").display(),
+            hosts = hosts("lab", 5)
+        ),
+    );
+    let journal_dir = dir.path().join("journal");
+    let jd = journal_dir.clone();
+    // Stop once the five launches are in the journal.
+    let stop = async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let launched = iaso_probe::sink::journal::read_all(&jd)
+                .map(|l| {
+                    l.iter()
+                        .filter(|l| l.contains("\"action\":\"backup.launch\""))
+                        .count()
+                })
+                .unwrap_or(0);
+            if launched >= 5 {
+                return;
+            }
+        }
+    };
+    run_with(cfg, false, stop);
+    let docs = journal(dir.path());
+    let ends: Vec<_> = docs
+        .iter()
+        .filter(|r| r.event.action == Action::JobEnd)
+        .collect();
+    assert_eq!(ends.len() as u64, count(&docs, Action::BackupLaunch));
+    assert!(ends.len() >= 5);
+    assert!(ends
+        .iter()
+        .all(|r| r.iaso.job.as_ref().unwrap().result == Some(JobResult::Cancelled)));
+    assert!(!journal_dir.join("tracked-jobs.json").exists());
+}

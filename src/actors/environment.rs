@@ -79,7 +79,9 @@ impl Environment {
         seed: u64,
         handoff: Arc<Handoff>,
     ) -> Self {
-        let handoff = rt.cfg.jobs.resume_on_restart.then_some(handoff);
+        // An in-process simulator dies with the process: its jobs cannot be polled again.
+        let resumable = rt.cfg.jobs.resume_on_restart && rt.cfg.simulator.is_none();
+        let handoff = resumable.then_some(handoff);
         let tracker = JobTracker::new(rt.cfg.jobs.max_tracked_jobs, handoff);
         Self {
             rt,

@@ -193,6 +193,7 @@ pub async fn run(
 
     // Simulators (kept alive for the whole run), then the environments.
     let mut simulators: Vec<SimulatorHandle> = Vec::new();
+    let mut simulated = std::collections::BTreeSet::new();
     let mut envs = BTreeMap::new();
     for (i, (name, env_cfg, hosts)) in plan.into_iter().enumerate() {
         let base_url = match (&env_cfg.simulator, &env_cfg.base_url) {
@@ -207,6 +208,7 @@ pub async fn run(
                 let url = h.base_url();
                 tracing::info!(env = %name, url = %url, "in-process simulator started");
                 simulators.push(h);
+                simulated.insert(name.clone());
                 url
             }
             (None, Some(u)) => u.clone(),
@@ -257,6 +259,10 @@ pub async fn run(
     }
     for (env, jobs) in group_by_env(handed_over) {
         match envs.get(&env) {
+            Some(_) if simulated.contains(&env) => {
+                // Jobs of a simulator that died with the last process cannot be polled.
+                tracing::warn!(env = %env, jobs = jobs.len(), "handed-over jobs of an environment now served by an in-process simulator: dropped");
+            }
             Some(addr) => {
                 let _ = addr.send(Resume(jobs)).await;
             }
