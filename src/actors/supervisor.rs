@@ -133,11 +133,14 @@ impl Handler<StopAll> for Supervisor {
     }
 }
 
-fn run_id(seed: u64) -> String {
+/// One id per run. Never derived from the seed: result ids hash the run id, so two runs
+/// sharing a seed (tests, `--seed` reruns) must still get distinct ids or Elasticsearch
+/// would take the second run's results for replays of the first.
+fn run_id() -> String {
     format!(
-        "{}-{:06x}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-        seed & 0xff_ffff
+        "{}-{:08x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        rand::random::<u32>()
     )
 }
 
@@ -163,7 +166,7 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let plan = select(&cfg, &opts.selection).map_err(RunError::Selection)?;
     let seed = opts.seed.unwrap_or_else(rand::random);
-    let run_id = run_id(seed);
+    let run_id = run_id();
     let observer = observer_hostname();
     tracing::info!(run_id = %run_id, environments = plan.len(), once = opts.once, "run starting");
 
@@ -414,4 +417,15 @@ async fn start_shipping(
     let counters = shipper.counters();
     let task = actix_rt::spawn(shipper.follow(stop));
     Ok(Some((task, counters)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_id;
+
+    #[test]
+    fn run_ids_are_distinct_even_within_one_millisecond() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| run_id()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
 }
