@@ -213,6 +213,24 @@ pub fn skipped(rt: &EnvRuntime, action: Action, spec: &JobSpec, why: &ApiError) 
     r
 }
 
+/// A `skipped` launch: the previous job for the same spec is still tracked.
+pub fn still_running(rt: &EnvRuntime, spec: &JobSpec) -> ProbeResult {
+    let (action, kind) = match spec.kind {
+        JobKind::Backup => (Action::BackupLaunch, "backup"),
+        JobKind::Restore => (Action::RestoreLaunch, "restore"),
+    };
+    let mut r = rt
+        .ctx
+        .result(action, Outcome::Unknown)
+        .with_host(&spec.host)
+        .with_error(
+            ErrorType::Skipped,
+            format!("not launched: the previous {kind} of this host is still running"),
+        );
+    label_job(&mut r, spec, None);
+    r
+}
+
 fn label_job(r: &mut ProbeResult, spec: &JobSpec, job_id: Option<&str>) {
     r.iaso.job = Some(IasoJob {
         id: job_id.map(str::to_owned),

@@ -221,7 +221,12 @@ async fn launch_all(
                 if tracker.is_closed() {
                     return;
                 }
-                let guard = tracker.reserve().await;
+                let Some(claim) = tracker.claim(&spec) else {
+                    rt.emit(probes::still_running(&rt, &spec)).await;
+                    return;
+                };
+                let mut guard = tracker.reserve().await;
+                guard.hold(Some(claim));
                 if tracker.is_closed() {
                     return;
                 }
@@ -322,8 +327,11 @@ impl Handler<Resume> for Environment {
         Box::pin(async move {
             let n = msg.0.len();
             for job in msg.0 {
-                let guard = tracker.reserve().await;
-                Job::spawn(workers.pick(), rt.clone(), job.into_progress(), guard);
+                let progress = job.into_progress();
+                let mut guard = tracker.reserve().await;
+                // Claimed so that no pass launches the same host again while it runs.
+                guard.hold(tracker.claim(&progress.job.spec));
+                Job::spawn(workers.pick(), rt.clone(), progress, guard);
             }
             tracing::info!(env = %rt.name, jobs = n, "tracking again the jobs the last stop handed over");
         })

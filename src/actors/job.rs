@@ -4,12 +4,12 @@
 
 use super::handoff::{HandedOffJob, Handoff};
 use crate::api::ApiClient;
-use crate::model::JobResult;
+use crate::model::{JobResult, JobSpec};
 use crate::probes::{self, EnvRuntime, JobProgress, PollVerdict};
 use actix::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +26,11 @@ pub struct JobTracker {
     closed: std::sync::atomic::AtomicBool,
     /// Where stopped jobs go to be resumed by the next start; None: they end `cancelled`.
     handoff: Option<Arc<Handoff>>,
+    /// What the tracked jobs (and the launches in flight) are for: a spec is launched again
+    /// only once its previous job ended. A second backup of a host whose last one still
+    /// runs (a slow job past its interval, or one resumed from the last stop) would only
+    /// queue behind it in Commvault.
+    specs: Mutex<HashSet<JobSpec>>,
 }
 
 impl JobTracker {
@@ -38,7 +43,20 @@ impl JobTracker {
             registry: Mutex::new(HashMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
             handoff,
+            specs: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Claims `spec` for one job; None while another job (or launch) holds it.
+    pub fn claim(self: &Arc<Self>, spec: &JobSpec) -> Option<SpecClaim> {
+        self.specs
+            .lock()
+            .unwrap()
+            .insert(spec.clone())
+            .then(|| SpecClaim {
+                tracker: self.clone(),
+                spec: spec.clone(),
+            })
     }
 
     /// Waits for room for one more job (the bound on tracked jobs).
@@ -54,6 +72,7 @@ impl JobTracker {
             tracker: self.clone(),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             _slot: slot,
+            claim: None,
         }
     }
 
@@ -91,11 +110,31 @@ impl JobTracker {
     }
 }
 
-/// Held by a job actor for its whole life; dropping it frees the slot.
+/// A spec being launched or tracked; dropping it lets the spec be launched again.
+pub struct SpecClaim {
+    tracker: Arc<JobTracker>,
+    spec: JobSpec,
+}
+
+impl Drop for SpecClaim {
+    fn drop(&mut self) {
+        self.tracker.specs.lock().unwrap().remove(&self.spec);
+    }
+}
+
+/// Held by a job actor for its whole life; dropping it frees the slot (and the spec).
 pub struct JobGuard {
     tracker: Arc<JobTracker>,
     id: u64,
     _slot: OwnedSemaphorePermit,
+    claim: Option<SpecClaim>,
+}
+
+impl JobGuard {
+    /// Keeps `claim` for as long as the job is tracked.
+    pub fn hold(&mut self, claim: Option<SpecClaim>) {
+        self.claim = claim;
+    }
 }
 
 impl Drop for JobGuard {

@@ -320,7 +320,7 @@ pub struct HostSpec {
 }
 
 /// A file restore to launch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreSpec {
     /// Host whose backup holds the file.

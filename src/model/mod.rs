@@ -71,7 +71,7 @@ impl JobKind {
 }
 
 /// What a job was launched for: everything the job actor needs to poll it and label results.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobSpec {
     pub kind: JobKind,
     pub host: String,
