@@ -199,36 +199,30 @@ pub async fn auth(rt: &EnvRuntime) -> Result<TokenLease, ApiError> {
     rt.lease(&client).await
 }
 
-/// A `skipped` result for a step that needed a token.
-pub fn skipped(rt: &EnvRuntime, action: Action, spec: &JobSpec, why: &ApiError) -> ProbeResult {
+/// A launch reported `skipped` (outcome `unknown`), saying why.
+fn skipped_launch(rt: &EnvRuntime, spec: &JobSpec, why: String) -> ProbeResult {
     let mut r = rt
         .ctx
-        .result(action, Outcome::Unknown)
+        .result(spec.kind.launch_action(), Outcome::Unknown)
         .with_host(&spec.host)
-        .with_error(
-            ErrorType::Skipped,
-            format!("no token (authentication failed: {why})"),
-        );
+        .with_error(ErrorType::Skipped, why);
     label_job(&mut r, spec, None);
     r
 }
 
-/// A `skipped` launch: the previous job for the same spec is still tracked.
+/// A launch skipped because it needed a token and there is none.
+pub fn skipped(rt: &EnvRuntime, spec: &JobSpec, why: &ApiError) -> ProbeResult {
+    skipped_launch(rt, spec, format!("no token (authentication failed: {why})"))
+}
+
+/// A launch skipped because the previous job for the same spec is still tracked.
 pub fn still_running(rt: &EnvRuntime, spec: &JobSpec) -> ProbeResult {
-    let (action, kind) = match spec.kind {
-        JobKind::Backup => (Action::BackupLaunch, "backup"),
-        JobKind::Restore => (Action::RestoreLaunch, "restore"),
-    };
-    let mut r = rt
-        .ctx
-        .result(action, Outcome::Unknown)
-        .with_host(&spec.host)
-        .with_error(
-            ErrorType::Skipped,
-            format!("not launched: the previous {kind} of this host is still running"),
-        );
-    label_job(&mut r, spec, None);
-    r
+    let kind = spec.kind.as_str();
+    skipped_launch(
+        rt,
+        spec,
+        format!("not launched: the previous {kind} of this host is still running"),
+    )
 }
 
 fn label_job(r: &mut ProbeResult, spec: &JobSpec, job_id: Option<&str>) {
@@ -292,17 +286,14 @@ pub struct LaunchedJob {
 /// one retry. Returns the job to track on success.
 pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
     let client = rt.client();
-    let action = match spec.kind {
-        JobKind::Backup => Action::BackupLaunch,
-        JobKind::Restore => Action::RestoreLaunch,
-    };
+    let action = spec.kind.launch_action();
     let mut tries = 0;
     let call = loop {
         tries += 1;
         let lease = match rt.lease(&client).await {
             Ok(l) => l,
             Err(e) => {
-                rt.emit(skipped(rt, action, &spec, &e)).await;
+                rt.emit(skipped(rt, &spec, &e)).await;
                 return None;
             }
         };

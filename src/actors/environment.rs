@@ -6,7 +6,6 @@ use super::handoff::{HandedOffJob, Handoff};
 use super::job::{Job, JobTracker};
 use super::Workers;
 use crate::config::RestoreSpec;
-use crate::model::Action;
 use crate::probes::{self, EnvRuntime};
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
@@ -204,11 +203,7 @@ async fn launch_all(
     let client = rt.client();
     if let Err(e) = rt.lease(&client).await {
         for spec in &specs {
-            let action = match spec.kind {
-                crate::model::JobKind::Backup => Action::BackupLaunch,
-                crate::model::JobKind::Restore => Action::RestoreLaunch,
-            };
-            rt.emit(probes::skipped(rt, action, spec, &e)).await;
+            rt.emit(probes::skipped(rt, spec, &e)).await;
         }
         return;
     }

@@ -68,6 +68,14 @@ impl JobKind {
             JobKind::Restore => "restore",
         }
     }
+
+    /// The action of this kind's launch result.
+    pub fn launch_action(self) -> Action {
+        match self {
+            JobKind::Backup => Action::BackupLaunch,
+            JobKind::Restore => Action::RestoreLaunch,
+        }
+    }
 }
 
 /// What a job was launched for: everything the job actor needs to poll it and label results.
