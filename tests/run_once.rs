@@ -537,3 +537,70 @@ fn a_host_whose_backup_still_runs_is_skipped_at_the_next_interval_not_launched_a
     // Once a job ends, its host is free again: every tracked job ended (cancelled here).
     assert_eq!(count(&docs, Action::JobEnd), 5);
 }
+
+#[test]
+fn in_service_mode_a_resumed_host_is_launched_again_only_after_its_job_ended() {
+    let sim = std::sync::Arc::new(simulator(
+        &SIM.replace("min = 50, max = 400", "min = 5000, max = 6000"),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    service_run_stopped_after_launches(&sim, dir.path(), "");
+    let handed = job_ids(&journal(dir.path()), Action::BackupLaunch);
+    assert_eq!(handed.len(), 25);
+
+    // The next start, in service mode with a 1 s backup interval, runs until every
+    // handed-over job has ended (or 60 s: the asserts below then say what went wrong).
+    let tail = format!("backup_interval_secs = 1\n{}", hosts("lab", 25));
+    let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
+    let d = dir.path().to_owned();
+    let ids = handed.clone();
+    let t0 = Instant::now();
+    let stop = async move {
+        while t0.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let ended: HashSet<String> = journal(&d)
+                .iter()
+                .filter(|r| r.event.action == Action::JobEnd)
+                .filter_map(|r| r.iaso.job.as_ref().unwrap().id.clone())
+                .collect();
+            if ids.iter().all(|id| ended.contains(id)) {
+                return;
+            }
+        }
+    };
+    let second = run_with(cfg, false, stop);
+    let docs = journal(dir.path());
+    let in_second = |r: &&iaso_probe::model::ProbeResult| r.labels.run_id == second.run_id;
+    let skipped = docs
+        .iter()
+        .filter(in_second)
+        .filter(|r| r.event.action == Action::BackupLaunch && r.event.outcome != Outcome::Success)
+        .count();
+    assert!(
+        skipped >= 25,
+        "the first tick found every resumed host busy ({skipped} skipped)"
+    );
+    for id in &handed {
+        let host_of = |r: &iaso_probe::model::ProbeResult| r.host.as_ref().unwrap().name.clone();
+        let end = docs
+            .iter()
+            .find(|r| {
+                r.event.action == Action::JobEnd
+                    && r.iaso.job.as_ref().unwrap().id.as_ref() == Some(id)
+            })
+            .unwrap_or_else(|| panic!("job {id} has no job.end"));
+        let host = host_of(end);
+        for launch in docs.iter().filter(in_second).filter(|r| {
+            r.event.action == Action::BackupLaunch
+                && r.event.outcome == Outcome::Success
+                && host_of(r) == host
+        }) {
+            assert!(
+                launch.timestamp >= end.timestamp,
+                "{host} launched again at {} while its resumed job {id} ran until {}",
+                launch.timestamp,
+                end.timestamp
+            );
+        }
+    }
+}

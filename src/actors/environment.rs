@@ -237,8 +237,18 @@ async fn launch_all(
 
 impl Actor for Environment {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
+/// Service mode: start every task's schedule. Sent by the supervisor after [`Resume`], so
+/// that resumed jobs hold their hosts before the first launch can fire.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartSchedules;
+
+impl Handler<StartSchedules> for Environment {
+    type Result = ();
+
+    fn handle(&mut self, _: StartSchedules, ctx: &mut Self::Context) {
         if self.service_mode {
             for t in Task::ALL {
                 if self.enabled(t) {

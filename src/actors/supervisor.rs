@@ -2,7 +2,9 @@
 //! and stops it in reverse (environments stop producing and cancel their jobs, then the sink
 //! flushes, then the arbiters stop). [`run`] is the library's entry point for `run`.
 
-use super::environment::{EnvCounters, Environment, GetCounters, Resume, RunPass, Shutdown};
+use super::environment::{
+    EnvCounters, Environment, GetCounters, Resume, RunPass, Shutdown, StartSchedules,
+};
 use super::handoff::{HandedOffJob, Handoff};
 use super::sink::{Sink, SinkCounters, SinkHandle};
 use super::Workers;
@@ -277,6 +279,12 @@ pub async fn run(
                     handoff.push(j);
                 }
             }
+        }
+    }
+    if !opts.once {
+        // Only now: a first tick before the resume could launch a resumed host again.
+        for addr in envs.values() {
+            let _ = addr.send(StartSchedules).await;
         }
     }
     let supervisor = Supervisor { envs }.start();
