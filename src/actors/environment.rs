@@ -220,8 +220,7 @@ async fn launch_all(
                     rt.emit(probes::still_running(&rt, &spec)).await;
                     return;
                 };
-                let mut guard = tracker.reserve().await;
-                guard.hold(Some(claim));
+                let guard = tracker.reserve(Some(claim)).await;
                 if tracker.is_closed() {
                     return;
                 }
@@ -333,9 +332,9 @@ impl Handler<Resume> for Environment {
             let n = msg.0.len();
             for job in msg.0 {
                 let progress = job.into_progress();
-                let mut guard = tracker.reserve().await;
                 // Claimed so that no pass launches the same host again while it runs.
-                guard.hold(tracker.claim(&progress.job.spec));
+                let claim = tracker.claim(&progress.job.spec);
+                let guard = tracker.reserve(claim).await;
                 Job::spawn(workers.pick(), rt.clone(), progress, guard);
             }
             tracing::info!(env = %rt.name, jobs = n, "tracking again the jobs the last stop handed over");

@@ -60,8 +60,9 @@ impl JobTracker {
         })
     }
 
-    /// Waits for room for one more job (the bound on tracked jobs).
-    pub async fn reserve(self: &Arc<Self>) -> JobGuard {
+    /// Waits for room for one more job (the bound on tracked jobs); the guard keeps
+    /// `claim` for as long as the job is tracked.
+    pub async fn reserve(self: &Arc<Self>, claim: Option<SpecClaim>) -> JobGuard {
         let slot = self
             .slots
             .clone()
@@ -73,7 +74,7 @@ impl JobTracker {
             tracker: self.clone(),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             _slot: slot,
-            claim: None,
+            _claim: claim,
         }
     }
 
@@ -128,14 +129,7 @@ pub struct JobGuard {
     tracker: Arc<JobTracker>,
     id: u64,
     _slot: OwnedSemaphorePermit,
-    claim: Option<SpecClaim>,
-}
-
-impl JobGuard {
-    /// Keeps `claim` for as long as the job is tracked.
-    pub fn hold(&mut self, claim: Option<SpecClaim>) {
-        self.claim = claim;
-    }
+    _claim: Option<SpecClaim>,
 }
 
 impl Drop for JobGuard {
@@ -332,8 +326,8 @@ mod tests {
     #[actix_rt::test]
     async fn tracker_is_idle_once_every_guard_is_dropped() {
         let t = JobTracker::new(2, None);
-        let a = t.reserve().await;
-        let b = t.reserve().await;
+        let a = t.reserve(None).await;
+        let b = t.reserve(None).await;
         assert_eq!(t.active(), 2);
         let waiter = {
             let t = t.clone();
