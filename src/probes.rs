@@ -11,6 +11,8 @@ use crate::model::{
     Action, BackupLevel, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult,
     ResultContext,
 };
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,8 +99,74 @@ where
     }
 }
 
+/// Runs one piece of an actor's work; a panic inside it is caught and reported as a
+/// failure result of `action` with `error.type: internal` (the run then exits 2), instead
+/// of silently losing the actor, its later results and the exit code.
+pub async fn guarded<F: std::future::Future<Output = ()>>(
+    rt: &EnvRuntime,
+    action: Action,
+    work: F,
+) {
+    if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
+        rt.emit(internal_result(rt, action, &panic_message(panic.as_ref())))
+            .await;
+    }
+}
+
+/// The result recording a caught panic.
+pub fn internal_result(rt: &EnvRuntime, action: Action, message: &str) -> ProbeResult {
+    tracing::error!(env = %rt.name, action = action.as_str(), error = %message, "internal error: a probe panicked");
+    rt.ctx
+        .result(action, Outcome::Failure)
+        .with_error(ErrorType::Internal, format!("internal error: {message}"))
+}
+
+/// The text of a panic payload (at most 300 characters).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let s = p
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic without a message".into());
+    match s.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+/// Fault injection for tests only (hidden, never reachable from configuration): arms a
+/// panic at a named point of one environment's next probe, to prove that every panic is
+/// reported. Costs one relaxed atomic load per probe while nothing is armed.
+#[doc(hidden)]
+pub mod fault_injection {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    static ANY: AtomicBool = AtomicBool::new(false);
+    static ARMED: Mutex<Vec<(String, &'static str)>> = Mutex::new(Vec::new());
+
+    /// The next probe of `env` at `point` (`liveness`, `job_poll`) panics.
+    pub fn panic_next(env: &str, point: &'static str) {
+        ARMED.lock().unwrap().push((env.to_owned(), point));
+        ANY.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn hit(env: &str, point: &str) {
+        if !ANY.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut armed = ARMED.lock().unwrap();
+        if let Some(i) = armed.iter().position(|(e, p)| e == env && *p == point) {
+            armed.remove(i);
+            drop(armed);
+            panic!("injected panic at {point} (test fault injection)");
+        }
+    }
+}
+
 /// Liveness: one result.
 pub async fn liveness(rt: &EnvRuntime) -> ProbeResult {
+    fault_injection::hit(&rt.name, "liveness");
     let client = rt.client();
     let attempts = rt.cfg.checks.liveness.attempts;
     let (call, n) = with_attempts(attempts, || client.liveness()).await;
@@ -127,11 +195,13 @@ pub async fn health(rt: &EnvRuntime) -> Vec<ProbeResult> {
             out.push(r.with_monitor(monitor_id(rt, "health-_overall"), n, attempts));
         }
         Ok(report) => {
+            let max = rt.cfg.api.health.max_components;
             let overall = report
                 .overall
                 .iter()
                 .map(|s| ("_overall".to_string(), s.clone()));
-            for (component, status) in overall.chain(report.components.iter().cloned()) {
+            let shown = report.components.iter().take(max).cloned();
+            for (component, status) in overall.chain(shown) {
                 let healthy = client.is_healthy(&status);
                 let outcome = if healthy {
                     Ok(())
@@ -151,9 +221,57 @@ pub async fn health(rt: &EnvRuntime) -> Vec<ProbeResult> {
                     attempts,
                 ));
             }
+            if let Some(r) = more_components(rt, &client, &report.components, max, ex) {
+                out.push(r.with_monitor(monitor_id(rt, "health-_more"), n, attempts));
+            }
         }
     }
     out
+}
+
+/// The components beyond `max`, summarised in one result for component `_more`: healthy
+/// when all of them are, otherwise a failure naming the first unhealthy ones.
+fn more_components(
+    rt: &EnvRuntime,
+    client: &ApiClient,
+    components: &[(String, String)],
+    max: usize,
+    ex: &Exchange,
+) -> Option<ProbeResult> {
+    let extra = components.get(max..).filter(|e| !e.is_empty())?;
+    let unhealthy: Vec<&str> = extra
+        .iter()
+        .filter(|(_, st)| !client.is_healthy(st))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let outcome = if unhealthy.is_empty() {
+        Ok(())
+    } else {
+        let mut names = unhealthy
+            .iter()
+            .take(10)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if unhealthy.len() > 10 {
+            names.push_str(&format!(" and {} more", unhealthy.len() - 10));
+        }
+        Err(ApiError::Assertion(format!(
+            "{} of the {} components beyond the first {max} are not healthy: {names}",
+            unhealthy.len(),
+            extra.len()
+        )))
+    };
+    let mut r = base(rt, Action::Health, ex, &outcome);
+    r.iaso.health = Some(IasoHealth {
+        component: "_more".into(),
+        status: if unhealthy.is_empty() {
+            "healthy".into()
+        } else {
+            "unhealthy".into()
+        },
+    });
+    Some(r)
 }
 
 /// Response time: one result per configured path; fails past the limit.
@@ -498,6 +616,31 @@ pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> P
         .await;
     }
     PollVerdict::Continue(at_least)
+}
+
+/// [`poll`], with a panic inside it reported as the job's `job.end` (`error.type:
+/// internal`, the run then exits 2) instead of a job that silently disappears.
+pub async fn poll_guarded(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> PollVerdict {
+    let res = AssertUnwindSafe(async {
+        fault_injection::hit(&rt.name, "job_poll");
+        poll(rt, p, client).await
+    })
+    .catch_unwind()
+    .await;
+    match res {
+        Ok(v) => v,
+        Err(panic) => {
+            let msg = panic_message(panic.as_ref());
+            tracing::error!(env = %rt.name, job_id = %p.job.job_id, error = %msg, "internal error: a job poll panicked");
+            end(
+                rt,
+                p,
+                JobResult::Failure,
+                Some((ErrorType::Internal, format!("internal error: {msg}"))),
+            )
+            .await
+        }
+    }
 }
 
 /// Emits the `job.end` result.

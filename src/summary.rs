@@ -47,6 +47,8 @@ fn outcome_index(o: Outcome) -> usize {
 pub struct Tally {
     pub environments: BTreeMap<String, EnvTally>,
     pub results: u64,
+    /// Results recording a bug (`error.type: internal`, a caught panic): exit code 2.
+    pub internal_errors: u64,
 }
 
 impl Tally {
@@ -63,6 +65,12 @@ impl Tally {
             1;
         if r.error
             .as_ref()
+            .is_some_and(|e| e.kind == ErrorType::Internal)
+        {
+            self.internal_errors += 1;
+        }
+        if r.error
+            .as_ref()
             .is_some_and(|e| e.kind == ErrorType::Skipped)
         {
             env.skipped += 1;
@@ -72,8 +80,12 @@ impl Tally {
         }
     }
 
-    /// 0 when every probe passed, 1 when some failed or was skipped.
+    /// 0 when every probe passed, 1 when some failed or was skipped, 2 when the prober
+    /// itself failed (an internal error: a caught panic).
     pub fn exit_code(&self) -> i32 {
+        if self.internal_errors > 0 {
+            return 2;
+        }
         let bad = self
             .environments
             .values()
@@ -146,6 +158,22 @@ mod tests {
         );
         assert_eq!(t.exit_code(), 1);
         assert_eq!(t.environments["lab"].skipped, 1);
+    }
+
+    #[test]
+    fn an_internal_error_makes_exit_code_two() {
+        let ctx = ResultContext::new("r", "lab", "o");
+        let mut t = Tally::default();
+        t.add(
+            &ctx.result(Action::Liveness, Outcome::Failure)
+                .with_error(ErrorType::Assertion, "x"),
+        );
+        assert_eq!(t.exit_code(), 1);
+        t.add(
+            &ctx.result(Action::Health, Outcome::Failure)
+                .with_error(ErrorType::Internal, "internal error: boom"),
+        );
+        assert_eq!((t.exit_code(), t.internal_errors), (2, 1));
     }
 
     #[test]

@@ -36,6 +36,19 @@ impl Task {
         Task::Restores,
     ];
 
+    /// The action its results carry (an internal error is reported under it).
+    fn action(self) -> crate::model::Action {
+        use crate::model::Action;
+        match self {
+            Task::Liveness => Action::Liveness,
+            Task::Health => Action::Health,
+            Task::ResponseTime => Action::ResponseTime,
+            Task::Auth => Action::Auth,
+            Task::Backups => Action::BackupLaunch,
+            Task::Restores => Action::RestoreLaunch,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Task::Liveness => "liveness",
@@ -154,6 +167,23 @@ impl Environment {
 
 /// One run of a task.
 async fn run_task(
+    t: Task,
+    rt: Arc<EnvRuntime>,
+    workers: Workers,
+    tracker: Arc<JobTracker>,
+    restores: Arc<Vec<RestoreSpec>>,
+) {
+    // A panic in the task is reported as an `internal` result, not a lost actor.
+    let action = t.action();
+    probes::guarded(
+        &rt.clone(),
+        action,
+        run_task_unguarded(t, rt, workers, tracker, restores),
+    )
+    .await
+}
+
+async fn run_task_unguarded(
     t: Task,
     rt: Arc<EnvRuntime>,
     workers: Workers,

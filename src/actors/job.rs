@@ -260,7 +260,7 @@ impl Handler<Poll> for Job {
         let (rt, client) = (self.rt.clone(), self.client.clone());
         Box::pin(
             async move {
-                let v = probes::poll(&rt, &mut p, &client).await;
+                let v = probes::poll_guarded(&rt, &mut p, &client).await;
                 (p, v)
             }
             .into_actor(self)

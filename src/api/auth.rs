@@ -1,14 +1,36 @@
 //! The environment's token: shared by every actor of the environment, renewed single-flight
-//! (one login however many jobs see a 401 or an expiry at once).
+//! (one login however many jobs see a 401 or an expiry at once), at 80 % of its lifetime,
+//! and never more than one login per `api.auth.min_login_interval_secs` whatever the portal
+//! says (a portal announcing `expiresIn: 1`, or refusing every token, cannot make the prober
+//! hammer the login and lock the service account).
 
 use super::{ApiClient, ApiError, Call, Token};
 use crate::config::Secret;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that paused time drives renewal in tests.
+use tokio::time::Instant;
 
-/// Renew this long before the announced expiry.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+/// Share of the announced lifetime after which the token is renewed.
+const RENEW_AT: f64 = 0.8;
+
+/// When a token issued at `issued` with `lifetime` is renewed: at 80 % of its lifetime,
+/// never sooner than `floor` after the login; None = never by time (unknown lifetime, or
+/// a deadline beyond the clock's range), only after a 401.
+pub fn renew_deadline(
+    issued: Instant,
+    lifetime: Option<Duration>,
+    floor: Duration,
+) -> Option<Instant> {
+    let lifetime = lifetime?;
+    // Saturating arithmetic: the lifetime is clamped when parsed, but this must hold for
+    // any Duration (an Instant overflow panics).
+    let at = Duration::try_from_secs_f64(lifetime.as_secs_f64() * RENEW_AT)
+        .unwrap_or(Duration::MAX)
+        .max(floor);
+    issued.checked_add(at)
+}
 
 /// A token and the generation it belongs to (to invalidate exactly that one on a 401).
 #[derive(Clone)]
@@ -22,9 +44,12 @@ pub struct TokenLease {
 const LOGIN_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 struct State {
+    /// The token and when to renew it.
     token: Option<(Secret, Option<Instant>)>,
     generation: u64,
     failed: Option<(Instant, ApiError)>,
+    /// When the last login request was sent (the floor counts from there).
+    last_login: Option<Instant>,
 }
 
 /// Owns the credentials and the current token of one environment.
@@ -47,13 +72,14 @@ impl TokenManager {
                 token: None,
                 generation: 0,
                 failed: None,
+                last_login: None,
             }),
             login: tokio::sync::Mutex::new(()),
             logins: AtomicU64::new(0),
         }
     }
 
-    /// Login requests made so far.
+    /// Login requests sent so far (retries after a 429 included).
     pub fn logins(&self) -> u64 {
         self.logins.load(Ordering::Relaxed)
     }
@@ -69,12 +95,10 @@ impl TokenManager {
     fn current(&self) -> Option<TokenLease> {
         let s = self.state.lock().unwrap();
         match &s.token {
-            Some((t, exp)) if exp.is_none_or(|e| Instant::now() + EXPIRY_MARGIN < e) => {
-                Some(TokenLease {
-                    token: t.clone(),
-                    generation: s.generation,
-                })
-            }
+            Some((t, renew)) if renew.is_none_or(|r| Instant::now() < r) => Some(TokenLease {
+                token: t.clone(),
+                generation: s.generation,
+            }),
             _ => None,
         }
     }
@@ -99,9 +123,10 @@ impl TokenManager {
         if let Some(e) = self.recent_failure() {
             return (Err(e), None);
         }
-        self.logins.fetch_add(1, Ordering::Relaxed);
-        let mut call = client.login(&self.username, &self.password).await;
-        // The portal's rate limit is not a refused login: wait as told and try again.
+        let floor = Duration::from_secs(client.api_mapping().auth.min_login_interval_secs);
+        let mut call = self.login_no_sooner_than_floor(client, floor).await;
+        // The portal's rate limit is not a refused login: wait as told (and at least the
+        // floor) and try again.
         for _ in 0..3 {
             let Err(ApiError::RateLimited { retry_after }) = &call.outcome else {
                 break;
@@ -110,14 +135,15 @@ impl TokenManager {
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(30));
             tokio::time::sleep(wait).await;
-            call = client.login(&self.username, &self.password).await;
+            call = self.login_no_sooner_than_floor(client, floor).await;
         }
         let res = match &call.outcome {
             Ok(tok) => {
                 let mut s = self.state.lock().unwrap();
                 s.generation += 1;
-                let exp = tok.expires_in.map(|d| Instant::now() + d);
-                s.token = Some((tok.value.clone(), exp));
+                let issued = s.last_login.unwrap_or_else(Instant::now);
+                let renew = renew_deadline(issued, tok.expires_in, floor);
+                s.token = Some((tok.value.clone(), renew));
                 s.failed = None;
                 Ok(TokenLease {
                     token: tok.value.clone(),
@@ -130,6 +156,24 @@ impl TokenManager {
             }
         };
         (res, Some(call))
+    }
+
+    /// One login request, sent no sooner than `floor` after the previous one (waiting with
+    /// the login lock held: every other caller waits for this login's token).
+    async fn login_no_sooner_than_floor(&self, client: &ApiClient, floor: Duration) -> Call<Token> {
+        let last = self.state.lock().unwrap().last_login;
+        if let Some(next) = last.and_then(|l| l.checked_add(floor)) {
+            if Instant::now() < next {
+                tracing::debug!(
+                    wait_ms = (next - Instant::now()).as_millis() as u64,
+                    "login held back by api.auth.min_login_interval_secs"
+                );
+                tokio::time::sleep_until(next).await;
+            }
+        }
+        self.state.lock().unwrap().last_login = Some(Instant::now());
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        client.login(&self.username, &self.password).await
     }
 
     /// Forces the next [`lease`](Self::lease) to log in (the auth check does this).

@@ -2,6 +2,7 @@
 //! through the environment's limiter, reads a capped body and interprets it with the
 //! configured JSON pointers. A failed call is data ([`Call::outcome`] is `Err`), never a panic.
 
+use super::answers::{self, HealthReport, JobState, Launched, Token};
 use super::ApiError;
 use crate::config::{ApiMapping, EnvironmentConfig, LaunchEndpoint, RestoreSpec, Secret};
 use crate::limiter::EnvLimits;
@@ -38,37 +39,6 @@ impl<T> Call<T> {
             outcome: self.outcome.as_ref().map(|_| ()).map_err(Clone::clone),
         }
     }
-}
-
-/// A token from the auth endpoint.
-#[derive(Clone)]
-pub struct Token {
-    pub value: Secret,
-    pub expires_in: Option<Duration>,
-}
-
-/// Health of the portal: the overall status and one entry per component.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HealthReport {
-    pub overall: Option<String>,
-    pub components: Vec<(String, String)>,
-}
-
-/// A launched job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Launched {
-    pub job_id: String,
-    pub status: Option<String>,
-}
-
-/// A job status answer.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct JobState {
-    pub status: String,
-    pub percent: Option<f64>,
-    pub elapsed_s: Option<u64>,
-    pub phase: Option<String>,
-    pub failure_reason: Option<String>,
 }
 
 /// Values substituted into paths and bodies.
@@ -171,35 +141,18 @@ impl ApiClient {
         &self.cfg.api
     }
 
+    /// The environment's endpoint mapping (the token manager reads its login policy here).
+    pub fn api_mapping(&self) -> &ApiMapping {
+        &self.cfg.api
+    }
+
     /// Liveness: HTTP status and the answer's status field must match.
     pub async fn liveness(&self) -> Call<()> {
         let ep = &self.api().liveness;
         let (exchange, res) = self
             .call(&ep.method, &ep.path, None, None, &Vars::default())
             .await;
-        let outcome = res.and_then(|(status, body)| {
-            if status != ep.expect_http_status {
-                return Err(ApiError::Assertion(format!(
-                    "HTTP status {status}, expected {}",
-                    ep.expect_http_status
-                )));
-            }
-            if ep.status_pointer.is_empty() {
-                return Ok(());
-            }
-            let v = parse_json(&body)?;
-            match v.pointer(&ep.status_pointer).map(scalar_text) {
-                Some(Some(s)) if s == ep.expect_status => Ok(()),
-                Some(Some(s)) => Err(ApiError::Assertion(format!(
-                    "{} is {s}, expected {}",
-                    ep.status_pointer, ep.expect_status
-                ))),
-                _ => Err(ApiError::Decode(format!(
-                    "no {} in the answer",
-                    ep.status_pointer
-                ))),
-            }
-        });
+        let outcome = res.and_then(|(status, body)| answers::liveness(ep, status, &body));
         Call { exchange, outcome }
     }
 
@@ -209,38 +162,7 @@ impl ApiClient {
         let (exchange, res) = self
             .call(&ep.method, &ep.path, None, None, &Vars::default())
             .await;
-        let outcome = res.and_then(|(status, body)| {
-            expect_2xx(status, &body)?;
-            let v = parse_json(&body)?;
-            let overall = if ep.overall_pointer.is_empty() {
-                None
-            } else {
-                v.pointer(&ep.overall_pointer).and_then(scalar_text)
-            };
-            let list = v
-                .pointer(&ep.components_pointer)
-                .and_then(Value::as_array)
-                .ok_or_else(|| {
-                    ApiError::Decode(format!("no component array at {}", ep.components_pointer))
-                })?;
-            let mut components = Vec::with_capacity(list.len());
-            for (i, c) in list.iter().enumerate() {
-                let name = c.get(&ep.name_field).and_then(scalar_text).ok_or_else(|| {
-                    ApiError::Decode(format!("component {i} has no `{}`", ep.name_field))
-                })?;
-                let st = c
-                    .get(&ep.status_field)
-                    .and_then(scalar_text)
-                    .ok_or_else(|| {
-                        ApiError::Decode(format!("component `{name}` has no `{}`", ep.status_field))
-                    })?;
-                components.push((name, st));
-            }
-            Ok(HealthReport {
-                overall,
-                components,
-            })
-        });
+        let outcome = res.and_then(|(status, body)| answers::health(ep, status, &body));
         Call { exchange, outcome }
     }
 
@@ -256,7 +178,7 @@ impl ApiClient {
     /// Response time: GET `path`, any 2xx; the caller compares the duration to the limit.
     pub async fn timed_get(&self, path: &str) -> Call<()> {
         let (exchange, res) = self.call("GET", path, None, None, &Vars::default()).await;
-        let outcome = res.and_then(|(status, body)| expect_2xx(status, &body));
+        let outcome = res.and_then(|(status, body)| answers::timed(status, &body));
         Call { exchange, outcome }
     }
 
@@ -275,30 +197,18 @@ impl ApiClient {
                 &Vars::default(),
             )
             .await;
+        let api = self.api();
         let outcome = res.and_then(|(status, body)| {
-            if status == 401 || status == 403 {
-                return Err(ApiError::Unauthorized(status));
-            }
-            expect_2xx(status, &body)?;
-            let v = parse_json(&body)?;
-            let token = v
-                .pointer(&ep.token_pointer)
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| ApiError::Decode(format!("no token at {}", ep.token_pointer)))?;
-            let expires_in = if ep.expires_in_pointer.is_empty() {
-                None
-            } else {
-                v.pointer(&ep.expires_in_pointer)
-                    .and_then(Value::as_f64)
-                    .filter(|s| *s > 0.0)
-                    .map(Duration::from_secs_f64)
-            };
-            Ok(Token {
-                value: Secret::new(token),
-                expires_in,
-            })
+            answers::login(ep, &api.token_header, &api.token_format, status, &body)
         });
+        if let Ok(Token {
+            clamped_from: Some(announced),
+            expires_in: Some(used),
+            ..
+        }) = &outcome
+        {
+            tracing::warn!(url = %exchange.url, announced_s = announced, used_s = used.as_secs(), "token lifetime out of range: clamped");
+        }
         Call { exchange, outcome }
     }
 
@@ -325,21 +235,7 @@ impl ApiClient {
         let (exchange, res) = self
             .call(&ep.method, &ep.path, body, Some(token), &vars)
             .await;
-        let outcome = res.and_then(|(status, body)| {
-            expect_2xx(status, &body)?;
-            let v = parse_json(&body)?;
-            let job_id = v
-                .pointer(&ep.job_id_pointer)
-                .and_then(scalar_text)
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| ApiError::Decode(format!("no job id at {}", ep.job_id_pointer)))?;
-            let status = if ep.status_pointer.is_empty() {
-                None
-            } else {
-                v.pointer(&ep.status_pointer).and_then(scalar_text)
-            };
-            Ok(Launched { job_id, status })
-        });
+        let outcome = res.and_then(|(status, body)| answers::launch(ep, status, &body));
         Call { exchange, outcome }
     }
 
@@ -356,37 +252,31 @@ impl ApiClient {
         let (exchange, res) = self
             .call(&ep.method, &ep.path, body, Some(token), &vars)
             .await;
-        let outcome = res.and_then(|(status, body)| {
-            expect_2xx(status, &body)?;
-            let v = parse_json(&body)?;
-            let text = |p: &str| {
-                if p.is_empty() {
-                    None
-                } else {
-                    v.pointer(p).and_then(scalar_text)
-                }
-            };
-            let status = text(&ep.status_pointer)
-                .ok_or_else(|| ApiError::Decode(format!("no status at {}", ep.status_pointer)))?;
-            let num = |p: &str| {
-                if p.is_empty() {
-                    None
-                } else {
-                    v.pointer(p).and_then(|x| {
-                        x.as_f64()
-                            .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
-                    })
-                }
-            };
-            Ok(JobState {
-                status,
-                percent: num(&ep.percent_pointer),
-                elapsed_s: num(&ep.elapsed_pointer).map(|f| f.max(0.0) as u64),
-                phase: text(&ep.phase_pointer),
-                failure_reason: text(&ep.failure_reason_pointer),
-            })
-        });
+        let outcome = res.and_then(|(status, body)| answers::job_status(ep, status, &body));
         Call { exchange, outcome }
+    }
+
+    /// The token header, or a `config` failure naming the header (never the token).
+    fn token_header(
+        &self,
+        t: &Secret,
+    ) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), ApiError> {
+        let api = self.api();
+        let name =
+            reqwest::header::HeaderName::from_bytes(api.token_header.as_bytes()).map_err(|_| {
+                ApiError::Config(format!("`{}` is not a header name", api.token_header))
+            })?;
+        let mut value = reqwest::header::HeaderValue::from_str(
+            &api.token_format.replace("{token}", t.expose()),
+        )
+        .map_err(|_| {
+            ApiError::Config(format!(
+                "the token cannot be sent in header `{}` (not a valid header value)",
+                api.token_header
+            ))
+        })?;
+        value.set_sensitive(true);
+        Ok((name, value))
     }
 
     /// The common path of every call: permit, request, capped body, classification.
@@ -401,14 +291,25 @@ impl ApiClient {
         let url = format!("{}{}", self.base, vars.render(path_template, true));
         let method_v =
             reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        // A token that cannot be a header value fails here, as `config`, before any permit
+        // is spent (the login refuses such tokens already; this is the last guard).
+        let auth_header = match token.map(|t| self.token_header(t)).transpose() {
+            Ok(h) => h,
+            Err(e) => {
+                let exchange = Exchange {
+                    method: method.to_owned(),
+                    url,
+                    status: None,
+                    duration: Duration::ZERO,
+                };
+                return (exchange, Err(e));
+            }
+        };
         let _permit = self.limits.acquire().await;
         let start = Instant::now();
         let mut req = self.http.request(method_v, &url);
-        if let Some(t) = token {
-            req = req.header(
-                self.api().token_header.as_str(),
-                self.api().token_format.replace("{token}", t.expose()),
-            );
+        if let Some((name, value)) = auth_header {
+            req = req.header(name, value);
         }
         if let Some(b) = body {
             req = req.json(&b);
@@ -496,37 +397,6 @@ async fn read_capped(
     }
 }
 
-fn expect_2xx(status: u16, body: &[u8]) -> Result<(), ApiError> {
-    match status {
-        200..=299 => Ok(()),
-        401 | 403 => Err(ApiError::Unauthorized(status)),
-        _ => Err(ApiError::HttpStatus {
-            status,
-            excerpt: excerpt(body),
-        }),
-    }
-}
-
-/// A short, single-line excerpt of an error body for `error.message`.
-fn excerpt(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::Decode(format!("invalid JSON: {e}")))
-}
-
-/// A string or number as text (job ids may be either).
-fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,21 +414,5 @@ mod tests {
         );
         assert_eq!(v.render("{host}", false), "web 01/a");
         assert_eq!(v.render("{unknown}-{", false), "{unknown}-{");
-    }
-
-    #[test]
-    fn job_ids_may_be_numbers() {
-        assert_eq!(scalar_text(&json!(12345)), Some("12345".into()));
-        assert_eq!(scalar_text(&json!("J1")), Some("J1".into()));
-        assert_eq!(scalar_text(&json!(null)), None);
-    }
-
-    #[test]
-    fn non_2xx_answers_are_classified() {
-        assert_eq!(expect_2xx(401, b""), Err(ApiError::Unauthorized(401)));
-        assert!(matches!(
-            expect_2xx(503, b"down\n  now"),
-            Err(ApiError::HttpStatus { status: 503, ref excerpt }) if excerpt == "down now"
-        ));
     }
 }

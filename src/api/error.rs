@@ -24,6 +24,12 @@ pub enum ApiError {
     Assertion(String),
     #[error("skipped: {0}")]
     Skipped(String),
+    /// The connection was made but the exchange broke (reset, early EOF mid-body).
+    #[error("network failure: {0}")]
+    Network(String),
+    /// The request cannot be sent as configured (or with the value it must carry).
+    #[error("cannot send the request: {0}")]
+    Config(String),
 }
 
 fn excerpt_suffix(e: &str) -> String {
@@ -54,6 +60,8 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => ErrorType::BodyTooLarge,
             ApiError::Assertion(_) => ErrorType::Assertion,
             ApiError::Skipped(_) => ErrorType::Skipped,
+            ApiError::Network(_) => ErrorType::Network,
+            ApiError::Config(_) => ErrorType::Config,
         }
     }
 
@@ -63,6 +71,7 @@ impl ApiError {
             ApiError::Timeout(_)
             | ApiError::Connect(_)
             | ApiError::RateLimited { .. }
+            | ApiError::Network(_)
             | ApiError::Decode(_) => true,
             ApiError::HttpStatus { status, .. } => *status >= 500,
             _ => false,
@@ -75,10 +84,13 @@ impl ApiError {
             ApiError::Timeout(timeout_ms)
         } else if e.is_connect() {
             ApiError::Connect(root_cause(e))
-        } else if e.is_decode() || e.is_body() {
-            ApiError::Decode(root_cause(e))
+        } else if e.is_builder() {
+            // Never the value: a header value built from a token must not be echoed.
+            ApiError::Config("the request could not be built (invalid URL or header)".into())
         } else {
-            ApiError::Connect(root_cause(e))
+            // The connection was up: a reset, an early EOF, a broken body. The answer was
+            // not wrong, it never arrived whole (`decode` is for answers that did).
+            ApiError::Network(root_cause(e))
         }
     }
 }

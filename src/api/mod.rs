@@ -1,10 +1,12 @@
 //! HTTP to the IASO portal lives here only: the client (requests built from configuration),
-//! its error classification, and the token manager.
+//! what its answers mean, its error classification, and the token manager.
 
+pub mod answers;
 mod auth;
 mod client;
 mod error;
 
-pub use auth::{TokenLease, TokenManager};
-pub use client::{ApiClient, Call, Exchange, HealthReport, JobState, Launched, Token, Vars};
+pub use answers::{HealthReport, JobState, Launched, Token};
+pub use auth::{renew_deadline, TokenLease, TokenManager};
+pub use client::{ApiClient, Call, Exchange, Vars};
 pub use error::ApiError;

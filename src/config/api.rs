@@ -20,9 +20,12 @@ pub struct ApiMapping {
     pub health: HealthEndpoint,
     /// Authentication.
     pub auth: AuthEndpoint,
-    /// Backup launch.
+    /// Backup launch. Only the keys that differ need be given: the others keep the
+    /// defaults of a backup (`body` is one value: a table given replaces the whole body).
+    #[serde(deserialize_with = "backup_over_defaults")]
     pub backup: LaunchEndpoint,
-    /// Restore launch.
+    /// Restore launch; keys not given keep the defaults of a restore, as for `backup`.
+    #[serde(deserialize_with = "restore_over_defaults")]
     pub restore: LaunchEndpoint,
     /// Job status.
     pub job_status: JobEndpoint,
@@ -36,28 +39,72 @@ impl Default for ApiMapping {
             liveness: LivenessEndpoint::default(),
             health: HealthEndpoint::default(),
             auth: AuthEndpoint::default(),
-            backup: LaunchEndpoint {
-                method: "POST".into(),
-                path: "/api/v1/backups".into(),
-                body: fields(&[("hostname", "{host}"), ("backupLevel", "{level}")]),
-                job_id_pointer: "/jobId".into(),
-                status_pointer: "/status".into(),
-            },
-            restore: LaunchEndpoint {
-                method: "POST".into(),
-                path: "/api/v1/restores".into(),
-                body: fields(&[
-                    ("hostname", "{host}"),
-                    ("fileName", "{file_name}"),
-                    ("sourcePath", "{source_path}"),
-                    ("destinationPath", "{destination_path}"),
-                ]),
-                job_id_pointer: "/jobId".into(),
-                status_pointer: "/status".into(),
-            },
+            backup: default_backup(),
+            restore: default_restore(),
             job_status: JobEndpoint::default(),
         }
     }
+}
+
+fn default_backup() -> LaunchEndpoint {
+    LaunchEndpoint {
+        method: "POST".into(),
+        path: "/api/v1/backups".into(),
+        body: fields(&[("hostname", "{host}"), ("backupLevel", "{level}")]),
+        job_id_pointer: "/jobId".into(),
+        status_pointer: "/status".into(),
+    }
+}
+
+fn default_restore() -> LaunchEndpoint {
+    LaunchEndpoint {
+        method: "POST".into(),
+        path: "/api/v1/restores".into(),
+        body: fields(&[
+            ("hostname", "{host}"),
+            ("fileName", "{file_name}"),
+            ("sourcePath", "{source_path}"),
+            ("destinationPath", "{destination_path}"),
+        ]),
+        job_id_pointer: "/jobId".into(),
+        status_pointer: "/status".into(),
+    }
+}
+
+/// A launch table as written: every key optional, laid over the defaults of its kind
+/// (backup and restore defaults differ, so serde's struct `default` cannot do it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LaunchEndpointKeys {
+    method: Option<String>,
+    path: Option<String>,
+    body: Option<BTreeMap<String, String>>,
+    job_id_pointer: Option<String>,
+    status_pointer: Option<String>,
+}
+
+impl LaunchEndpointKeys {
+    fn over(self, d: LaunchEndpoint) -> LaunchEndpoint {
+        LaunchEndpoint {
+            method: self.method.unwrap_or(d.method),
+            path: self.path.unwrap_or(d.path),
+            body: self.body.unwrap_or(d.body),
+            job_id_pointer: self.job_id_pointer.unwrap_or(d.job_id_pointer),
+            status_pointer: self.status_pointer.unwrap_or(d.status_pointer),
+        }
+    }
+}
+
+fn backup_over_defaults<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<LaunchEndpoint, D::Error> {
+    Ok(LaunchEndpointKeys::deserialize(d)?.over(default_backup()))
+}
+
+fn restore_over_defaults<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<LaunchEndpoint, D::Error> {
+    Ok(LaunchEndpointKeys::deserialize(d)?.over(default_restore()))
 }
 
 fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -113,6 +160,14 @@ pub struct HealthEndpoint {
     pub status_field: String,
     /// Status values meaning healthy (case-insensitive).
     pub healthy_values: Vec<String>,
+    /// Components reported one result each, in the portal's order; any further ones are
+    /// summarised in one result for component `_more` (how many, how many unhealthy).
+    #[serde(default = "default_max_components")]
+    pub max_components: usize,
+}
+
+fn default_max_components() -> usize {
+    100
 }
 
 impl Default for HealthEndpoint {
@@ -125,6 +180,7 @@ impl Default for HealthEndpoint {
             name_field: "name".into(),
             status_field: "status".into(),
             healthy_values: vec!["healthy".into()],
+            max_components: default_max_components(),
         }
     }
 }
@@ -144,7 +200,16 @@ pub struct AuthEndpoint {
     /// JSON pointer to the token in the answer.
     pub token_pointer: String,
     /// JSON pointer to the token lifetime in seconds; empty = unknown (re-login on 401 only).
+    /// The token is renewed at 80 % of that lifetime (a lifetime over a day counts as a day).
     pub expires_in_pointer: String,
+    /// Never more than one login request per this many seconds, whatever the portal says
+    /// (a short `expiresIn`, 401s, the auth check): a later login waits for the interval.
+    #[serde(default = "default_min_login_interval_secs")]
+    pub min_login_interval_secs: u64,
+}
+
+fn default_min_login_interval_secs() -> u64 {
+    10
 }
 
 impl Default for AuthEndpoint {
@@ -156,25 +221,24 @@ impl Default for AuthEndpoint {
             password_field: "password".into(),
             token_pointer: "/token".into(),
             expires_in_pointer: "/expiresIn".into(),
+            min_login_interval_secs: default_min_login_interval_secs(),
         }
     }
 }
 
-/// A launch (backup or restore): request fields in, job id out.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A launch (backup or restore): request fields in, job id out. Read through
+/// [`LaunchEndpointKeys`], so every key is optional in a file.
+#[derive(Debug, Clone, Serialize)]
 pub struct LaunchEndpoint {
     /// HTTP method.
     pub method: String,
     /// Path below the base URL, with placeholders.
     pub path: String,
     /// JSON body: field name → value template (with placeholders). Empty = no body.
-    #[serde(default)]
     pub body: BTreeMap<String, String>,
-    /// JSON pointer to the job id (string or number).
+    /// JSON pointer to the job id (a string, or an integer that JSON reads exactly).
     pub job_id_pointer: String,
     /// JSON pointer to the launch status; empty = none.
-    #[serde(default)]
     pub status_pointer: String,
 }
 

@@ -317,6 +317,222 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
         }
     }
     validate_api(&k, e, p);
+    validate_answers_rules(&k, e, p);
+}
+
+// ---- Configs that cannot misbehave: placeholders, base URL shape, hosts given twice,
+// ---- upper bounds (issue 9, item 6). Self-contained: one call from validate_environment.
+
+/// Largest value of each environment duration and count: far above any sane setting, low
+/// enough that no timer, sleep or addition can overflow (`poll_jitter_ms =
+/// 9223372036854775807` made `run --once` never end).
+const DAY_SECS: u64 = 24 * 3600;
+const YEAR_SECS: u64 = 365 * DAY_SECS;
+
+fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+    if let Some(u) = &e.base_url {
+        if let Ok(parsed) = url::Url::parse(u) {
+            if parsed.query().is_some() || parsed.fragment().is_some() {
+                p.push(Problem::new(
+                    k("base_url"),
+                    format!(
+                        "`{u}` must not have a query (?…) or a fragment (#…): every API path is                          appended to it"
+                    ),
+                ));
+            }
+        }
+    }
+    check_placeholders(k, e, p);
+    if let Some(f) = &e.hosts_file {
+        if let Ok(from_file) = read_hosts_file(f, e.default_backup_level) {
+            let in_file: std::collections::HashSet<&str> =
+                from_file.iter().map(|h| h.name.as_str()).collect();
+            for (i, h) in e.hosts.iter().enumerate() {
+                if in_file.contains(h.name.as_str()) {
+                    p.push(Problem::new(
+                        k(&format!("hosts[{i}].name")),
+                        format!(
+                            "host `{}` is listed inline and in hosts_file {}: list it once",
+                            h.name,
+                            f.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let c = &e.checks;
+    let j = &e.jobs;
+    let a = &e.api;
+    let bounds: [(&str, u64, u64); 24] = [
+        ("rate_limit_per_sec", e.rate_limit_per_sec.into(), 1_000_000),
+        ("rate_limit_burst", e.rate_limit_burst.into(), 1_000_000),
+        ("max_in_flight", e.max_in_flight as u64, 100_000),
+        ("timeout_ms", e.timeout_ms, 600_000),
+        ("connect_timeout_ms", e.connect_timeout_ms, 600_000),
+        (
+            "idle_connection_timeout_ms",
+            e.idle_connection_timeout_ms,
+            3_600_000,
+        ),
+        ("max_body_bytes", e.max_body_bytes as u64, 256 * 1024 * 1024),
+        (
+            "checks.liveness.interval_secs",
+            c.liveness.interval_secs,
+            YEAR_SECS,
+        ),
+        (
+            "checks.health.interval_secs",
+            c.health.interval_secs,
+            YEAR_SECS,
+        ),
+        (
+            "checks.response_time.interval_secs",
+            c.response_time.interval_secs,
+            YEAR_SECS,
+        ),
+        ("checks.auth.interval_secs", c.auth.interval_secs, YEAR_SECS),
+        ("checks.liveness.attempts", c.liveness.attempts.into(), 100),
+        ("checks.health.attempts", c.health.attempts.into(), 100),
+        (
+            "checks.response_time.attempts",
+            c.response_time.attempts.into(),
+            100,
+        ),
+        ("checks.auth.attempts", c.auth.attempts.into(), 100),
+        (
+            "checks.response_time_limit_ms",
+            c.response_time_limit_ms,
+            600_000,
+        ),
+        (
+            "jobs.backup_interval_secs",
+            j.backup_interval_secs,
+            YEAR_SECS,
+        ),
+        (
+            "jobs.restore_interval_secs",
+            j.restore_interval_secs,
+            YEAR_SECS,
+        ),
+        (
+            "jobs.launch_concurrency",
+            j.launch_concurrency as u64,
+            100_000,
+        ),
+        (
+            "jobs.max_tracked_jobs",
+            j.max_tracked_jobs as u64,
+            10_000_000,
+        ),
+        ("jobs.poll_interval_ms", j.poll_interval_ms, 3_600_000),
+        ("jobs.poll_jitter_ms", j.poll_jitter_ms, 3_600_000),
+        ("jobs.max_duration_secs", j.max_duration_secs, 30 * DAY_SECS),
+        (
+            "jobs.max_consecutive_poll_failures",
+            j.max_consecutive_poll_failures.into(),
+            1_000_000,
+        ),
+    ];
+    let api_bounds: [(&str, u64, u64); 2] = [
+        (
+            "api.auth.min_login_interval_secs",
+            a.auth.min_login_interval_secs,
+            3600,
+        ),
+        (
+            "api.health.max_components",
+            a.health.max_components as u64,
+            100_000,
+        ),
+    ];
+    for (key, v, max) in bounds.into_iter().chain(api_bounds) {
+        if v > max {
+            p.push(Problem::new(
+                k(key),
+                format!("{v} is over the limit of {max}"),
+            ));
+        }
+    }
+    if a.health.max_components == 0 {
+        p.push(Problem::new(
+            k("api.health.max_components"),
+            "must be at least 1",
+        ));
+    }
+}
+
+/// Every `{name}` in a path, body value or token format must be one that endpoint fills in:
+/// an unknown one (`{hostt}`) would be sent literally.
+fn check_placeholders(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+    const NONE: &[&str] = &[];
+    const BACKUP: &[&str] = &["host", "level"];
+    const RESTORE: &[&str] = &["host", "file_name", "source_path", "destination_path"];
+    const JOB: &[&str] = &["host", "job_id"];
+    let a = &e.api;
+    let mut templates: Vec<(String, &str, &[&str])> = vec![
+        (
+            "api.token_format".into(),
+            a.token_format.as_str(),
+            &["token"],
+        ),
+        ("api.liveness.path".into(), &a.liveness.path, NONE),
+        ("api.health.path".into(), &a.health.path, NONE),
+        ("api.auth.path".into(), &a.auth.path, NONE),
+        ("api.backup.path".into(), &a.backup.path, BACKUP),
+        ("api.restore.path".into(), &a.restore.path, RESTORE),
+        ("api.job_status.path".into(), &a.job_status.path, JOB),
+    ];
+    for (ep, body, known) in [
+        ("backup", &a.backup.body, BACKUP),
+        ("restore", &a.restore.body, RESTORE),
+        ("job_status", &a.job_status.body, JOB),
+    ] {
+        for (field, v) in body {
+            templates.push((format!("api.{ep}.body.{field}"), v, known));
+        }
+    }
+    for (i, path) in e.checks.response_time_paths.iter().enumerate() {
+        templates.push((format!("checks.response_time_paths[{i}]"), path, NONE));
+    }
+    for (key, template, known) in templates {
+        for name in placeholders(template) {
+            if !known.contains(&name) {
+                let known = if known.is_empty() {
+                    "none is filled in here".to_owned()
+                } else {
+                    format!(
+                        "known here: {}",
+                        known
+                            .iter()
+                            .map(|n| format!("{{{n}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                p.push(Problem::new(
+                    k(&key),
+                    format!("unknown placeholder `{{{name}}}` ({known})"),
+                ));
+            }
+        }
+    }
+}
+
+/// The names between `{` and `}` in `template` (as `Vars::render` reads them).
+fn placeholders(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        match rest[open..].find('}') {
+            Some(close) => {
+                out.push(&rest[open + 1..open + close]);
+                rest = &rest[open + close + 1..];
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
@@ -635,6 +851,148 @@ mod tests {
     fn rejects_duplicate_hosts_in_a_file() {
         let e = parse_hosts("a\nb\na\n", BackupLevel::Full).unwrap_err();
         assert_eq!(e.0, 3);
+    }
+
+    #[test]
+    fn rejects_unknown_placeholders_naming_the_key_and_the_placeholder() {
+        let e = problems(&env_toml(
+            "[environments.lab.api.backup]\npath = \"/api/v1/hosts/{hostt}/backups\"",
+        ));
+        assert!(
+            e.contains("environments.lab.api.backup.path")
+                && e.contains("unknown placeholder `{hostt}`")
+                && e.contains("{host}, {level}"),
+            "{e}"
+        );
+        let e = problems(&env_toml(
+            "[environments.lab.api.job_status.body]\njobId = \"{job}\"\nhost = \"{host}\"",
+        ));
+        assert!(
+            e.contains("environments.lab.api.job_status.body.jobId") && e.contains("`{job}`"),
+            "{e}"
+        );
+        let e = problems(&env_toml(
+            "[environments.lab.api.health]\npath = \"/h/{host}\"",
+        ));
+        assert!(
+            e.contains("api.health.path") && e.contains("none is filled in here"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_a_base_url_with_a_query_or_a_fragment() {
+        for u in ["http://lab.example/?tenant=1", "http://lab.example/#top"] {
+            let e = problems(&env_toml("").replace("http://lab.example", u));
+            assert!(
+                e.contains("environments.lab.base_url") && e.contains("must not have a query"),
+                "{u}: {e}"
+            );
+        }
+        assert_eq!(
+            problems(&env_toml("").replace("http://lab.example", "http://lab.example/iaso")),
+            ""
+        );
+    }
+
+    #[test]
+    fn rejects_a_host_listed_inline_and_in_the_hosts_file() {
+        let d = tempfile::tempdir().unwrap();
+        let hosts = d.path().join("hosts.txt");
+        std::fs::write(&hosts, "web-01\nweb-02 FULL\n").unwrap();
+        let e = problems(&env_toml(&format!(
+            "hosts_file = {:?}\n[[environments.lab.hosts]]\nname = \"web-02\"\n[[environments.lab.hosts]]\nname = \"db-01\"",
+            hosts.display().to_string()
+        )));
+        assert!(
+            e.contains("environments.lab.hosts[0].name")
+                && e.contains("`web-02` is listed inline and in hosts_file"),
+            "{e}"
+        );
+        assert!(e.starts_with("1 configuration problem"), "{e}");
+    }
+
+    #[test]
+    fn rejects_durations_and_counts_over_their_upper_bound() {
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\npoll_jitter_ms = 9223372036854775807",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.poll_jitter_ms") && e.contains("over the limit"),
+            "{e}"
+        );
+        for (table, key) in [
+            ("", "timeout_ms"),
+            ("", "max_body_bytes"),
+            ("jobs", "poll_interval_ms"),
+            ("jobs", "max_duration_secs"),
+            ("jobs", "backup_interval_secs"),
+            ("checks.liveness", "interval_secs"),
+            ("checks.auth", "attempts"),
+            ("api.auth", "min_login_interval_secs"),
+            ("api.health", "max_components"),
+        ] {
+            let (header, dotted) = if table.is_empty() {
+                (String::new(), key.to_owned())
+            } else {
+                (
+                    format!("[environments.lab.{table}]\n"),
+                    format!("{table}.{key}"),
+                )
+            };
+            let e = problems(&env_toml(&format!("{header}{key} = 4294967295")));
+            assert!(
+                e.contains(&format!("environments.lab.{dotted}")) && e.contains("over the limit"),
+                "{dotted}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_zero_max_components() {
+        let e = problems(&env_toml(
+            "[environments.lab.api.health]\nmax_components = 0",
+        ));
+        assert!(
+            e.contains("environments.lab.api.health.max_components") && e.contains("at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_launch_table_with_only_a_path_keeps_the_other_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("t.toml");
+        std::fs::write(
+            &f,
+            env_toml("[environments.lab.api.backup]\npath = \"/v2/backups\"\n[environments.lab.api.restore]\njob_id_pointer = \"/id\""),
+        )
+        .unwrap();
+        let c = load_with(&ConfigSource::Files(vec![f]), false)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+        let api = &c.environments["lab"].api;
+        let d = crate::config::ApiMapping::default();
+        assert_eq!(api.backup.path, "/v2/backups");
+        assert_eq!(
+            (
+                &api.backup.method,
+                &api.backup.body,
+                &api.backup.job_id_pointer
+            ),
+            (&d.backup.method, &d.backup.body, &d.backup.job_id_pointer)
+        );
+        assert_eq!(api.restore.job_id_pointer, "/id");
+        assert_eq!(
+            (&api.restore.path, &api.restore.body),
+            (&d.restore.path, &d.restore.body)
+        );
+    }
+
+    #[test]
+    fn a_launch_table_still_rejects_unknown_keys() {
+        let e = problems(&env_toml("[environments.lab.api.backup]\npth = \"/x\""));
+        assert!(e.contains("pth"), "{e}");
     }
 
     #[test]

@@ -111,6 +111,13 @@ pub enum ErrorType {
     JobTimeout,
     PollFailed,
     Cancelled,
+    /// The transport failed after the connection was made (reset, early EOF mid-body).
+    Network,
+    /// The configuration (or a value it must be combined with, like a token that cannot be
+    /// a header value) makes the request impossible to send.
+    Config,
+    /// A bug in the prober (a panic caught in an actor); the run exits 2.
+    Internal,
 }
 
 impl ErrorType {
@@ -129,6 +136,9 @@ impl ErrorType {
             ErrorType::JobTimeout => "job_timeout",
             ErrorType::PollFailed => "poll_failed",
             ErrorType::Cancelled => "cancelled",
+            ErrorType::Network => "network",
+            ErrorType::Config => "config",
+            ErrorType::Internal => "internal",
         }
     }
 }
