@@ -191,3 +191,48 @@ impl TokenManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_renewed_at_80_percent_of_its_lifetime() {
+        let issued = Instant::now();
+        let at = renew_deadline(issued, Some(S(3600)), S(10)).unwrap();
+        assert_eq!(at - issued, S(2880));
+        tokio::time::advance(S(2879)).await;
+        assert!(Instant::now() < at);
+        tokio::time::advance(S(1)).await;
+        assert!(Instant::now() >= at);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_lifetime_is_renewed_no_sooner_than_the_floor() {
+        let issued = Instant::now();
+        // expiresIn: 20 with a 30 s margin used to mean "renew before every call".
+        assert_eq!(
+            renew_deadline(issued, Some(S(20)), S(10)).unwrap() - issued,
+            S(16)
+        );
+        assert_eq!(
+            renew_deadline(issued, Some(S(1)), S(10)).unwrap() - issued,
+            S(10)
+        );
+        assert_eq!(
+            renew_deadline(issued, Some(Duration::from_millis(1)), Duration::ZERO).unwrap()
+                - issued,
+            Duration::from_micros(800)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_or_unrepresentable_lifetime_renews_only_after_a_401() {
+        let issued = Instant::now();
+        assert_eq!(renew_deadline(issued, None, S(10)), None);
+        assert_eq!(renew_deadline(issued, Some(Duration::MAX), S(10)), None);
+        assert!(renew_deadline(issued, Some(S(u64::MAX / 4)), S(u64::MAX)).is_none());
+    }
+}
