@@ -111,6 +111,10 @@ pub enum ErrorType {
     JobTimeout,
     PollFailed,
     Cancelled,
+    /// A TLS handshake or certificate failure.
+    Tls,
+    /// A 3xx not followed (or too many redirects).
+    Redirect,
 }
 
 impl ErrorType {
@@ -129,6 +133,8 @@ impl ErrorType {
             ErrorType::JobTimeout => "job_timeout",
             ErrorType::PollFailed => "poll_failed",
             ErrorType::Cancelled => "cancelled",
+            ErrorType::Tls => "tls",
+            ErrorType::Redirect => "redirect",
         }
     }
 }
