@@ -385,7 +385,7 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
             "elasticsearch: {n} resources installed (ILM policy, component and index templates)"
         );
         if let Some(target) = kibana {
-            let http = kibana_http(&kibana_cfg)?;
+            let http = crate::setup::kibana_http_client(&kibana_cfg)?;
             crate::setup::wait_kibana_available(
                 &http,
                 &target,
@@ -414,16 +414,6 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
             EXIT_SETUP
         }
     }
-}
-
-/// The Kibana client: `[kibana]` TLS and proxy (`net`), a generous timeout for imports.
-fn kibana_http(k: &crate::config::KibanaConfig) -> Result<reqwest::Client, String> {
-    crate::net::log_outbound("kibana", &k.tls, &k.proxy());
-    crate::net::client_builder("kibana", &k.tls, &k.proxy())
-        .map_err(|e| e.to_string())?
-        .timeout(std::time::Duration::from_secs(60))
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 fn ship(cli: &Cli) -> i32 {

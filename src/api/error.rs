@@ -99,22 +99,22 @@ impl ApiError {
     }
 }
 
-/// The rustls error somewhere in the chain, as text. `io::Error` is looked into explicitly:
-/// its `source()` skips the error it wraps, which is where hyper puts rustls's.
+/// The rustls error somewhere in the chain, as text. An `io::Error` is entered through
+/// `get_ref()`: its `source()` skips the error it wraps, which is where tokio-rustls puts
+/// rustls's (sometimes inside another `io::Error`).
 fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             return Some(t.to_string());
         }
-        if let Some(t) = err
+        cur = match err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(t.to_string());
-        }
-        cur = err.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
@@ -179,6 +179,11 @@ mod tests {
         );
         assert_eq!(
             tls_cause(&io).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        let nested = std::io::Error::other(io);
+        assert_eq!(
+            tls_cause(&nested).as_deref(),
             Some("invalid peer certificate: UnknownIssuer")
         );
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
