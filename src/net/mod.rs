@@ -127,3 +127,48 @@ impl crate::config::KibanaConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load::{load_with, ConfigSource};
+
+    fn problems(extra: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("t.toml");
+        std::fs::write(
+            &f,
+            format!("[environments.lab]\nbase_url = \"https://lab.example\"\n{extra}\n[environments.lab.credentials]\nusername = \"u\"\npassword = \"p\"\n"),
+        )
+        .unwrap();
+        match load_with(&ConfigSource::Files(vec![f]), false) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn rejects_an_environment_proxy_url_that_is_not_a_url() {
+        let e = problems("proxy_url = \"proxy:3128\"");
+        assert!(e.contains("environments.lab.proxy_url"), "{e}");
+    }
+
+    #[test]
+    fn rejects_an_environment_tls_file_that_cannot_be_read() {
+        let e = problems("[environments.lab.tls]\nca_files = [\"/nonexistent/corp.pem\"]");
+        assert!(
+            e.contains("environments.lab.tls.ca_files[0]") && e.contains("/nonexistent/corp.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_an_unknown_tls_key() {
+        let e = problems("[environments.lab.tls]\nverify = false");
+        assert!(e.contains("verify"), "{e}");
+    }
+
+    #[test]
+    fn accepts_the_default_outbound_settings() {
+        assert_eq!(problems(""), "");
+    }
+}

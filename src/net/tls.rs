@@ -399,6 +399,103 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 mod tests {
     use super::*;
 
+    /// A self-signed certificate valid between the two years, and its key, as PEM files.
+    fn cert_files(d: &Path, name: &str, from: i32, to: i32) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["probe.example".to_string()]).unwrap();
+        p.not_before = rcgen::date_time_ymd(from, 1, 1);
+        p.not_after = rcgen::date_time_ymd(to, 1, 1);
+        let cert = p.self_signed(&key).unwrap();
+        let (c, k) = (
+            d.join(format!("{name}.pem")),
+            d.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn rejects_an_expired_client_certificate_naming_its_date() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, k) = cert_files(d.path(), "old", 2000, 2001);
+        let cfg = TlsConfig {
+            client_cert_file: Some(c),
+            client_key_file: Some(k),
+            ..Default::default()
+        };
+        let e = cfg.load("environments.lab.tls").unwrap_err();
+        assert_eq!(e.key, "environments.lab.tls.client_cert_file");
+        assert!(
+            e.problem.contains("expired on") && e.problem.contains("2001"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_an_expired_ca_certificate() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, _) = cert_files(d.path(), "old-ca", 2000, 2001);
+        let cfg = TlsConfig {
+            ca_files: vec![c],
+            ..Default::default()
+        };
+        let e = cfg.load("kibana.tls").unwrap_err();
+        assert_eq!(e.key, "kibana.tls.ca_files[0]");
+        assert!(e.problem.contains("expired"), "{e}");
+    }
+
+    #[test]
+    fn rejects_a_certificate_not_valid_yet() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, _) = cert_files(d.path(), "future", 2990, 2999);
+        let e = check_ca_file("elasticsearch.ca_cert_file", &c).unwrap_err();
+        assert!(e.problem.contains("not valid before"), "{e}");
+    }
+
+    #[test]
+    fn rejects_a_key_that_does_not_match_the_certificate() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, _) = cert_files(d.path(), "a", 2020, 2990);
+        let (_, other_key) = cert_files(d.path(), "b", 2020, 2990);
+        let cfg = TlsConfig {
+            client_cert_file: Some(c),
+            client_key_file: Some(other_key),
+            ..Default::default()
+        };
+        let e = cfg.load("environments.lab.tls").unwrap_err();
+        assert_eq!(e.key, "environments.lab.tls.client_key_file");
+        assert!(e.problem.contains("does not match the certificate"), "{e}");
+    }
+
+    #[test]
+    fn rejects_a_key_file_without_a_key() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, _) = cert_files(d.path(), "a", 2020, 2990);
+        let cfg = TlsConfig {
+            client_cert_file: Some(c.clone()),
+            client_key_file: Some(c),
+            ..Default::default()
+        };
+        let e = cfg.load("environments.lab.tls").unwrap_err();
+        assert!(e.problem.contains("no private key"), "{e}");
+    }
+
+    #[test]
+    fn a_matching_identity_is_loaded_and_exported_as_one_pem() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, k) = cert_files(d.path(), "a", 2020, 2990);
+        let cfg = TlsConfig {
+            client_cert_file: Some(c),
+            client_key_file: Some(k),
+            ..Default::default()
+        };
+        let t = cfg.load("x.tls").unwrap();
+        let pem = String::from_utf8(t.identity_pem().unwrap()).unwrap();
+        assert!(pem.contains("BEGIN CERTIFICATE") && pem.contains("BEGIN PRIVATE KEY"));
+        assert!(reqwest::Identity::from_pem(pem.as_bytes()).is_ok());
+    }
+
     #[test]
     fn rejects_a_ca_file_that_is_not_pem() {
         let d = tempfile::tempdir().unwrap();

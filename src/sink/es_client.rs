@@ -329,6 +329,46 @@ mod tests {
         assert!(e.contains("elasticsearch.ca_cert_file"), "{e}");
     }
 
+    fn es(toml_text: &str) -> ElasticsearchConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn keys(cfg: &ElasticsearchConfig) -> Vec<String> {
+        outbound_problems(cfg).into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn rejects_system_roots_off_for_elasticsearch() {
+        let cfg = es("urls = [\"https://es:9200\"]\n[tls]\nsystem_roots = false\n");
+        assert!(keys(&cfg).contains(&"elasticsearch.tls.system_roots".to_string()));
+    }
+
+    #[test]
+    fn rejects_min_version_for_elasticsearch() {
+        let cfg = es("urls = [\"https://es:9200\"]\n[tls]\nmin_version = \"1.3\"\n");
+        assert_eq!(
+            keys(&cfg),
+            vec!["elasticsearch.tls.min_version".to_string()]
+        );
+    }
+
+    #[test]
+    fn rejects_nodes_split_by_no_proxy() {
+        let cfg = es("urls = [\"https://es-1.lan:9200\", \"https://es-2.example:9200\"]\nproxy_url = \"http://proxy:3128\"\nno_proxy = [\"lan\"]\n");
+        assert_eq!(keys(&cfg), vec!["elasticsearch.no_proxy".to_string()]);
+    }
+
+    #[test]
+    fn rejects_a_proxy_url_that_is_not_http() {
+        let cfg = es("urls = [\"https://es:9200\"]\nproxy_url = \"ftp://proxy\"\n");
+        assert_eq!(keys(&cfg), vec!["elasticsearch.proxy_url".to_string()]);
+    }
+
+    #[test]
+    fn accepts_the_default_outbound_settings() {
+        assert!(keys(&es("urls = [\"https://es:9200\"]\n")).is_empty());
+    }
+
     #[test]
     fn an_api_key_from_the_environment_must_exist() {
         let cfg = ElasticsearchConfig {
