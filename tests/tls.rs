@@ -130,6 +130,27 @@ async fn insecure_skip_verify_accepts_an_unknown_issuer() {
 }
 
 #[tokio::test]
+async fn min_version_1_3_refuses_a_server_that_speaks_only_tls_1_2() {
+    let pki = Pki::new("corp");
+    let server = TestServer::https_with_versions(&pki, None, &[&rustls::version::TLS12], |_| {
+        Response::json(ALIVE)
+    });
+    let ca = format!("ca_files = [{}]", toml_path(&pki.ca_file));
+    let old_ok = client(&server.url("https"), env_cfg(&tls_table(&[ca.clone()])))
+        .liveness()
+        .await;
+    assert!(old_ok.outcome.is_ok(), "{:?}", old_ok.outcome);
+    let strict = env_cfg(&tls_table(&[ca, "min_version = \"1.3\"".into()]));
+    let e = client(&server.url("https"), strict)
+        .liveness()
+        .await
+        .outcome
+        .unwrap_err();
+    assert_eq!(e.error_type().as_str(), "tls", "{e}");
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
 async fn a_ca_given_through_ssl_cert_file_is_trusted_with_the_system_store() {
     // rustls-native-certs reads SSL_CERT_FILE in place of the system bundle. This binary's
     // other tests do not depend on the variable (they pin ca_files or expect a refusal from a
@@ -327,4 +348,50 @@ fn check_config_accepts_usable_tls_files() {
         ],
     );
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn insecure_skip_verify_is_warned_at_every_start() {
+    let d = tempfile::tempdir().unwrap();
+    let run = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_iaso-probe"))
+            .current_dir(d.path())
+            .args(["run", "--once", "--env", "lab"])
+            .env_remove("ELASTICSEARCH_URL")
+            .env("RUST_LOG", "info")
+            .env(
+                "IASO_PROBE_ENVIRONMENTS__LAB__TLS__INSECURE_SKIP_VERIFY",
+                "true",
+            )
+            .env(
+                "IASO_PROBE_ENVIRONMENTS__LAB__JOBS__BACKUPS_ENABLED",
+                "false",
+            )
+            .env(
+                "IASO_PROBE_ENVIRONMENTS__LAB__JOBS__RESTORES_ENABLED",
+                "false",
+            )
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
+    };
+    for _ in 0..2 {
+        let out = run();
+        let warn = out
+            .lines()
+            .find(|l| l.contains("insecure_skip_verify is on"))
+            .unwrap_or_else(|| panic!("no warning:\n{out}"));
+        assert!(warn.contains("WARN"), "{warn}");
+        assert!(
+            warn.contains("environments.lab.tls.insecure_skip_verify"),
+            "{warn}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.contains("outbound connection settings")
+                    && l.contains("environments.lab")
+                    && l.contains("proxy=none")),
+            "{out}"
+        );
+    }
 }

@@ -146,9 +146,19 @@ impl TestServer {
         client_ca: Option<&CertificateDer<'static>>,
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Self {
+        Self::https_with_versions(pki, client_ca, rustls::DEFAULT_VERSIONS, handler)
+    }
+
+    /// [`TestServer::https`] speaking only `versions`.
+    pub fn https_with_versions(
+        pki: &Pki,
+        client_ca: Option<&CertificateDer<'static>>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap();
         let builder = match client_ca {
             Some(ca) => {
