@@ -136,9 +136,12 @@ async fn min_version_1_3_refuses_a_server_that_speaks_only_tls_1_2() {
         Response::json(ALIVE)
     });
     let ca = format!("ca_files = [{}]", toml_path(&pki.ca_file));
-    let old_ok = client(&server.url("https"), env_cfg(&tls_table(&[ca.clone()])))
-        .liveness()
-        .await;
+    let old_ok = client(
+        &server.url("https"),
+        env_cfg(&tls_table(std::slice::from_ref(&ca))),
+    )
+    .liveness()
+    .await;
     assert!(old_ok.outcome.is_ok(), "{:?}", old_ok.outcome);
     let strict = env_cfg(&tls_table(&[ca, "min_version = \"1.3\"".into()]));
     let e = client(&server.url("https"), strict)
