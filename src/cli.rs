@@ -375,6 +375,7 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
         }
     };
     let wait = std::time::Duration::from_secs(args.kibana_wait_secs);
+    let kibana_cfg = cfg.kibana.clone();
     let system = actix::System::new();
     let result: Result<(), String> = system.block_on(async move {
         let n = crate::setup::install_elasticsearch(&client, &plan)
@@ -384,10 +385,7 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
             "elasticsearch: {n} resources installed (ILM policy, component and index templates)"
         );
         if let Some(target) = kibana {
-            let http = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(60))
-                .build()
-                .map_err(|e| e.to_string())?;
+            let http = crate::setup::kibana_http_client(&kibana_cfg)?;
             crate::setup::wait_kibana_available(
                 &http,
                 &target,

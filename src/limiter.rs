@@ -39,6 +39,11 @@ impl EnvLimits {
         }
     }
 
+    /// The environment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Waits for a rate permit (through this thread's pacer), then for an in-flight slot.
     /// Hold the returned guard for the duration of the request.
     pub async fn acquire(&self) -> RequestPermit {

@@ -219,6 +219,11 @@ pub async fn run(
             (None, Some(u)) => u.clone(),
             (None, None) => unreachable!("validated: base_url or simulator"),
         };
+        crate::net::log_outbound(
+            &format!("environments.{name}"),
+            &env_cfg.tls,
+            &env_cfg.proxy(),
+        );
         let password =
             resolve_password(&env_cfg.credentials).map_err(|m| RunError::Environment {
                 env: name.clone(),

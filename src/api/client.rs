@@ -106,7 +106,8 @@ fn encode_path_segment(s: &str) -> String {
 /// client is tied to the runtime that opened its connections — one per arbiter).
 #[derive(Clone)]
 pub struct ApiClient {
-    http: reqwest::Client,
+    /// `Err` when the TLS or proxy settings cannot be used: every call then fails with it.
+    http: Result<reqwest::Client, ApiError>,
     base: Arc<str>,
     cfg: Arc<EnvironmentConfig>,
     limits: Arc<EnvLimits>,
@@ -120,13 +121,13 @@ impl ApiClient {
         limits: Arc<EnvLimits>,
     ) -> Self {
         thread_local! {
-            static CLIENTS: RefCell<HashMap<usize, reqwest::Client>> = RefCell::new(HashMap::new());
+            static CLIENTS: RefCell<HashMap<usize, Result<reqwest::Client, ApiError>>> = RefCell::new(HashMap::new());
         }
         let key = Arc::as_ptr(&limits) as *const () as usize;
         let http = CLIENTS.with(|c| {
             c.borrow_mut()
                 .entry(key)
-                .or_insert_with(|| build_http(&cfg))
+                .or_insert_with(|| build_http(&format!("environments.{}", limits.name()), &cfg))
                 .clone()
         });
         Self {
@@ -291,6 +292,18 @@ impl ApiClient {
         let url = format!("{}{}", self.base, vars.render(path_template, true));
         let method_v =
             reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let http = match &self.http {
+            Ok(h) => h,
+            Err(e) => {
+                let exchange = Exchange {
+                    method: method.to_owned(),
+                    url,
+                    status: None,
+                    duration: Duration::ZERO,
+                };
+                return (exchange, Err(e.clone()));
+            }
+        };
         // A token that cannot be a header value fails here, as `config`, before any permit
         // is spent (the login refuses such tokens already; this is the last guard).
         let auth_header = match token.map(|t| self.token_header(t)).transpose() {
@@ -307,7 +320,7 @@ impl ApiClient {
         };
         let _permit = self.limits.acquire().await;
         let start = Instant::now();
-        let mut req = self.http.request(method_v, &url);
+        let mut req = http.request(method_v, &url);
         if let Some((name, value)) = auth_header {
             req = req.header(name, value);
         }
@@ -315,6 +328,17 @@ impl ApiClient {
             req = req.json(&b);
         }
         let res = match req.send().await {
+            // A 3xx the redirect policy did not follow (see `redirect_policy`).
+            Ok(resp) if resp.status().is_redirection() && resp.status() != 304 => {
+                let status = resp.status().as_u16();
+                let location = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .map(|v| location_text(&String::from_utf8_lossy(v.as_bytes())))
+                    .unwrap_or_default();
+                drop(resp);
+                Err((Some(status), ApiError::Redirect { status, location }))
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = resp
@@ -349,8 +373,15 @@ impl ApiClient {
     }
 }
 
-fn build_http(cfg: &EnvironmentConfig) -> reqwest::Client {
-    reqwest::Client::builder()
+/// The reqwest client of an environment: its TLS and proxy settings (`net`), timeouts, pool,
+/// and the redirect policy.
+fn build_http(key: &str, cfg: &EnvironmentConfig) -> Result<reqwest::Client, ApiError> {
+    let builder = crate::net::client_builder(key, &cfg.tls, &cfg.proxy()).map_err(|e| match e {
+        crate::net::NetError::Tls(t) => ApiError::Tls(t.to_string()),
+        other => ApiError::Connect(other.to_string()),
+    })?;
+    builder
+        .redirect(redirect_policy(cfg.max_redirects))
         .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
         .timeout(Duration::from_millis(cfg.timeout_ms))
         .pool_idle_timeout(Duration::from_millis(cfg.idle_connection_timeout_ms))
@@ -358,7 +389,45 @@ fn build_http(cfg: &EnvironmentConfig) -> reqwest::Client {
         .tcp_keepalive(Duration::from_secs(30))
         .user_agent(concat!("iaso-probe/", env!("CARGO_PKG_VERSION")))
         .build()
-        .expect("reqwest client with static settings")
+        .map_err(|e| ApiError::Connect(format!("http client: {e}")))
+}
+
+/// Redirects: none by default (the 3xx is the result, like Heartbeat's `max_redirects: 0`);
+/// with `max_redirects`, only to the origin of the first request, so a body or a token is
+/// never sent to another server. A redirect elsewhere stops (the 3xx is returned and reported
+/// as `redirect`); one past the count is an error.
+fn redirect_policy(max: u32) -> reqwest::redirect::Policy {
+    if max == 0 {
+        return reqwest::redirect::Policy::none();
+    }
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        if first.is_some_and(|o| o != attempt.url().origin()) {
+            attempt.stop()
+        } else if attempt.previous().len() > max as usize {
+            attempt.error(format!("more than max_redirects = {max}"))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// The `Location` of a 3xx as shown in `error.message`: without `user:password@`, at most
+/// 300 characters, on one line.
+fn location_text(raw: &str) -> String {
+    let shown = match url::Url::parse(raw) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => raw.to_owned(),
+    };
+    shown
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
 }
 
 fn render_body(fields: &BTreeMap<String, String>, vars: &Vars<'_>) -> Option<Value> {
@@ -414,5 +483,11 @@ mod tests {
         );
         assert_eq!(v.render("{host}", false), "web 01/a");
         assert_eq!(v.render("{unknown}-{", false), "{unknown}-{");
+    }
+
+    #[test]
+    fn a_location_is_shown_without_credentials() {
+        assert_eq!(location_text("http://u:pw@other:81/x"), "http://other:81/x");
+        assert_eq!(location_text("/login\r\n"), "/login");
     }
 }

@@ -30,6 +30,16 @@ pub enum ApiError {
     /// The request cannot be sent as configured (or with the value it must carry).
     #[error("cannot send the request: {0}")]
     Config(String),
+    /// A certificate or handshake failure (unknown issuer, expired, name mismatch, client
+    /// certificate refused), or TLS settings that cannot be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A 3xx that was not followed: redirects are off, or it leads to another origin.
+    #[error("redirect not followed: HTTP {status} to {}", if .location.is_empty() { "no Location" } else { .location.as_str() })]
+    Redirect { status: u16, location: String },
+    /// Same-origin redirects past `max_redirects` (or a loop).
+    #[error("too many redirects: {0}")]
+    TooManyRedirects(String),
 }
 
 fn excerpt_suffix(e: &str) -> String {
@@ -62,6 +72,8 @@ impl ApiError {
             ApiError::Skipped(_) => ErrorType::Skipped,
             ApiError::Network(_) => ErrorType::Network,
             ApiError::Config(_) => ErrorType::Config,
+            ApiError::Tls(_) => ErrorType::Tls,
+            ApiError::Redirect { .. } | ApiError::TooManyRedirects(_) => ErrorType::Redirect,
         }
     }
 
@@ -80,7 +92,11 @@ impl ApiError {
 
     /// Classifies a reqwest failure without echoing URLs with credentials (we never put any in URLs).
     pub fn from_reqwest(e: &reqwest::Error, timeout_ms: u64) -> Self {
-        if e.is_timeout() {
+        if let Some(tls) = tls_cause(e) {
+            ApiError::Tls(tls)
+        } else if e.is_redirect() {
+            ApiError::TooManyRedirects(root_cause(e))
+        } else if e.is_timeout() {
             ApiError::Timeout(timeout_ms)
         } else if e.is_connect() {
             ApiError::Connect(root_cause(e))
@@ -93,6 +109,26 @@ impl ApiError {
             ApiError::Network(root_cause(e))
         }
     }
+}
+
+/// The rustls error somewhere in the chain, as text. An `io::Error` is entered through
+/// `get_ref()`: its `source()` skips the error it wraps, which is where tokio-rustls puts
+/// rustls's (sometimes inside another `io::Error`).
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// The innermost error message (reqwest's own says only "error sending request").
@@ -124,6 +160,46 @@ mod tests {
             .error_type(),
             ErrorType::HttpStatus
         );
+    }
+
+    #[test]
+    fn tls_and_redirect_failures_have_their_own_types() {
+        assert_eq!(ApiError::Tls("x".into()).error_type(), ErrorType::Tls);
+        assert_eq!(ErrorType::Tls.as_str(), "tls");
+        let r = ApiError::Redirect {
+            status: 307,
+            location: "http://elsewhere/".into(),
+        };
+        assert_eq!(r.error_type(), ErrorType::Redirect);
+        assert_eq!(ErrorType::Redirect.as_str(), "redirect");
+        assert_eq!(
+            r.to_string(),
+            "redirect not followed: HTTP 307 to http://elsewhere/"
+        );
+        assert_eq!(
+            ApiError::TooManyRedirects("loop".into()).error_type(),
+            ErrorType::Redirect
+        );
+        assert!(!r.is_transient() && !ApiError::Tls("x".into()).is_transient());
+    }
+
+    #[test]
+    fn a_rustls_error_inside_an_io_error_is_found() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert_eq!(
+            tls_cause(&io).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        let nested = std::io::Error::other(io);
+        assert_eq!(
+            tls_cause(&nested).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(tls_cause(&plain), None);
     }
 
     #[test]

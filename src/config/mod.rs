@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::model::BackupLevel;
+pub use crate::net::{TlsConfig, TlsVersion};
 use crate::simulator::SimulatorConfig;
 
 /// The whole configuration.
@@ -135,8 +136,19 @@ pub struct ElasticsearchConfig {
     pub api_key_env: Option<String>,
     /// File holding an encoded API key.
     pub api_key_file: Option<PathBuf>,
-    /// PEM file of the CA that signed the cluster's certificate.
+    /// PEM file of the CA that signed the cluster's certificate (kept as an alias: it is
+    /// added to `tls.ca_files`).
     pub ca_cert_file: Option<PathBuf>,
+    /// TLS towards Elasticsearch (`[elasticsearch.tls]`: CA files, client certificate, insecure).
+    pub tls: TlsConfig,
+    /// Proxy for Elasticsearch (`http://[user:password@]host:port`); none by default.
+    pub proxy_url: Option<String>,
+    /// Nodes reached without the proxy: host names (and subdomains), IPs or CIDR ranges
+    /// (loopback never goes through a proxy).
+    pub no_proxy: Vec<String>,
+    /// Without `proxy_url`, take HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the
+    /// environment (false: environment proxy variables are ignored).
+    pub proxy_from_env: bool,
     /// Timeout of one request to Elasticsearch.
     pub request_timeout_ms: u64,
     /// A bulk request closes at this many documents…
@@ -173,6 +185,10 @@ impl Default for ElasticsearchConfig {
             api_key_env: None,
             api_key_file: None,
             ca_cert_file: None,
+            tls: TlsConfig::default(),
+            proxy_url: None,
+            no_proxy: Vec::new(),
+            proxy_from_env: false,
             request_timeout_ms: 30_000,
             batch_max_docs: 2_000,
             batch_max_bytes: 5 * 1024 * 1024,
@@ -200,6 +216,15 @@ pub struct KibanaConfig {
     pub username: Option<String>,
     /// Name of an environment variable holding the password (default: the Elasticsearch password).
     pub password_env: Option<String>,
+    /// TLS towards Kibana (`[kibana.tls]`, same keys as `[elasticsearch.tls]`).
+    pub tls: TlsConfig,
+    /// Proxy for Kibana (`http://[user:password@]host:port`); none by default.
+    pub proxy_url: Option<String>,
+    /// Hosts reached without the proxy (loopback never goes through a proxy).
+    pub no_proxy: Vec<String>,
+    /// Without `proxy_url`, take HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the
+    /// environment (false: environment proxy variables are ignored).
+    pub proxy_from_env: bool,
 }
 
 /// One environment of the IASO portal.
@@ -239,6 +264,26 @@ pub struct EnvironmentConfig {
     /// Largest answer body read; larger answers fail with `body_too_large`.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// TLS towards the portal (`[environments.<name>.tls]`: system store and/or CA files,
+    /// client certificate for mutual TLS, minimum version).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Proxy for every request to the portal (`http://[user:password@]host:port`); none by default.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    /// Hosts reached without the proxy: host names (and subdomains), IPs or CIDR ranges
+    /// (loopback never goes through a proxy).
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
+    /// Without `proxy_url`, take HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the
+    /// environment (false: environment proxy variables are ignored).
+    #[serde(default)]
+    pub proxy_from_env: bool,
+    /// Redirects followed per request, to the same origin only (scheme, host and port); a
+    /// redirect elsewhere, or one past this count, is a `redirect` failure showing its
+    /// `Location`. 0 (the default): no redirect is followed.
+    #[serde(default = "default_max_redirects")]
+    pub max_redirects: u32,
     /// Login of the prober's account.
     #[serde(default)]
     pub credentials: Credentials,
@@ -288,6 +333,9 @@ fn default_idle_connection_timeout() -> u64 {
 }
 fn default_max_body() -> usize {
     1024 * 1024
+}
+fn default_max_redirects() -> u32 {
+    0
 }
 fn default_level() -> BackupLevel {
     BackupLevel::Incremental

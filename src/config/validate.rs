@@ -63,6 +63,11 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     for (name, env) in &c.environments {
         validate_environment(name, env, &mut p);
     }
+    // Outbound TLS files and proxies (portal, Kibana, Elasticsearch).
+    p.extend(crate::net::problems(c));
+    if crate::sink::es_client::is_configured(&c.elasticsearch) {
+        p.extend(crate::sink::es_client::outbound_problems(&c.elasticsearch));
+    }
     p
 }
 

@@ -118,6 +118,10 @@ pub enum ErrorType {
     Config,
     /// A bug in the prober (a panic caught in an actor); the run exits 2.
     Internal,
+    /// A TLS handshake or certificate failure.
+    Tls,
+    /// A 3xx not followed (or too many redirects).
+    Redirect,
 }
 
 impl ErrorType {
@@ -139,6 +143,8 @@ impl ErrorType {
             ErrorType::Network => "network",
             ErrorType::Config => "config",
             ErrorType::Internal => "internal",
+            ErrorType::Tls => "tls",
+            ErrorType::Redirect => "redirect",
         }
     }
 }

@@ -140,6 +140,17 @@ impl KibanaTarget {
     }
 }
 
+/// The Kibana client: the `[kibana]` TLS and proxy settings (`net`), and a timeout generous
+/// enough for the imports. Logs how it connects.
+pub fn kibana_http_client(k: &crate::config::KibanaConfig) -> Result<reqwest::Client, String> {
+    crate::net::log_outbound("kibana", &k.tls, &k.proxy());
+    crate::net::client_builder("kibana", &k.tls, &k.proxy())
+        .map_err(|e| e.to_string())?
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| format!("kibana client: {e}"))
+}
+
 /// Imports each file with `POST …/api/saved_objects/_import?overwrite=true` (multipart field
 /// `file`, header `kbn-xsrf`), in order, stopping at the first failure. Returns the number of
 /// objects Kibana reported as imported.

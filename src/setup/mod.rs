@@ -14,7 +14,9 @@ pub mod kibana;
 use serde::Serialize;
 
 pub use self::elasticsearch::{elasticsearch_plan, install_elasticsearch};
-pub use self::kibana::{import_kibana, kibana_files, wait_kibana_available, KibanaTarget};
+pub use self::kibana::{
+    import_kibana, kibana_files, kibana_http_client, wait_kibana_available, KibanaTarget,
+};
 
 /// One request of the Elasticsearch plan: `PUT /_ilm/policy/iaso-probe` and its JSON body.
 #[derive(Debug, Clone, PartialEq, Serialize)]

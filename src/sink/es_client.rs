@@ -2,8 +2,10 @@
 //! in Elastic's own tools). Credentials come from env/file sources and never reach a log.
 
 use crate::config::{check_url, read_secret_file, ElasticsearchConfig};
-use elasticsearch::auth::Credentials;
+use crate::net::{self, TlsVersion};
+use elasticsearch::auth::{ClientCertificate, Credentials};
 use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{HeaderValue, AUTHORIZATION};
 use elasticsearch::http::transport::{
     CloudConnectionPool, MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
 };
@@ -73,6 +75,7 @@ pub fn build(cfg: &ElasticsearchConfig) -> Result<Option<(Elasticsearch, EsTarge
             TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None))
         }
     };
+    net::log_outbound("elasticsearch", &cfg.effective_tls(), &cfg.proxy());
     let description = match &cfg.cloud_id {
         Some(_) => "Elastic Cloud deployment".to_string(),
         None => node_urls(cfg)
@@ -89,18 +92,36 @@ pub fn build(cfg: &ElasticsearchConfig) -> Result<Option<(Elasticsearch, EsTarge
             .collect::<Vec<_>>()
             .join(", "),
     };
-    let mut builder = builder
-        .timeout(Duration::from_millis(cfg.request_timeout_ms))
-        .disable_proxy();
+    let mut builder = builder.timeout(Duration::from_millis(cfg.request_timeout_ms));
+    builder = apply_proxy(builder, cfg)?;
+    let tls = tls_settings(cfg)?;
+    if let Some(identity) = tls.identity_pem() {
+        // The crate holds one credential: the client certificate takes it, and the basic
+        // or API-key login (when there is one) rides along as a default header.
+        if let Some(c) = creds.take() {
+            builder = builder.header(AUTHORIZATION, authorization_header(&c)?);
+        }
+        builder = builder.auth(Credentials::Certificate(ClientCertificate::Pem(identity)));
+    }
     if let Some(c) = creds {
         builder = builder.auth(c);
     }
-    if let Some(ca) = &cfg.ca_cert_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| format!("elasticsearch.ca_cert_file {}: {e}", ca.display()))?;
-        let cert = Certificate::from_pem(&pem)
-            .map_err(|e| format!("elasticsearch.ca_cert_file {}: {e}", ca.display()))?;
-        builder = builder.cert_validation(CertificateValidation::Full(cert));
+    if tls.insecure_skip_verify {
+        builder = builder.cert_validation(CertificateValidation::None);
+    } else if !tls.extra_roots.is_empty() {
+        let mut chain: Option<Certificate> = None;
+        for der in &tls.extra_roots {
+            let c = Certificate::from_der(der.as_ref())
+                .map_err(|e| format!("elasticsearch.tls.ca_files: {e}"))?;
+            match &mut chain {
+                Some(all) => all.append(c),
+                None => chain = Some(c),
+            }
+        }
+        if let Some(chain) = chain {
+            // Added to the built-in roots (system store and Mozilla roots).
+            builder = builder.cert_validation(CertificateValidation::Full(chain));
+        }
     }
     let transport = builder
         .build()
@@ -109,6 +130,134 @@ pub fn build(cfg: &ElasticsearchConfig) -> Result<Option<(Elasticsearch, EsTarge
         Elasticsearch::new(transport),
         EsTarget { description },
     )))
+}
+
+/// `[elasticsearch.tls]` (with the older `ca_cert_file`), read and checked. The crate builds
+/// its own reqwest client: it always trusts the built-in roots and takes no minimum version,
+/// so those two settings are refused rather than silently ignored.
+fn tls_settings(cfg: &ElasticsearchConfig) -> Result<net::LoadedTls, String> {
+    if let Some(ca) = &cfg.ca_cert_file {
+        net::tls::check_ca_file("elasticsearch.ca_cert_file", ca).map_err(|e| e.to_string())?;
+    }
+    if let Some(m) = unsupported_tls(cfg) {
+        return Err(m);
+    }
+    cfg.effective_tls()
+        .load("elasticsearch.tls")
+        .map_err(|e| e.to_string())
+}
+
+/// The `[elasticsearch.tls]` settings the elasticsearch crate cannot apply.
+pub fn unsupported_tls(cfg: &ElasticsearchConfig) -> Option<String> {
+    if !cfg.tls.system_roots {
+        return Some("elasticsearch.tls.system_roots: false is not supported by the Elasticsearch client (it always trusts the system and built-in roots; add your CA with ca_files)".into());
+    }
+    if cfg.tls.min_version != TlsVersion::Tls12 {
+        return Some("elasticsearch.tls.min_version: not supported by the Elasticsearch client (it negotiates TLS 1.2 or 1.3)".into());
+    }
+    None
+}
+
+/// The proxy of `[elasticsearch]`; none (and no environment variable) unless configured.
+/// The crate takes one proxy for every node: nodes are either all proxied or all direct.
+fn apply_proxy(
+    builder: TransportBuilder,
+    cfg: &ElasticsearchConfig,
+) -> Result<TransportBuilder, String> {
+    let Some(resolved) = cfg
+        .proxy()
+        .resolve_from_process("elasticsearch")
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(builder.disable_proxy());
+    };
+    let Some(proxy) = proxy_for_nodes(cfg, &resolved)? else {
+        return Ok(builder.disable_proxy());
+    };
+    let mut bare = proxy.clone();
+    let user = urlencoding_decode(proxy.username());
+    let pass = proxy.password().map(urlencoding_decode);
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    let user = (!user.is_empty()).then_some(user);
+    Ok(builder.proxy(bare, user.as_deref(), pass.as_deref()))
+}
+
+/// The one proxy of every node, `None` when they are all reached directly.
+fn proxy_for_nodes<'a>(
+    cfg: &ElasticsearchConfig,
+    resolved: &'a net::ResolvedProxy,
+) -> Result<Option<&'a Url>, String> {
+    let targets: Vec<Url> = if cfg.cloud_id.is_some() {
+        // Elastic Cloud is reached over https; its host is not known before the pool decodes it.
+        vec![Url::parse("https://cloud.elastic.invalid/").expect("static URL")]
+    } else {
+        node_urls(cfg)
+            .iter()
+            .filter_map(|u| Url::parse(u).ok())
+            .collect()
+    };
+    let proxies: Vec<Option<&Url>> = targets.iter().map(|t| resolved.for_target(t)).collect();
+    let Some(first) = proxies.first().copied() else {
+        return Ok(None);
+    };
+    if proxies.iter().any(|p| *p != first) {
+        return Err("elasticsearch.no_proxy: some nodes would use the proxy and others not; the Elasticsearch client takes one proxy for all nodes".into());
+    }
+    Ok(first)
+}
+
+/// The TLS and proxy keys of `[elasticsearch]`, checked as `check-config` does.
+pub fn outbound_problems(cfg: &ElasticsearchConfig) -> Vec<crate::config::Problem> {
+    use crate::config::Problem;
+    let mut out = Vec::new();
+    // A missing file is already reported by the general file check of validate.rs.
+    if let Some(ca) = cfg.ca_cert_file.as_ref().filter(|f| f.exists()) {
+        if let Err(e) = net::tls::check_ca_file("elasticsearch.ca_cert_file", ca) {
+            out.push(net::tls_problem(e));
+        }
+    }
+    if let Some(m) = unsupported_tls(cfg) {
+        let (key, message) = m.split_once(": ").unwrap_or(("elasticsearch.tls", &m));
+        out.push(Problem::new(key, message));
+    }
+    if let Err(e) = cfg.tls.load("elasticsearch.tls") {
+        out.push(net::tls_problem(e));
+    }
+    match cfg.proxy().resolve_from_process("elasticsearch") {
+        Err(e) => out.push(Problem::new(e.key, e.message)),
+        Ok(Some(resolved)) => {
+            if let Err(m) = proxy_for_nodes(cfg, &resolved) {
+                let (key, message) = m.split_once(": ").unwrap_or(("elasticsearch.no_proxy", &m));
+                out.push(Problem::new(key, message));
+            }
+        }
+        Ok(None) => {}
+    }
+    out
+}
+
+/// An `Authorization` header for basic or API-key credentials (marked sensitive: never logged).
+fn authorization_header(c: &Credentials) -> Result<HeaderValue, String> {
+    use base64::Engine as _;
+    let text = match c {
+        Credentials::Basic(u, p) => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        ),
+        Credentials::EncodedApiKey(k) => format!("ApiKey {k}"),
+        _ => {
+            return Err(
+                "elasticsearch: only basic or API-key login can go with a client certificate"
+                    .into(),
+            )
+        }
+    };
+    let mut v = HeaderValue::from_str(&text).map_err(|_| {
+        "elasticsearch: the credentials contain characters not allowed in a header".to_string()
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 fn urlencoding_decode(s: &str) -> String {
@@ -178,6 +327,46 @@ mod tests {
         };
         let e = build(&cfg).err().unwrap();
         assert!(e.contains("elasticsearch.ca_cert_file"), "{e}");
+    }
+
+    fn es(toml_text: &str) -> ElasticsearchConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn keys(cfg: &ElasticsearchConfig) -> Vec<String> {
+        outbound_problems(cfg).into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn rejects_system_roots_off_for_elasticsearch() {
+        let cfg = es("urls = [\"https://es:9200\"]\n[tls]\nsystem_roots = false\n");
+        assert!(keys(&cfg).contains(&"elasticsearch.tls.system_roots".to_string()));
+    }
+
+    #[test]
+    fn rejects_min_version_for_elasticsearch() {
+        let cfg = es("urls = [\"https://es:9200\"]\n[tls]\nmin_version = \"1.3\"\n");
+        assert_eq!(
+            keys(&cfg),
+            vec!["elasticsearch.tls.min_version".to_string()]
+        );
+    }
+
+    #[test]
+    fn rejects_nodes_split_by_no_proxy() {
+        let cfg = es("urls = [\"https://es-1.lan:9200\", \"https://es-2.example:9200\"]\nproxy_url = \"http://proxy:3128\"\nno_proxy = [\"lan\"]\n");
+        assert_eq!(keys(&cfg), vec!["elasticsearch.no_proxy".to_string()]);
+    }
+
+    #[test]
+    fn rejects_a_proxy_url_that_is_not_http() {
+        let cfg = es("urls = [\"https://es:9200\"]\nproxy_url = \"ftp://proxy\"\n");
+        assert_eq!(keys(&cfg), vec!["elasticsearch.proxy_url".to_string()]);
+    }
+
+    #[test]
+    fn accepts_the_default_outbound_settings() {
+        assert!(keys(&es("urls = [\"https://es:9200\"]\n")).is_empty());
     }
 
     #[test]

@@ -3,3 +3,4 @@
 #![allow(dead_code)]
 
 pub mod es_emulator;
+pub mod net;
