@@ -426,6 +426,16 @@ pub struct JobsConfig {
     pub warning_statuses: Vec<String>,
     /// Statuses that end a job as failed.
     pub failure_statuses: Vec<String>,
+    /// Service mode: launch backups only inside this daily window of local time
+    /// (`"22:00-06:00"`, may cross midnight; in `schedule_tz`). Empty: at any time.
+    pub backup_window: Option<String>,
+    /// Service mode: launch restores only inside this daily window (as `backup_window`).
+    pub restore_window: Option<String>,
+    /// Time zone of the windows (IANA name: `Europe/Paris`, `UTC`).
+    pub schedule_tz: String,
+    /// Launches (backups and restores) per minute at most, in every mode, however many are
+    /// due (a start after a long stop finds a whole fleet overdue); 0 = no limit.
+    pub max_launches_per_minute: u32,
 }
 
 impl Default for JobsConfig {
@@ -448,8 +458,16 @@ impl Default for JobsConfig {
                 "Completed w/ one or more errors".into(),
             ],
             failure_statuses: vec!["Failed".into(), "Killed".into(), "Failed to Start".into()],
+            backup_window: None,
+            restore_window: None,
+            schedule_tz: default_schedule_tz(),
+            max_launches_per_minute: 0,
         }
     }
+}
+
+fn default_schedule_tz() -> String {
+    "UTC".into()
 }
 
 /// How a terminal job status is classified.

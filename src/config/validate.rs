@@ -317,6 +317,29 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
         }
     }
     validate_api(&k, e, p);
+    validate_schedule(&k, e, p);
+}
+
+/// The service-mode schedule of the job scenarios: windows and their time zone.
+fn validate_schedule(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+    use crate::schedule::window::{parse_tz, Window};
+    let tz = match parse_tz(&e.jobs.schedule_tz) {
+        Ok(tz) => tz,
+        Err(m) => {
+            p.push(Problem::new(k("jobs.schedule_tz"), m));
+            return;
+        }
+    };
+    for (key, w) in [
+        ("jobs.backup_window", &e.jobs.backup_window),
+        ("jobs.restore_window", &e.jobs.restore_window),
+    ] {
+        if let Some(w) = w {
+            if let Err(m) = Window::parse(w, tz) {
+                p.push(Problem::new(k(key), m));
+            }
+        }
+    }
 }
 
 fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
@@ -635,6 +658,39 @@ mod tests {
     fn rejects_duplicate_hosts_in_a_file() {
         let e = parse_hosts("a\nb\na\n", BackupLevel::Full).unwrap_err();
         assert_eq!(e.0, 3);
+    }
+
+    #[test]
+    fn rejects_a_malformed_backup_window() {
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\nbackup_window = \"22h-6h\"",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.backup_window") && e.contains("HH:MM-HH:MM"),
+            "{e}"
+        );
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\nrestore_window = \"06:00-06:00\"",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.restore_window") && e.contains("empty"),
+            "{e}"
+        );
+        let ok = problems(&env_toml(
+            "[environments.lab.jobs]\nbackup_window = \"22:00-06:00\"\nschedule_tz = \"Europe/Paris\"",
+        ));
+        assert_eq!(ok, "");
+    }
+
+    #[test]
+    fn rejects_an_unknown_schedule_tz() {
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\nschedule_tz = \"Europe/Atlantis\"",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.schedule_tz") && e.contains("Europe/Atlantis"),
+            "{e}"
+        );
     }
 
     #[test]
