@@ -400,9 +400,10 @@ pub struct JobsConfig {
     pub backups_enabled: bool,
     /// Launch the configured restores.
     pub restores_enabled: bool,
-    /// Service mode: a backup scenario (all selected hosts) starts this often.
+    /// Service mode: each host's backup is launched this often (one interval after its last
+    /// launch, kept across restarts; a new host at a stable point of its first interval).
     pub backup_interval_secs: u64,
-    /// Service mode: the restore scenario starts this often.
+    /// Service mode: each restore is launched this often (as `backup_interval_secs`).
     pub restore_interval_secs: u64,
     /// Launch requests in flight at once.
     pub launch_concurrency: usize,
