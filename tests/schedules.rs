@@ -185,8 +185,7 @@ fn a_damaged_state_file_stops_the_start_naming_the_file() {
             RunOptions::default(),
             std::future::pending(),
         ))
-        .err()
-        .expect("the start fails");
+        .expect_err("the start fails");
     let msg = err.to_string();
     assert!(msg.contains(&state.display().to_string()), "{msg}");
     assert!(msg.contains("delete this file"), "{msg}");

@@ -9,7 +9,9 @@ use super::Workers;
 use crate::config::RestoreSpec;
 use crate::model::JobSpec;
 use crate::probes::{self, EnvRuntime};
-use crate::schedule::{spec_key, Clock, LaunchPacer, Rule, ScheduleStore, SpecQueue, Window};
+use crate::schedule::{
+    spec_key, Calendar, Clock, LaunchPacer, Rule, ScheduleStore, SpecQueue, Window,
+};
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 use rand::rngs::SmallRng;
@@ -238,32 +240,42 @@ impl Environment {
     fn start_queues(&mut self, ctx: &mut Context<Self>) {
         let now = self.hooks.clock.now();
         let tz = crate::schedule::window::parse_tz(&self.rt.cfg.jobs.schedule_tz).ok();
+        // Validated at start: a value that does not parse cannot get here.
         let window = |w: &Option<String>| {
             w.as_deref()
                 .zip(tz)
                 .and_then(|(w, tz)| Window::parse(w, tz).ok())
         };
+        let calendar = |c: &Option<String>| {
+            c.as_deref()
+                .zip(tz)
+                .and_then(|(c, tz)| Calendar::parse(c, tz).ok())
+        };
         for t in [Task::Backups, Task::Restores] {
             if !self.enabled(t) {
                 continue;
             }
-            let (specs, w): (Vec<JobSpec>, _) = match t {
+            let jobs = &self.rt.cfg.jobs;
+            let (specs, w, cron): (Vec<JobSpec>, _, _) = match t {
                 Task::Backups => (
                     self.rt
                         .hosts
                         .iter()
                         .map(|h| probes::backup_spec(&self.rt, h))
                         .collect(),
-                    window(&self.rt.cfg.jobs.backup_window),
+                    window(&jobs.backup_window),
+                    calendar(&jobs.backup_cron),
                 ),
                 _ => (
                     self.restores.iter().map(probes::restore_spec).collect(),
-                    window(&self.rt.cfg.jobs.restore_window),
+                    window(&jobs.restore_window),
+                    calendar(&jobs.restore_cron),
                 ),
             };
             let rule = Rule {
                 interval: self.interval(t),
                 window: w,
+                cron,
             };
             let (store, env) = (&self.hooks.store, &self.rt.name);
             let q = SpecQueue::new(env, rule, specs, |k| store.last_spec(env, k), now);

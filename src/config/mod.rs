@@ -432,7 +432,13 @@ pub struct JobsConfig {
     pub backup_window: Option<String>,
     /// Service mode: launch restores only inside this daily window (as `backup_window`).
     pub restore_window: Option<String>,
-    /// Time zone of the windows (IANA name: `Europe/Paris`, `UTC`).
+    /// Service mode: launch every backup at each occurrence of this cron expression
+    /// (`"0 2 * * *"`: 02:00 every night, in `schedule_tz`), instead of every
+    /// `backup_interval_secs`; with `backup_window`, only occurrences inside the window.
+    pub backup_cron: Option<String>,
+    /// Service mode: launch every restore at each occurrence of this cron expression.
+    pub restore_cron: Option<String>,
+    /// Time zone of the windows and cron expressions (IANA name: `Europe/Paris`, `UTC`).
     pub schedule_tz: String,
     /// Launches (backups and restores) per minute at most, in every mode, however many are
     /// due (a start after a long stop finds a whole fleet overdue); 0 = no limit.
@@ -461,6 +467,8 @@ impl Default for JobsConfig {
             failure_statuses: vec!["Failed".into(), "Killed".into(), "Failed to Start".into()],
             backup_window: None,
             restore_window: None,
+            backup_cron: None,
+            restore_cron: None,
             schedule_tz: default_schedule_tz(),
             max_launches_per_minute: 0,
         }

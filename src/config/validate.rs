@@ -323,6 +323,7 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
 /// The service-mode schedule of the job scenarios: windows and their time zone.
 fn validate_schedule(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
     use crate::schedule::window::{parse_tz, Window};
+    use crate::schedule::Calendar;
     let tz = match parse_tz(&e.jobs.schedule_tz) {
         Ok(tz) => tz,
         Err(m) => {
@@ -336,6 +337,16 @@ fn validate_schedule(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut 
     ] {
         if let Some(w) = w {
             if let Err(m) = Window::parse(w, tz) {
+                p.push(Problem::new(k(key), m));
+            }
+        }
+    }
+    for (key, c) in [
+        ("jobs.backup_cron", &e.jobs.backup_cron),
+        ("jobs.restore_cron", &e.jobs.restore_cron),
+    ] {
+        if let Some(c) = c {
+            if let Err(m) = Calendar::parse(c, tz) {
                 p.push(Problem::new(k(key), m));
             }
         }
@@ -678,6 +689,21 @@ mod tests {
         );
         let ok = problems(&env_toml(
             "[environments.lab.jobs]\nbackup_window = \"22:00-06:00\"\nschedule_tz = \"Europe/Paris\"",
+        ));
+        assert_eq!(ok, "");
+    }
+
+    #[test]
+    fn rejects_a_malformed_backup_cron() {
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\nbackup_cron = \"at two\"",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.backup_cron") && e.contains("not a cron expression"),
+            "{e}"
+        );
+        let ok = problems(&env_toml(
+            "[environments.lab.jobs]\nrestore_cron = \"0 2 * * *\"",
         ));
         assert_eq!(ok, "");
     }

@@ -4,18 +4,21 @@
 //!   `<journal.dir>/schedule-state.json` (versioned, written atomically).
 //! - [`placement`]: the stable point of a spec never seen before in its interval.
 //! - [`window`]: backup windows (`"22:00-06:00"` in a time zone).
+//! - [`calendar`]: cron expressions per scenario.
 //! - [`plan`]: the due queue of one scenario's specs, driven by a [`Clock`].
 //! - [`pacer`]: the `max_launches_per_minute` limit.
 //!
 //! Everything here takes the time as an argument or from a [`Clock`], so the rules are
 //! tested with fake clocks and paused tokio time.
 
+pub mod calendar;
 pub mod pacer;
 pub mod placement;
 pub mod plan;
 pub mod store;
 pub mod window;
 
+pub use calendar::Calendar;
 pub use pacer::LaunchPacer;
 pub use plan::{Rule, SpecQueue};
 pub use store::{ScheduleStore, StoreError};

@@ -2,6 +2,7 @@
 //! is due one interval after its last attempt, a spec never seen before at its stable
 //! point ([`super::placement`]), and with a window only inside it.
 
+use super::calendar::Calendar;
 use super::placement::{next_point, phase_ms, stable_hash};
 use super::spec_key;
 use super::window::Window;
@@ -15,6 +16,8 @@ use std::time::Duration;
 pub struct Rule {
     pub interval: Duration,
     pub window: Option<Window>,
+    /// Instead of the interval: every spec is due at each occurrence (inside the window).
+    pub cron: Option<Calendar>,
 }
 
 impl Rule {
@@ -38,6 +41,9 @@ impl Rule {
         last: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> DateTime<Utc> {
+        if let Some(c) = &self.cron {
+            return self.next_by_calendar(c, last, now);
+        }
         let interval = self.interval();
         match (&self.window, last) {
             (None, None) => next_point(hash, self.interval, now),
@@ -50,6 +56,60 @@ impl Rule {
                 let tolerance = (interval / 4).min(chrono::Duration::hours(2));
                 self.point_in_window(w, hash, (l + interval - tolerance).max(now))
             }
+        }
+    }
+
+    /// With a cron expression: the first occurrence (inside the window) after the last
+    /// attempt; one that passed while the prober was stopped is made up once, at once
+    /// (inside the window) or at the next occurrence. Never attempted: the next occurrence.
+    fn next_by_calendar(
+        &self,
+        c: &Calendar,
+        last: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let Some(l) = last else {
+            return self.occurrence_in_window(c, now, true);
+        };
+        let next = self.occurrence_in_window(c, l, false);
+        if next > now {
+            return next;
+        }
+        match &self.window {
+            Some(w) if !w.contains(now) => self.occurrence_in_window(c, now, true),
+            _ => now,
+        }
+    }
+
+    /// The first occurrence after `from` that falls inside the window.
+    fn occurrence_in_window(
+        &self,
+        c: &Calendar,
+        from: DateTime<Utc>,
+        inclusive: bool,
+    ) -> DateTime<Utc> {
+        let (mut from, mut inclusive) = (from, inclusive);
+        for _ in 0..1000 {
+            let Some(t) = c.next(from, inclusive) else {
+                break;
+            };
+            match &self.window {
+                Some(w) if !w.contains(t) => {
+                    from = w.span_at_or_after(t).0;
+                    inclusive = true;
+                }
+                _ => return t,
+            }
+        }
+        // No occurrence inside the window in years: try again in a day.
+        from + chrono::Duration::days(1)
+    }
+
+    /// Found due long after its time, outside the window: its next time inside it.
+    fn next_in_window(&self, w: &Window, hash: u64, now: DateTime<Utc>) -> DateTime<Utc> {
+        match &self.cron {
+            Some(c) => self.occurrence_in_window(c, now, true),
+            None => self.point_in_window(w, hash, now),
         }
     }
 
@@ -170,7 +230,7 @@ impl SpecQueue {
                 // after its time (the prober was stopped or suspended) outside the window:
                 // moved to its next point in the window.
                 if !w.contains(now) && (!w.contains(t) || now - t > LATE_GRACE) {
-                    let again = self.rule.point_in_window(w, e.hash, now);
+                    let again = self.rule.next_in_window(w, e.hash, now);
                     e.due = Some(again);
                     self.due.insert((again, i));
                     continue;
@@ -209,7 +269,7 @@ mod tests {
     use super::super::window::parse_tz;
     use super::*;
     use crate::model::{BackupLevel, JobKind};
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     fn specs(n: usize) -> Vec<JobSpec> {
         (0..n)
@@ -230,6 +290,7 @@ mod tests {
         Rule {
             interval: Duration::from_secs(3600),
             window: None,
+            cron: None,
         }
     }
 
@@ -361,6 +422,7 @@ mod tests {
         let rule = Rule {
             interval: Duration::from_secs(86_400),
             window: Some(w),
+            cron: None,
         };
         for (start, nights) in [("2026-03-26T12:00:00Z", 5), ("2026-10-22T12:00:00Z", 5)] {
             let t0 = utc(start);
@@ -417,6 +479,7 @@ mod tests {
         let rule = Rule {
             interval: Duration::from_secs(3600),
             window: Some(Window::parse("22:00-02:00", tz).unwrap()),
+            cron: None,
         };
         let t0 = utc("2026-01-05T12:00:00Z");
         let mut q = SpecQueue::new("lab", rule, specs(20), |_| None, t0);
@@ -427,6 +490,54 @@ mod tests {
             chrono::Duration::minutes(1),
         );
         assert_eq!(got.len(), 20 * 4, "four hourly runs in a four-hour window");
+    }
+
+    #[test]
+    fn a_cron_scenario_launches_every_spec_at_each_occurrence_inside_the_window() {
+        let tz = parse_tz("Europe/Paris").unwrap();
+        let rule = Rule {
+            interval: Duration::from_secs(3600),
+            // Every hour at :15, but only from 22:00 to 02:00.
+            cron: Some(Calendar::parse("15 * * * *", tz).unwrap()),
+            window: Some(Window::parse("22:00-02:00", tz).unwrap()),
+        };
+        let t0 = utc("2026-01-05T12:00:00Z");
+        let mut q = SpecQueue::new("lab", rule.clone(), specs(5), |_| None, t0);
+        let got = drive(
+            &mut q,
+            t0,
+            t0 + chrono::Duration::hours(24),
+            chrono::Duration::minutes(1),
+        );
+        let times: BTreeSet<DateTime<Utc>> = got.iter().map(|(t, _)| *t).collect();
+        let expected: BTreeSet<DateTime<Utc>> = [
+            "2026-01-05T21:15:00Z",
+            "2026-01-05T22:15:00Z",
+            "2026-01-05T23:15:00Z",
+            "2026-01-06T00:15:00Z",
+        ]
+        .into_iter()
+        .map(utc)
+        .collect();
+        assert_eq!(times, expected);
+        assert_eq!(got.len(), 5 * 4);
+        // A restart after the last occurrence, before the next: nothing until 22:15.
+        let state: BTreeMap<String, DateTime<Utc>> =
+            got.iter().map(|(t, k)| (k.clone(), *t)).collect();
+        let restart = utc("2026-01-06T09:00:00Z");
+        let q = SpecQueue::new(
+            "lab",
+            rule.clone(),
+            specs(5),
+            |k| state.get(k).copied(),
+            restart,
+        );
+        assert_eq!(q.next_due(), Some(utc("2026-01-06T21:15:00Z")));
+        // Stopped across an occurrence, restarted inside the window: made up once, at once.
+        let late = utc("2026-01-07T00:40:00Z");
+        let mut q = SpecQueue::new("lab", rule, specs(5), |k| state.get(k).copied(), late);
+        assert_eq!(q.take_due(late).len(), 5);
+        assert_eq!(q.take_due(late + chrono::Duration::minutes(30)).len(), 0);
     }
 
     #[test]
