@@ -211,6 +211,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
         seed: None,
         shutdown_deadline: None,
         live_progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        clock: None,
     };
     let once = args.once;
     let system = actix::System::new();

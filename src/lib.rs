@@ -9,6 +9,7 @@
 //! - [`probes`]: what each check and job step does and what its result says.
 //! - [`actors`]: supervisor → environments → jobs, and the sink.
 //! - [`sink`]: the journal and the shipping stages.
+//! - [`schedule`]: schedule state kept across restarts, placement, windows, launch pacing.
 //! - [`selection`]: `--env`, `--host`, `--hosts`, `--shard`.
 //! - [`summary`]: per-environment tallies, the summary table and exit code.
 //! - [`progress`]: the live progress line on a terminal, progress log lines otherwise.
@@ -27,6 +28,7 @@ pub mod model;
 pub mod net;
 pub mod probes;
 pub mod progress;
+pub mod schedule;
 pub mod selection;
 pub mod setup;
 pub mod simulator;

@@ -1,18 +1,23 @@
 //! The environment actor: owns one environment's runtime (client per thread, limiter,
 //! token), runs its checks, launches backups and restores with bounded concurrency and
-//! hands each launched job to a job actor on a worker arbiter.
+//! hands each launched job to a job actor on a worker arbiter. When each check, scenario and
+//! spec last ran is kept in the [`ScheduleStore`], so a start resumes the schedule.
 
 use super::handoff::{HandedOffJob, Handoff};
 use super::job::{Job, JobTracker};
 use super::Workers;
 use crate::config::RestoreSpec;
+use crate::model::JobSpec;
 use crate::probes::{self, EnvRuntime};
+use crate::schedule::{
+    spec_key, Calendar, Clock, LaunchPacer, Rule, ScheduleStore, SpecQueue, Window,
+};
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The kinds of periodic work.
@@ -70,6 +75,47 @@ pub struct EnvCounters {
     pub logins: u64,
 }
 
+/// What the environment needs of the schedule state.
+pub struct EnvSchedule {
+    pub store: Arc<ScheduleStore>,
+    pub clock: Clock,
+    /// Drop the state of specs no longer configured (false when `--host`, `--hosts` or
+    /// `--shard` narrow the run: the other specs are only out of this run's selection).
+    pub prune: bool,
+}
+
+/// Records attempts in the schedule state, and paces launches.
+struct Hooks {
+    env: Arc<str>,
+    store: Arc<ScheduleStore>,
+    clock: Clock,
+    pacer: Option<LaunchPacer>,
+}
+
+/// A spec of a service-mode queue: its queue and index there.
+type Slot = (Arc<Mutex<SpecQueue>>, usize);
+
+impl Hooks {
+    fn task_ran(&self, t: Task) {
+        self.store
+            .record_task(&self.env, t.name(), self.clock.now());
+    }
+
+    /// A launch of `spec` is attempted now (or skipped): remembered, and due again per its
+    /// rule. Called before the launch request is sent, so that a launch that reached the
+    /// portal is never forgotten, even by a crash during the request.
+    fn attempted(&self, spec: &JobSpec, slot: Option<&Slot>) {
+        let now = self.clock.now();
+        self.store.record_spec(&self.env, &spec_key(spec), now);
+        if let Some((q, i)) = slot {
+            q.lock().unwrap().attempted(*i, now);
+        }
+    }
+}
+
+/// How often service mode looks for due specs.
+const TICK: Duration = Duration::from_secs(1);
+
 pub struct Environment {
     rt: Arc<EnvRuntime>,
     workers: Workers,
@@ -80,6 +126,11 @@ pub struct Environment {
     running: HashSet<Task>,
     counters: EnvCounters,
     rng: SmallRng,
+    hooks: Arc<Hooks>,
+    /// Service mode: the due queues of the backup and restore scenarios…
+    queues: Vec<(Task, Arc<Mutex<SpecQueue>>)>,
+    /// …and the launcher they feed.
+    launcher: Option<tokio::sync::mpsc::UnboundedSender<(JobSpec, Slot)>>,
 }
 
 impl Environment {
@@ -90,11 +141,30 @@ impl Environment {
         service_mode: bool,
         seed: u64,
         handoff: Arc<Handoff>,
+        schedule: EnvSchedule,
     ) -> Self {
         // An in-process simulator dies with the process: its jobs cannot be polled again.
         let resumable = rt.cfg.jobs.resume_on_restart && rt.cfg.simulator.is_none();
         let handoff = resumable.then_some(handoff);
         let tracker = JobTracker::new(rt.cfg.jobs.max_tracked_jobs, handoff);
+        if schedule.prune {
+            let keys: HashSet<String> = rt
+                .hosts
+                .iter()
+                .map(|h| spec_key(&probes::backup_spec(&rt, h)))
+                .chain(restores.iter().map(|r| spec_key(&probes::restore_spec(r))))
+                .collect();
+            let dropped = schedule.store.retain_specs(&rt.name, |k| keys.contains(k));
+            if dropped > 0 {
+                tracing::info!(env = %rt.name, specs = dropped, "schedule state of hosts and restores no longer configured dropped");
+            }
+        }
+        let hooks = Arc::new(Hooks {
+            env: rt.name.clone(),
+            store: schedule.store,
+            clock: schedule.clock,
+            pacer: LaunchPacer::new(rt.cfg.jobs.max_launches_per_minute),
+        });
         Self {
             rt,
             workers,
@@ -105,6 +175,9 @@ impl Environment {
             running: HashSet::new(),
             counters: EnvCounters::default(),
             rng: SmallRng::seed_from_u64(seed),
+            hooks,
+            queues: Vec::new(),
+            launcher: None,
         }
     }
 
@@ -134,13 +207,24 @@ impl Environment {
         })
     }
 
-    /// Service mode: each task first fires at a random point of its interval (so that
-    /// environments and checks never fire in one burst), then every interval.
+    /// Service mode, checks: each first fires one interval after its last run (kept in the
+    /// schedule state), or, never run or overdue, at a random point of its first
+    /// min(interval, 60 s) (so that environments and checks never fire in one burst); then
+    /// every interval.
     fn schedule(&mut self, t: Task, first: bool, ctx: &mut Context<Self>) {
         let interval = self.interval(t);
         let delay = if first {
-            let spread = interval.as_millis().min(60_000) as u64;
-            Duration::from_millis(self.rng.gen_range(0..=spread))
+            let now = self.hooks.clock.now();
+            let resumed = self
+                .hooks
+                .store
+                .last_task(&self.rt.name, t.name())
+                .and_then(|l| (l + interval - now).to_std().ok())
+                .filter(|d| !d.is_zero());
+            resumed.unwrap_or_else(|| {
+                let spread = interval.as_millis().min(60_000) as u64;
+                Duration::from_millis(self.rng.gen_range(0..=spread))
+            })
         } else {
             interval
         };
@@ -155,13 +239,107 @@ impl Environment {
             } else {
                 act.running.insert(t);
                 act.counters.runs += 1;
-                let fut = run_task(t, act.rt.clone(), act.workers.clone(), act.tracker.clone(), act.restores.clone());
+                let fut = run_task(t, act.rt.clone(), act.workers.clone(), act.tracker.clone(), act.restores.clone(), act.hooks.clone());
                 ctx.spawn(fut.into_actor(act).map(move |_, act, _| {
                     act.running.remove(&t);
                 }));
             }
             act.schedule(t, false, ctx);
         });
+    }
+
+    /// Service mode, job scenarios: one due queue per scenario, looked at every [`TICK`];
+    /// due specs go to one launcher (`launch_concurrency` at a time, paced).
+    fn start_queues(&mut self, ctx: &mut Context<Self>) {
+        let now = self.hooks.clock.now();
+        let tz = crate::schedule::window::parse_tz(&self.rt.cfg.jobs.schedule_tz).ok();
+        // Validated at start: a value that does not parse cannot get here.
+        let window = |w: &Option<String>| {
+            w.as_deref()
+                .zip(tz)
+                .and_then(|(w, tz)| Window::parse(w, tz).ok())
+        };
+        let calendar = |c: &Option<String>| {
+            c.as_deref()
+                .zip(tz)
+                .and_then(|(c, tz)| Calendar::parse(c, tz).ok())
+        };
+        for t in [Task::Backups, Task::Restores] {
+            if !self.enabled(t) {
+                continue;
+            }
+            let jobs = &self.rt.cfg.jobs;
+            let (specs, w, cron): (Vec<JobSpec>, _, _) = match t {
+                Task::Backups => (
+                    self.rt
+                        .hosts
+                        .iter()
+                        .map(|h| probes::backup_spec(&self.rt, h))
+                        .collect(),
+                    window(&jobs.backup_window),
+                    calendar(&jobs.backup_cron),
+                ),
+                _ => (
+                    self.restores.iter().map(probes::restore_spec).collect(),
+                    window(&jobs.restore_window),
+                    calendar(&jobs.restore_cron),
+                ),
+            };
+            let rule = Rule {
+                interval: self.interval(t),
+                window: w,
+                cron,
+            };
+            let (store, env) = (&self.hooks.store, &self.rt.name);
+            let q = SpecQueue::new(env, rule, specs, |k| store.last_spec(env, k), now);
+            if let Some(next) = q.next_due() {
+                tracing::info!(env = %self.rt.name, scenario = t.name(), specs = q.len(), next_due = %next, "scenario scheduled");
+            }
+            self.queues.push((t, Arc::new(Mutex::new(q))));
+        }
+        if self.queues.is_empty() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(JobSpec, Slot)>();
+        self.launcher = Some(tx);
+        let (rt, workers, tracker, hooks) = (
+            self.rt.clone(),
+            self.workers.clone(),
+            self.tracker.clone(),
+            self.hooks.clone(),
+        );
+        let concurrency = rt.cfg.jobs.launch_concurrency.max(1);
+        let launcher = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+            .map(move |(spec, slot)| {
+                let (rt, workers, tracker, hooks) =
+                    (rt.clone(), workers.clone(), tracker.clone(), hooks.clone());
+                async move { launch_one(&rt, &workers, &tracker, &hooks, spec, Some(slot)).await }
+            })
+            .buffer_unordered(concurrency)
+            .for_each(|_| async {});
+        ctx.spawn(launcher.into_actor(self));
+        self.dispatch_due();
+        ctx.run_interval(TICK, |act, _| act.dispatch_due());
+    }
+
+    /// Hands every due spec to the launcher.
+    fn dispatch_due(&mut self) {
+        let Some(tx) = &self.launcher else { return };
+        if self.stopping {
+            return;
+        }
+        let now = self.hooks.clock.now();
+        for (t, q) in &self.queues {
+            let taken = q.lock().unwrap().take_due(now);
+            if taken.is_empty() {
+                continue;
+            }
+            self.counters.runs += 1;
+            self.hooks.task_ran(*t);
+            for (i, spec) in taken {
+                let _ = tx.send((spec, (q.clone(), i)));
+            }
+        }
     }
 }
 
@@ -172,13 +350,14 @@ async fn run_task(
     workers: Workers,
     tracker: Arc<JobTracker>,
     restores: Arc<Vec<RestoreSpec>>,
+    hooks: Arc<Hooks>,
 ) {
     // A panic in the task is reported as an `internal` result, not a lost actor.
     let action = t.action();
     probes::guarded(
         &rt.clone(),
         action,
-        run_task_unguarded(t, rt, workers, tracker, restores),
+        run_task_unguarded(t, rt, workers, tracker, restores, hooks),
     )
     .await
 }
@@ -189,7 +368,9 @@ async fn run_task_unguarded(
     workers: Workers,
     tracker: Arc<JobTracker>,
     restores: Arc<Vec<RestoreSpec>>,
+    hooks: Arc<Hooks>,
 ) {
+    hooks.task_ran(t);
     match t {
         Task::Liveness => rt.emit(probes::liveness(&rt).await).await,
         Task::Health => {
@@ -212,56 +393,78 @@ async fn run_task_unguarded(
                 .iter()
                 .map(|h| probes::backup_spec(&rt, h))
                 .collect();
-            launch_all(&rt, &workers, &tracker, specs).await
+            launch_all(&rt, &workers, &tracker, &hooks, specs).await
         }
         Task::Restores => {
             let specs = restores.iter().map(probes::restore_spec).collect();
-            launch_all(&rt, &workers, &tracker, specs).await
+            launch_all(&rt, &workers, &tracker, &hooks, specs).await
         }
     }
 }
 
-/// Launches every spec, `launch_concurrency` at a time, and starts a job actor per launched
-/// job (waiting for a tracking slot when `max_tracked_jobs` are already tracked). Without a
-/// token, every launch is reported `skipped`.
+/// `run --once`: launches every spec now, `launch_concurrency` at a time (each attempt
+/// recorded in the schedule state, so that a following service-mode start does not launch
+/// it again before it is due). Without a token, every launch is reported `skipped`.
 async fn launch_all(
     rt: &Arc<EnvRuntime>,
     workers: &Workers,
     tracker: &Arc<JobTracker>,
-    specs: Vec<crate::model::JobSpec>,
+    hooks: &Arc<Hooks>,
+    specs: Vec<JobSpec>,
 ) {
     let client = rt.client();
     if let Err(e) = rt.lease(&client).await {
         for spec in &specs {
+            hooks.attempted(spec, None);
             rt.emit(probes::skipped(rt, spec, &e)).await;
         }
         return;
     }
     stream::iter(specs)
-        .map(|spec| {
-            let rt = rt.clone();
-            async move {
-                // Reserve before launching: never launch a job we could not track. The guard
-                // also makes a shutdown wait for launches in flight.
-                if tracker.is_closed() {
-                    return;
-                }
-                let Some(claim) = tracker.claim(&spec) else {
-                    rt.emit(probes::still_running(&rt, &spec)).await;
-                    return;
-                };
-                let guard = tracker.reserve(Some(claim)).await;
-                if tracker.is_closed() {
-                    return;
-                }
-                if let Some(job) = probes::launch(&rt, spec).await {
-                    Job::spawn(workers.pick(), rt, probes::JobProgress::new(job), guard);
-                }
-            }
-        })
+        .map(|spec| launch_one(rt, workers, tracker, hooks, spec, None))
         .buffer_unordered(rt.cfg.jobs.launch_concurrency.max(1))
         .for_each(|_| async {})
         .await;
+}
+
+/// Launches one spec (after `max_launches_per_minute`'s pacer) and starts a job actor for
+/// the launched job, waiting for a tracking slot when `max_tracked_jobs` are already
+/// tracked. A spec whose previous job still runs is reported `skipped`.
+async fn launch_one(
+    rt: &Arc<EnvRuntime>,
+    workers: &Workers,
+    tracker: &Arc<JobTracker>,
+    hooks: &Hooks,
+    spec: JobSpec,
+    slot: Option<Slot>,
+) {
+    // Reserve before launching: never launch a job we could not track. The guard also
+    // makes a shutdown wait for launches in flight. Not attempted after a stop: the
+    // schedule state keeps the spec due for the next start.
+    if tracker.is_closed() {
+        return;
+    }
+    let Some(claim) = tracker.claim(&spec) else {
+        hooks.attempted(&spec, slot.as_ref());
+        rt.emit(probes::still_running(rt, &spec)).await;
+        return;
+    };
+    if let Some(p) = &hooks.pacer {
+        p.wait().await;
+    }
+    let guard = tracker.reserve(Some(claim)).await;
+    if tracker.is_closed() {
+        return;
+    }
+    hooks.attempted(&spec, slot.as_ref());
+    if let Some(job) = probes::launch(rt, spec).await {
+        Job::spawn(
+            workers.pick(),
+            rt.clone(),
+            probes::JobProgress::new(job),
+            guard,
+        );
+    }
 }
 
 impl Actor for Environment {
@@ -279,11 +482,12 @@ impl Handler<StartSchedules> for Environment {
 
     fn handle(&mut self, _: StartSchedules, ctx: &mut Self::Context) {
         if self.service_mode {
-            for t in Task::ALL {
+            for t in [Task::Liveness, Task::Health, Task::ResponseTime, Task::Auth] {
                 if self.enabled(t) {
                     self.schedule(t, true, ctx);
                 }
             }
+            self.start_queues(ctx);
         }
     }
 }
@@ -298,11 +502,12 @@ impl Handler<RunPass> for Environment {
 
     fn handle(&mut self, _: RunPass, _: &mut Self::Context) -> Self::Result {
         let enabled: Vec<Task> = Task::ALL.into_iter().filter(|t| self.enabled(*t)).collect();
-        let (rt, workers, tracker, restores) = (
+        let (rt, workers, tracker, restores, hooks) = (
             self.rt.clone(),
             self.workers.clone(),
             self.tracker.clone(),
             self.restores.clone(),
+            self.hooks.clone(),
         );
         let fut = async move {
             let checks = [Task::Liveness, Task::Health, Task::ResponseTime];
@@ -313,6 +518,7 @@ impl Handler<RunPass> for Environment {
                     workers.clone(),
                     tracker.clone(),
                     restores.clone(),
+                    hooks.clone(),
                 )
             });
             futures_util::future::join_all(runs).await;
@@ -323,6 +529,7 @@ impl Handler<RunPass> for Environment {
                     workers.clone(),
                     tracker.clone(),
                     restores.clone(),
+                    hooks.clone(),
                 )
                 .await;
             }
@@ -336,6 +543,7 @@ impl Handler<RunPass> for Environment {
                         workers.clone(),
                         tracker.clone(),
                         restores.clone(),
+                        hooks.clone(),
                     )
                 });
             futures_util::future::join_all(jobs).await;

@@ -3,7 +3,7 @@
 //! flushes, then the arbiters stop). [`run`] is the library's entry point for `run`.
 
 use super::environment::{
-    EnvCounters, Environment, GetCounters, Resume, RunPass, Shutdown, StartSchedules,
+    EnvCounters, EnvSchedule, Environment, GetCounters, Resume, RunPass, Shutdown, StartSchedules,
 };
 use super::handoff::{HandedOffJob, Handoff};
 use super::sink::{Sink, SinkCounters, SinkHandle};
@@ -13,6 +13,7 @@ use crate::config::{resolve_password, Config, HostSpec};
 use crate::limiter::EnvLimits;
 use crate::model::ResultContext;
 use crate::probes::EnvRuntime;
+use crate::schedule::{Clock, ScheduleStore};
 use crate::selection::{select, Selection};
 use crate::simulator::{self, SimulatorHandle};
 use crate::sink::es_client;
@@ -38,6 +39,8 @@ pub struct RunOptions {
     pub shutdown_deadline: Option<Duration>,
     /// A live progress line (on a terminal) instead of a `progress` log line every 10 s.
     pub live_progress: bool,
+    /// The schedule's clock (tests start runs at any date); the system clock otherwise.
+    pub clock: Option<Clock>,
 }
 
 /// What a run produced.
@@ -83,6 +86,8 @@ pub enum RunError {
     Flush(String),
     #[error("{0}")]
     Elasticsearch(String),
+    #[error("{0}")]
+    Schedule(String),
 }
 
 /// The supervisor actor: knows every environment actor.
@@ -179,6 +184,14 @@ pub async fn run(
             source: e,
         }
     })?;
+    // When each check, scenario and spec last ran: a start resumes the schedule.
+    let schedule = Arc::new(
+        ScheduleStore::open(&cfg.journal.dir).map_err(|e| RunError::Schedule(e.to_string()))?,
+    );
+    let clock = opts.clock.clone().unwrap_or_default();
+    let narrowed = !opts.selection.hosts.is_empty()
+        || opts.selection.hosts_file.is_some()
+        || opts.selection.shard.is_some();
     let journal_only = !es_client::is_configured(&cfg.elasticsearch);
     let sink_addr = Sink::new(journal, cfg.journal.clone(), journal_only).start();
     let sink = SinkHandle::new(sink_addr, cfg.sink.buffer);
@@ -263,6 +276,11 @@ pub async fn run(
             !opts.once,
             seed.wrapping_add(i as u64),
             handoff.clone(),
+            EnvSchedule {
+                store: schedule.clone(),
+                clock: clock.clone(),
+                prune: !narrowed,
+            },
         )
         .start();
         envs.insert(name, env);
@@ -293,6 +311,7 @@ pub async fn run(
         }
     }
     let supervisor = Supervisor { envs }.start();
+    let saver = actix_rt::spawn(schedule.clone().save_periodically());
 
     let progress = actix_rt::spawn(crate::progress::report(sink.clone(), opts.live_progress));
     let deadline = opts.shutdown_deadline.unwrap_or(Duration::from_secs(10));
@@ -312,6 +331,8 @@ pub async fn run(
         tracing::info!("shutdown requested: stopping");
     }
     let environments = supervisor.send(StopAll(deadline)).await.unwrap_or_default();
+    saver.abort();
+    schedule.save_logged();
     match handoff.save() {
         Ok(0) => {}
         Ok(n) => {

@@ -448,9 +448,10 @@ pub struct JobsConfig {
     pub backups_enabled: bool,
     /// Launch the configured restores.
     pub restores_enabled: bool,
-    /// Service mode: a backup scenario (all selected hosts) starts this often.
+    /// Service mode: each host's backup is launched this often (one interval after its last
+    /// launch, kept across restarts; a new host at a stable point of its first interval).
     pub backup_interval_secs: u64,
-    /// Service mode: the restore scenario starts this often.
+    /// Service mode: each restore is launched this often (as `backup_interval_secs`).
     pub restore_interval_secs: u64,
     /// Launch requests in flight at once.
     pub launch_concurrency: usize,
@@ -474,6 +475,22 @@ pub struct JobsConfig {
     pub warning_statuses: Vec<String>,
     /// Statuses that end a job as failed.
     pub failure_statuses: Vec<String>,
+    /// Service mode: launch backups only inside this daily window of local time
+    /// (`"22:00-06:00"`, may cross midnight; in `schedule_tz`). Empty: at any time.
+    pub backup_window: Option<String>,
+    /// Service mode: launch restores only inside this daily window (as `backup_window`).
+    pub restore_window: Option<String>,
+    /// Service mode: launch every backup at each occurrence of this cron expression
+    /// (`"0 2 * * *"`: 02:00 every night, in `schedule_tz`), instead of every
+    /// `backup_interval_secs`; with `backup_window`, only occurrences inside the window.
+    pub backup_cron: Option<String>,
+    /// Service mode: launch every restore at each occurrence of this cron expression.
+    pub restore_cron: Option<String>,
+    /// Time zone of the windows and cron expressions (IANA name: `Europe/Paris`, `UTC`).
+    pub schedule_tz: String,
+    /// Launches (backups and restores) per minute at most, in every mode, however many are
+    /// due (a start after a long stop finds a whole fleet overdue); 0 = no limit.
+    pub max_launches_per_minute: u32,
 }
 
 impl Default for JobsConfig {
@@ -496,8 +513,18 @@ impl Default for JobsConfig {
                 "Completed w/ one or more errors".into(),
             ],
             failure_statuses: vec!["Failed".into(), "Killed".into(), "Failed to Start".into()],
+            backup_window: None,
+            restore_window: None,
+            backup_cron: None,
+            restore_cron: None,
+            schedule_tz: default_schedule_tz(),
+            max_launches_per_minute: 0,
         }
     }
+}
+
+fn default_schedule_tz() -> String {
+    "UTC".into()
 }
 
 /// How a terminal job status is classified.

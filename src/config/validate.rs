@@ -323,6 +323,7 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
     }
     validate_api(&k, e, p);
     validate_answers_rules(&k, e, p);
+    validate_schedule(&k, e, p);
 }
 
 // ---- Configs that cannot misbehave: placeholders, base URL shape, hosts given twice,
@@ -538,6 +539,39 @@ fn placeholders(template: &str) -> Vec<&str> {
         }
     }
     out
+}
+
+/// The service-mode schedule of the job scenarios: windows and their time zone.
+fn validate_schedule(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+    use crate::schedule::window::{parse_tz, Window};
+    use crate::schedule::Calendar;
+    let tz = match parse_tz(&e.jobs.schedule_tz) {
+        Ok(tz) => tz,
+        Err(m) => {
+            p.push(Problem::new(k("jobs.schedule_tz"), m));
+            return;
+        }
+    };
+    for (key, w) in [
+        ("jobs.backup_window", &e.jobs.backup_window),
+        ("jobs.restore_window", &e.jobs.restore_window),
+    ] {
+        if let Some(w) = w {
+            if let Err(m) = Window::parse(w, tz) {
+                p.push(Problem::new(k(key), m));
+            }
+        }
+    }
+    for (key, c) in [
+        ("jobs.backup_cron", &e.jobs.backup_cron),
+        ("jobs.restore_cron", &e.jobs.restore_cron),
+    ] {
+        if let Some(c) = c {
+            if let Err(m) = Calendar::parse(c, tz) {
+                p.push(Problem::new(k(key), m));
+            }
+        }
+    }
 }
 
 fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
@@ -960,6 +994,54 @@ mod tests {
         ));
         assert!(
             e.contains("environments.lab.api.health.max_components") && e.contains("at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+        fn rejects_a_malformed_backup_window() {
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\nbackup_window = \"22h-6h\"",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.backup_window") && e.contains("HH:MM-HH:MM"),
+            "{e}"
+        );
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\nrestore_window = \"06:00-06:00\"",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.restore_window") && e.contains("empty"),
+            "{e}"
+        );
+        let ok = problems(&env_toml(
+            "[environments.lab.jobs]\nbackup_window = \"22:00-06:00\"\nschedule_tz = \"Europe/Paris\"",
+        ));
+        assert_eq!(ok, "");
+    }
+
+    #[test]
+    fn rejects_a_malformed_backup_cron() {
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\nbackup_cron = \"at two\"",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.backup_cron") && e.contains("not a cron expression"),
+            "{e}"
+        );
+        let ok = problems(&env_toml(
+            "[environments.lab.jobs]\nrestore_cron = \"0 2 * * *\"",
+        ));
+        assert_eq!(ok, "");
+    }
+
+    #[test]
+    fn rejects_an_unknown_schedule_tz() {
+        let e = problems(&env_toml(
+            "[environments.lab.jobs]\nschedule_tz = \"Europe/Atlantis\"",
+        ));
+        assert!(
+            e.contains("environments.lab.jobs.schedule_tz") && e.contains("Europe/Atlantis"),
             "{e}"
         );
     }
