@@ -230,7 +230,11 @@ impl Shipper {
                     return false;
                 }
                 Err(e) => {
-                    self.setup_failed(format!("checking {}: {e}", r.path));
+                    self.setup_failed(format!(
+                        "checking {}: transport error: {}",
+                        r.path,
+                        bulk::root_cause(&e)
+                    ));
                     return false;
                 }
             }
