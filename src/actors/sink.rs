@@ -69,6 +69,11 @@ pub struct Sink {
     journal_only: bool,
     /// When to try the failing journal again.
     backoff: RetryBackoff,
+    /// Buffered lines already counted as lost by a final flush (a second one, at the
+    /// actor's stop, must not count them again).
+    buffered_lost: u64,
+    /// [`MAX_PENDING_RESULTS`] (smaller in tests).
+    max_pending: usize,
 }
 
 impl Sink {
@@ -88,6 +93,8 @@ impl Sink {
                 MAX_RETRY_WAIT,
             ),
             cfg,
+            buffered_lost: 0,
+            max_pending: MAX_PENDING_RESULTS,
         }
     }
 
@@ -99,7 +106,7 @@ impl Sink {
     fn write_line(&mut self, line: Vec<u8>) {
         if !self.pending.is_empty() || self.failing() {
             // Keep the order; the retry writes them.
-            if self.pending.len() >= MAX_PENDING_RESULTS {
+            if self.pending.len() >= self.max_pending {
                 self.lose(1, "the journal cannot be written and the results waiting for it fill the memory cap");
             } else {
                 self.pending.push_back(line);
@@ -184,10 +191,14 @@ impl Sink {
             Err(e) => {
                 self.counters.write_errors += 1;
                 self.counters.last_error = Some(e.to_string());
-                let n = self.pending.len() as u64 + self.journal.unflushed_lines();
+                let buffered = self.journal.unflushed_lines();
+                let n = self.pending.len() as u64 + buffered.saturating_sub(self.buffered_lost);
+                self.buffered_lost = buffered;
                 self.pending.clear();
                 self.counters.lost += n;
-                tracing::error!(error = %e, dir = %self.journal.dir().display(), lost_now = n, lost = self.counters.lost, "journal cannot be written at the stop: results lost");
+                if n > 0 {
+                    tracing::error!(error = %e, dir = %self.journal.dir().display(), lost_now = n, lost = self.counters.lost, "journal cannot be written at the stop: results lost");
+                }
             }
         }
         self.counters.pending_writes = self.pending.len();
@@ -312,5 +323,71 @@ impl SinkHandle {
 
     pub fn addr(&self) -> &Addr<Sink> {
         &self.addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, Outcome, ResultContext};
+    use crate::sink::disk::DiskFaults;
+
+    fn sink_on(dir: &std::path::Path, faults: &DiskFaults, max_pending: usize) -> SinkHandle {
+        let cfg = JournalConfig {
+            dir: dir.to_owned(),
+            flush_interval_ms: 10,
+            ..Default::default()
+        };
+        let journal = Journal::open_with(dir, 1 << 30, faults.clone()).unwrap();
+        let mut sink = Sink::new(journal, cfg, true);
+        sink.max_pending = max_pending;
+        SinkHandle::new(sink.start(), 16)
+    }
+
+    #[actix_rt::test]
+    async fn results_the_full_disk_refuses_wait_in_memory_and_are_written_when_space_returns() {
+        tokio::time::pause();
+        let d = tempfile::tempdir().unwrap();
+        let faults = DiskFaults::default();
+        let sink = sink_on(d.path(), &faults, 1000);
+        let ctx = ResultContext::new("r", "lab", "o");
+        faults.set_space(Some(0));
+        for _ in 0..50 {
+            sink.publish(ctx.result(Action::Liveness, Outcome::Success))
+                .await;
+        }
+        // A flush tick fails: the results wait (no I/O until the backoff allows it).
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let (_, c) = sink.report().await.unwrap();
+        assert!(c.write_errors > 0 && c.lost == 0, "{c:?}");
+        faults.set_space(None);
+        sink.flush().await.unwrap();
+        let (tally, c) = sink.report().await.unwrap();
+        assert_eq!(c.lost, 0);
+        assert_eq!(tally.results, 50);
+        assert_eq!(crate::sink::journal::read_all(d.path()).unwrap().len(), 50);
+    }
+
+    #[actix_rt::test]
+    async fn beyond_the_memory_cap_and_at_a_stop_on_a_full_disk_results_are_counted_as_lost() {
+        let d = tempfile::tempdir().unwrap();
+        let faults = DiskFaults::default();
+        let sink = sink_on(d.path(), &faults, 10);
+        let ctx = ResultContext::new("r", "lab", "o");
+        sink.publish(ctx.result(Action::Auth, Outcome::Success))
+            .await;
+        sink.flush().await.unwrap(); // one result on disk
+        faults.set_space(Some(0));
+        for _ in 0..40 {
+            sink.publish(ctx.result(Action::Liveness, Outcome::Success))
+                .await;
+        }
+        sink.flush().await.unwrap(); // the stop's flush, disk still full
+        let (tally, c) = sink.report().await.unwrap();
+        let on_disk = crate::sink::journal::read_all(d.path()).unwrap().len() as u64;
+        assert_eq!(on_disk, 1);
+        assert_eq!(tally.results, 41);
+        assert_eq!(c.lost, 40, "{c:?}");
+        assert!(c.last_error.as_deref().unwrap().contains("No space left"));
     }
 }
