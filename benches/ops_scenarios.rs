@@ -280,12 +280,9 @@ fn disk_full(bin: &Path, recover: bool) {
     let (lines, bad, ids) = journal_lines(&journal);
     let stored: HashSet<String> = emu.ids("iaso-*").into_iter().collect();
     println!(
-        "disk full (16 MB tmpfs filled after 8 s, 40 s full{}, then SIGTERM):",
-        if recover {
-            ", then freed for 15 s"
-        } else {
-            ", SIGTERM while still full"
-        }
+        "disk full (16 MB tmpfs filled after 8 s, 40 s full{}, then SIGTERM{}):",
+        if recover { ", then freed for 15 s" } else { "" },
+        if recover { "" } else { " while still full" }
     );
     println!(
         "  while full: {} bulk requests, {} 409s, {} created; {} ERROR and {} WARN log lines ({:.1} per second)",

@@ -278,8 +278,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
             println!("{}", report.tally.render());
             println!(
                 "run {}: journal has {} new results",
-                report.run_id,
-                report.sink.written - report.sink.lost.min(report.sink.written)
+                report.run_id, report.sink.written
             );
             let mut shipping_cut = false;
             if let Some(s) = &report.shipping {

@@ -258,6 +258,7 @@ fn a_full_disk_during_a_run_loses_nothing_written_and_counts_what_was_not() {
     let on_disk = journal(dir.path()).len() as u64;
     assert!(report.sink.lost > 0, "{:?}", report.sink);
     assert!(report.sink.write_errors > 0);
+    assert_eq!(report.sink.written, on_disk);
     assert_eq!(
         on_disk + report.sink.lost,
         report.tally.results,

@@ -22,7 +22,8 @@ use tokio::sync::Semaphore;
 /// Where the sink stands, for tests, the summary and the progress line.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SinkCounters {
-    /// Results appended to the journal (some may still wait in its buffer for the disk).
+    /// Results appended to the journal (while the disk refuses, some may still wait in its
+    /// buffer; after the stop's flush, exactly those that reached the file system).
     pub written: u64,
     /// Results the journal refused so far, kept in memory and retried.
     pub pending_writes: usize,
@@ -192,8 +193,11 @@ impl Sink {
                 self.counters.write_errors += 1;
                 self.counters.last_error = Some(e.to_string());
                 let buffered = self.journal.unflushed_lines();
-                let n = self.pending.len() as u64 + buffered.saturating_sub(self.buffered_lost);
+                let newly = buffered.saturating_sub(self.buffered_lost);
+                let n = self.pending.len() as u64 + newly;
                 self.buffered_lost = buffered;
+                // `written` says what reached the file system: not these.
+                self.counters.written = self.counters.written.saturating_sub(newly);
                 self.pending.clear();
                 self.counters.lost += n;
                 if n > 0 {
@@ -386,6 +390,7 @@ mod tests {
         let (tally, c) = sink.report().await.unwrap();
         let on_disk = crate::sink::journal::read_all(d.path()).unwrap().len() as u64;
         assert_eq!(on_disk, 1);
+        assert_eq!(c.written, 1);
         assert_eq!(tally.results, 41);
         assert_eq!(c.lost, 40, "{c:?}");
         assert!(c.last_error.as_deref().unwrap().contains("No space left"));
