@@ -1,5 +1,5 @@
 //! The command line: parse, load the configuration, run the command, map the outcome to an
-//! exit code (0 all passed, 1 some probe failed, 2 configuration or setup error).
+//! exit code (the table is `summary::EXIT_CODES_HELP`, printed by `--help`).
 
 use crate::config::{load, ConfigSource, LoadedConfig};
 use crate::selection::{Selection, Shard};
@@ -11,7 +11,8 @@ use std::path::PathBuf;
 #[command(
     name = "iaso-probe",
     version,
-    about = "Continuously tests the IASO backup API and ships every result to Elasticsearch"
+    about = "Continuously tests the IASO backup API and ships every result to Elasticsearch",
+    after_help = crate::summary::EXIT_CODES_HELP
 )]
 pub struct Cli {
     /// Configuration file (repeatable; later files override earlier ones). Without any, the
@@ -34,7 +35,39 @@ pub enum Command {
     /// dashboards (idempotent).
     Setup(SetupArgs),
     /// Ship the journal's pending results to Elasticsearch, then exit.
-    Ship,
+    Ship(ShipArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShipArgs {
+    /// Wait at most this long for Elasticsearch (unreachable, failing, refusing) before giving
+    /// up: seconds, or with a unit (`90s`, `5m`, `1h`). Default:
+    /// `elasticsearch.once_ship_deadline_secs` (60 s unless configured).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub deadline: Option<std::time::Duration>,
+    /// Then send the documents of the dead-letter file again (same ids: none is stored
+    /// twice); those still refused stay in the file with the new reason.
+    #[arg(long)]
+    pub dead_letter: bool,
+}
+
+/// `90`, `90s`, `5m`, `1h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected seconds or a number with s, m or h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +163,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run(&cli, args),
         Command::Simulate(args) => simulate(args),
         Command::Setup(args) => setup(&cli, args),
-        Command::Ship => ship(&cli),
+        Command::Ship(args) => ship(&cli, args),
     }
 }
 
@@ -163,6 +196,22 @@ fn check_config(cli: &Cli, sel: &SelectArgs) -> i32 {
             EXIT_SETUP
         }
     }
+}
+
+/// Handles the stop signals for the rest of the process (`signals::watch`): the returned
+/// future resolves at the first; a real second one exits at once.
+fn stop_signals() -> (
+    impl std::future::Future<Output = ()> + 'static,
+    crate::signals::FirstSignal,
+) {
+    crate::signals::watch(|sig| {
+        crate::progress::clear();
+        eprintln!(
+            "iaso-probe: second signal ({}, more than 1 s after the first), exiting without waiting for the drain",
+            sig.name()
+        );
+        std::process::exit(sig.exit_code());
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM (registered at once, so that an early signal is not lost).
@@ -211,26 +260,19 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
         seed: None,
         shutdown_deadline: None,
         live_progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        clock: None,
+        ..Default::default()
     };
     let once = args.once;
+    let journal_dir = cfg.journal.dir.clone();
     let system = actix::System::new();
-    let result = system.block_on(async move {
-        let first = shutdown_signal();
-        let signal = async move {
-            first.await;
-            // A second signal means "now": skip the drain (the journal is flushed every
-            // flush_interval_ms, so at most that much is lost) rather than make the operator
-            // reach for kill -9.
-            actix_rt::spawn(async {
-                shutdown_signal().await;
-                crate::progress::clear();
-                eprintln!("iaso-probe: second signal, exiting without waiting for the drain");
-                std::process::exit(130);
-            });
-        };
-        crate::run(cfg, opts, signal).await
+    let (result, first) = system.block_on(async move {
+        // A second signal more than 1 s after the first means "now": skip the drain (the
+        // journal is flushed every flush_interval_ms, so at most that much is lost) rather
+        // than make the operator reach for kill -9.
+        let (signal, first) = stop_signals();
+        (crate::run(cfg, opts, signal).await, first)
     });
+    let signal = first.get().copied();
     match result {
         Ok(report) => {
             println!("{}", report.tally.render());
@@ -238,19 +280,42 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
                 "run {}: journal has {} new results",
                 report.run_id, report.sink.written
             );
+            let mut shipping_cut = false;
             if let Some(s) = &report.shipping {
                 println!(
                     "elasticsearch: {} stored, {} already there, {} dead-lettered, {} still unshipped (sent by the next run or `iaso-probe ship`)",
                     s.counters.stored, s.counters.duplicates, s.counters.dead_lettered, s.unshipped
                 );
+                shipping_cut = s.interrupted;
             }
-            if once && !report.interrupted {
-                report.exit_code()
-            } else if report.interrupted && once {
-                eprintln!("iaso-probe: interrupted before the pass completed");
-                1
-            } else {
-                0
+            let lost = report.sink.lost;
+            if lost > 0 {
+                eprintln!(
+                    "iaso-probe: {lost} results could not be written to the journal {} and are lost ({})",
+                    journal_dir.display(),
+                    report.sink.last_error.as_deref().unwrap_or("write error")
+                );
+                tracing::error!(lost, dir = %journal_dir.display(), "results lost: the journal could not be written");
+                return EXIT_SETUP;
+            }
+            match (once, signal) {
+                (_, Some(s @ crate::signals::StopSignal::Hangup)) => {
+                    eprintln!("iaso-probe: stopped by SIGHUP (graceful stop; the configuration is not reloaded)");
+                    s.exit_code()
+                }
+                (true, Some(s)) if report.interrupted => {
+                    eprintln!(
+                        "iaso-probe: interrupted by {} before the pass completed",
+                        s.name()
+                    );
+                    s.exit_code()
+                }
+                (true, Some(s)) if shipping_cut => {
+                    eprintln!("iaso-probe: {} ended the wait for shipping; the rest stays in the journal (the next run or `iaso-probe ship` sends it)", s.name());
+                    s.exit_code()
+                }
+                (true, _) => report.exit_code(),
+                (false, _) => crate::summary::EXIT_OK,
             }
         }
         Err(e) => {
@@ -417,13 +482,51 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
     }
 }
 
-fn ship(cli: &Cli) -> i32 {
+/// How `ship` ended.
+enum ShipEnd {
+    Done(Option<crate::sink::shipper::ResendReport>),
+    Deadline,
+    Signal,
+    Failed(std::io::Error),
+}
+
+/// Ships until the journal is caught up, waiting (capped backoff) while Elasticsearch is
+/// unreachable, refuses us, or the disk refuses a dead letter; the caller bounds it.
+async fn ship_until_caught_up(shipper: &mut crate::sink::shipper::Shipper) {
+    let mut backoff = crate::sink::disk::RetryBackoff::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(10),
+    );
+    loop {
+        if let Err(e) = shipper.ship_available().await {
+            tracing::warn!(error = %e, "shipping stopped on a disk error; retrying");
+            shipper.counters().lock().unwrap().last_error = Some(e.to_string());
+        }
+        if shipper.caught_up() {
+            shipper.save_checkpoint(true);
+            return;
+        }
+        let wait = backoff.failed(tokio::time::Instant::now());
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
     let loaded = match load_or_report(cli) {
         Ok(l) => l,
         Err(code) => return code,
     };
     let cfg = loaded.config;
     let _guards = logging::init_stderr(&cfg.log.level);
+    // The journal directory is ours until we exit: a running prober (or another ship) there
+    // would move the checkpoint under us.
+    let _lock = match crate::sink::lock::JournalLock::acquire(&cfg.journal.dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("iaso-probe: {e}");
+            return EXIT_SETUP;
+        }
+    };
     let client = match crate::sink::es_client::build(&cfg.elasticsearch) {
         Ok(Some((c, _))) => c,
         Ok(None) => {
@@ -452,29 +555,87 @@ fn ship(cli: &Cli) -> i32 {
         )));
     }
     let counters = shipper.counters();
-    let deadline = std::time::Duration::from_secs(cfg.elasticsearch.once_ship_deadline_secs);
+    let dead_letter_path = shipper.dead_letter_path().to_owned();
+    let deadline = args.deadline.unwrap_or(std::time::Duration::from_secs(
+        cfg.elasticsearch.once_ship_deadline_secs,
+    ));
+    let resend = args.dead_letter;
     let system = actix::System::new();
-    let finished = system.block_on(async move {
-        tokio::select! {
-            r = tokio::time::timeout(deadline, shipper.ship_available()) => Some(r),
-            _ = shutdown_signal() => None,
-        }
+    let (end, first) = system.block_on(async move {
+        let (signal, first) = stop_signals();
+        let work = async {
+            ship_until_caught_up(&mut shipper).await;
+            if resend {
+                shipper.resend_dead_letters().await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let end = tokio::select! {
+            r = tokio::time::timeout(deadline, work) => match r {
+                Ok(Ok(report)) => ShipEnd::Done(report),
+                Ok(Err(e)) => ShipEnd::Failed(e),
+                Err(_) => ShipEnd::Deadline,
+            },
+            _ = signal => ShipEnd::Signal,
+        };
+        (end, first)
     });
     let c = counters.lock().unwrap().clone();
-    let unshipped = crate::sink::shipper::unshipped(&cfg.journal.dir).unwrap_or(u64::MAX);
+    let unshipped =
+        crate::sink::shipper::unshipped_from(&cfg.journal.dir, c.position).unwrap_or(u64::MAX);
     println!(
         "shipped: {} stored, {} already there, {} dead-lettered; {} results still unshipped",
         c.stored, c.duplicates, c.dead_lettered, unshipped
     );
-    match finished {
-        Some(Ok(Ok(_))) if unshipped == 0 => 0,
-        Some(Ok(Err(e))) => {
-            eprintln!("iaso-probe: journal: {e}");
+    match end {
+        ShipEnd::Done(report) => {
+            if let Some(r) = report {
+                println!(
+                    "dead letters: {} sent again: {} stored, {} already there, {} still refused (kept in {}){}",
+                    r.sent,
+                    r.stored,
+                    r.duplicates,
+                    r.refused,
+                    dead_letter_path.display(),
+                    if r.kept > 0 {
+                        format!("; {} lines that are no document kept as they were", r.kept)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            crate::summary::EXIT_OK
+        }
+        ShipEnd::Failed(e) => {
+            eprintln!(
+                "iaso-probe: dead-letter file {}: {e}",
+                dead_letter_path.display()
+            );
             EXIT_SETUP
         }
-        _ => {
-            eprintln!("iaso-probe: {unshipped} results not shipped yet (deadline or signal); run ship again later");
-            1
+        ShipEnd::Signal => {
+            let sig = first
+                .get()
+                .copied()
+                .unwrap_or(crate::signals::StopSignal::Interrupt);
+            eprintln!(
+                "iaso-probe: stopped by {} with {unshipped} results unshipped; run ship again later",
+                sig.name()
+            );
+            sig.exit_code()
+        }
+        ShipEnd::Deadline => {
+            let why = match (&c.paused, &c.last_error) {
+                (Some(p), _) => format!("Elasticsearch refuses our requests ({p}): check elasticsearch credentials, privileges and URL"),
+                (None, Some(e)) => format!("Elasticsearch unavailable or failing, last error: {e}"),
+                (None, None) => "shipping was still going (large journal or slow cluster)".to_owned(),
+            };
+            eprintln!(
+                "iaso-probe: stopped at the deadline ({} s) with {unshipped} results unshipped: {why}; run ship again later (--deadline to wait longer)",
+                deadline.as_secs()
+            );
+            crate::summary::EXIT_PROBE_FAILED
         }
     }
 }

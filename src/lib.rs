@@ -16,6 +16,7 @@
 //! - [`setup`]: index templates, ILM and Kibana dashboards (`iaso-probe setup`).
 //! - [`simulator`]: the built-in simulator of the portal.
 //! - [`logging`]: the human application log.
+//! - [`signals`]: stop signals (one request within 1 s, a later one exits at once).
 //! - [`cli`]: the command line.
 
 pub mod actors;
@@ -31,6 +32,7 @@ pub mod progress;
 pub mod schedule;
 pub mod selection;
 pub mod setup;
+pub mod signals;
 pub mod simulator;
 pub mod sink;
 pub mod summary;

@@ -1,10 +1,33 @@
 //! Per-environment tallies of results (kept by the sink), the end-of-run summary table and
-//! the exit code it implies.
+//! the exit code it implies; the process's exit code table.
 
 use crate::model::{Action, ErrorType, JobResult, Outcome, ProbeResult};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// Every probe passed (`run --once`); a requested stop (service mode); all shipped (`ship`).
+pub const EXIT_OK: i32 = 0;
+/// Some probe failed or was skipped (`run --once`); results left unshipped (`ship`).
+pub const EXIT_PROBE_FAILED: i32 = 1;
+/// Configuration, setup or internal error; journal directory locked by another instance;
+/// results lost because the journal could not be written.
+pub const EXIT_SETUP: i32 = 2;
+// Interrupted by a signal: 128 + its number (`signals::StopSignal::exit_code`).
+
+/// The exit code table, printed by `--help` (the README carries the same table).
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    run --once: every probe passed · run (service mode): stopped by SIGINT/SIGTERM ·
+       ship: everything shipped · check-config: valid
+  1    run --once: some probe failed or was skipped · ship: results still unshipped at the
+       deadline (the reason is printed)
+  2    configuration or setup error, internal error, journal directory in use by another
+       instance, or results lost because the journal could not be written (count printed)
+  129  stopped by SIGHUP (graceful stop, every mode; the configuration is not reloaded)
+  130  run --once or ship interrupted by SIGINT (Ctrl-C): results so far are in the journal
+  143  run --once or ship interrupted by SIGTERM: results so far are in the journal
+Signals within 1 s of the first count as one; a later one exits at once (same 128+n code).";
 
 /// Counts for one environment.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub live_progress: bool,
     /// The schedule's clock (tests start runs at any date); the system clock otherwise.
     pub clock: Option<Clock>,
+    /// Test hook: the journal directory's writes (journal, checkpoint, dead letters) go
+    /// through these injected faults; unlimited space by default.
+    pub disk_faults: crate::sink::disk::DiskFaults,
 }
 
 /// What a run produced.
@@ -62,6 +65,8 @@ pub struct ShippingReport {
     pub counters: ShipperCounters,
     /// Journal lines not yet in Elasticsearch (the next run or `iaso-probe ship` sends them).
     pub unshipped: u64,
+    /// True when the shutdown future ended the wait for shipping after a completed pass.
+    pub interrupted: bool,
 }
 
 impl RunReport {
@@ -88,6 +93,9 @@ pub enum RunError {
     Elasticsearch(String),
     #[error("{0}")]
     Schedule(String),
+    /// Another process holds the journal directory (exit code 2).
+    #[error(transparent)]
+    Locked(#[from] crate::sink::lock::LockError),
 }
 
 /// The supervisor actor: knows every environment actor.
@@ -177,12 +185,19 @@ pub async fn run(
     let observer = observer_hostname();
     tracing::info!(run_id = %run_id, environments = plan.len(), once = opts.once, "run starting");
 
+    // The journal directory is ours alone for the whole run (journal, checkpoint, handover,
+    // schedule state): a second instance there fails here, before it writes anything.
+    let _lock = crate::sink::lock::JournalLock::acquire(&cfg.journal.dir)?;
+
     // Downstream first: the sink.
-    let journal = Journal::open(&cfg.journal.dir, cfg.journal.segment_max_bytes).map_err(|e| {
-        RunError::Journal {
-            dir: cfg.journal.dir.display().to_string(),
-            source: e,
-        }
+    let journal = Journal::open_with(
+        &cfg.journal.dir,
+        cfg.journal.segment_max_bytes,
+        opts.disk_faults.clone(),
+    )
+    .map_err(|e| RunError::Journal {
+        dir: cfg.journal.dir.display().to_string(),
+        source: e,
     })?;
     // When each check, scenario and spec last ran: a start resumes the schedule.
     let schedule = Arc::new(
@@ -198,7 +213,7 @@ pub async fn run(
 
     // The sink's second half: shipping the journal to Elasticsearch, when configured.
     let (stop_ship, stop_ship_rx) = tokio::sync::watch::channel(false);
-    let shipping = start_shipping(&cfg, stop_ship_rx).await?;
+    let shipping = start_shipping(&cfg, stop_ship_rx, &opts.disk_faults).await?;
 
     // Worker arbiters for job actors, one per core.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -326,7 +341,7 @@ pub async fn run(
             }
         }
     } else {
-        shutdown.await;
+        (&mut shutdown).await;
         interrupted = true;
         tracing::info!("shutdown requested: stopping");
     }
@@ -360,16 +375,29 @@ pub async fn run(
         None => None,
         Some((task, counters)) => {
             let _ = stop_ship.send(true);
-            let deadline = if opts.once {
+            // A completed pass waits for shipping up to once_ship_deadline_secs; a stop
+            // (service mode, or a pass cut short) only up to the shutdown deadline.
+            let deadline = if opts.once && !interrupted {
                 Duration::from_secs(cfg.elasticsearch.once_ship_deadline_secs)
             } else {
                 deadline
             };
-            if tokio::time::timeout(deadline, task).await.is_err() {
-                tracing::warn!(deadline_s = deadline.as_secs(), "shipping did not catch up before the deadline; the next run or `iaso-probe ship` sends the rest");
+            let mut wait_interrupted = false;
+            tokio::select! {
+                r = tokio::time::timeout(deadline, task) => if r.is_err() {
+                    tracing::warn!(deadline_s = deadline.as_secs(), "shipping did not catch up before the deadline; the next run or `iaso-probe ship` sends the rest");
+                },
+                // Ctrl-C while a completed pass waits for shipping ends the wait.
+                _ = &mut shutdown, if !interrupted => {
+                    wait_interrupted = true;
+                    tracing::warn!("shutdown requested while waiting for shipping: the rest stays in the journal (the next run or `iaso-probe ship` sends it)");
+                }
             }
-            let unshipped = shipper::unshipped(&cfg.journal.dir).unwrap_or(u64::MAX);
             let counters = counters.lock().unwrap().clone();
+            // From the shipper's own position: a checkpoint a full disk kept from being
+            // saved does not make stored results look unshipped.
+            let unshipped =
+                shipper::unshipped_from(&cfg.journal.dir, counters.position).unwrap_or(u64::MAX);
             tracing::info!(
                 stored = counters.stored,
                 duplicates = counters.duplicates,
@@ -380,6 +408,7 @@ pub async fn run(
             Some(ShippingReport {
                 counters,
                 unshipped,
+                interrupted: wait_interrupted,
             })
         }
     };
@@ -430,6 +459,7 @@ type ShippingTask = (
 async fn start_shipping(
     cfg: &Config,
     stop: tokio::sync::watch::Receiver<bool>,
+    faults: &crate::sink::disk::DiskFaults,
 ) -> Result<Option<ShippingTask>, RunError> {
     let Some((client, target)) =
         es_client::build(&cfg.elasticsearch).map_err(RunError::Elasticsearch)?
@@ -443,6 +473,7 @@ async fn start_shipping(
             dir: cfg.journal.dir.display().to_string(),
             source: e,
         })?;
+    shipper.set_disk_faults(faults.clone());
     if cfg.elasticsearch.setup_on_start {
         shipper.require_setup(crate::setup::elasticsearch_plan(Some(
             &cfg.elasticsearch.ilm_delete_after,

@@ -54,6 +54,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct JournalConfig {
     /// Directory of the journal segments (`results-<n>.ndjson`) and the shipping checkpoint.
+    /// Locked for the process life (`<dir>/LOCK`): one instance per directory, so each
+    /// `--shard` instance needs its own.
     pub dir: PathBuf,
     /// A segment is closed and a new one opened past this size.
     pub segment_max_bytes: u64,

@@ -33,7 +33,8 @@ pub async fn send(client: &Elasticsearch, docs: &[BulkDoc], timeout: Duration) -
     }
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+/// The error and its chain of causes, in one line ("… : Connection refused").
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

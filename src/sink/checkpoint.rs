@@ -2,6 +2,7 @@
 //! document is stored in Elasticsearch or dead-lettered. Written atomically (temp file,
 //! fsync, rename, fsync of the folder) so a crash leaves the old or the new one, never half.
 
+use super::disk::DiskFaults;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -17,13 +18,21 @@ pub struct Position {
 /// Reads and writes the checkpoint file of a journal folder.
 pub struct Checkpoint {
     path: PathBuf,
+    faults: DiskFaults,
 }
 
 impl Checkpoint {
     pub fn new(journal_dir: &Path) -> Self {
         Self {
             path: journal_dir.join("shipping.checkpoint.json"),
+            faults: DiskFaults::default(),
         }
+    }
+
+    /// Its writes go through `faults` (tests).
+    pub fn with_faults(mut self, faults: DiskFaults) -> Self {
+        self.faults = faults;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -47,12 +56,15 @@ impl Checkpoint {
     /// Saves `pos` atomically.
     pub fn save(&self, pos: Position) -> io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(&pos).expect("plain struct");
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", tmp.display()));
         {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&pos).expect("plain struct"))?;
-            f.sync_all()?;
+            let mut f = File::create(&tmp).map_err(named)?;
+            self.faults.check(bytes.len()).map_err(named)?;
+            f.write_all(&bytes).map_err(named)?;
+            f.sync_all().map_err(named)?;
         }
-        fs::rename(&tmp, &self.path)?;
+        fs::rename(&tmp, &self.path).map_err(named)?;
         if let Some(dir) = self.path.parent() {
             // Make the rename itself durable.
             if let Ok(d) = File::open(dir) {

@@ -2,6 +2,7 @@
 //! results log and the write-ahead log of shipping. Each process run starts a new segment,
 //! so a line torn by a crash can only be the last line of an older segment; readers skip it.
 
+use super::disk::{DiskFaults, FaultyFile};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -44,16 +45,22 @@ pub struct Journal {
     max_bytes: u64,
     segment: u64,
     bytes: u64,
-    file: BufWriter<File>,
+    file: BufWriter<FaultyFile>,
     lines: u64,
+    faults: DiskFaults,
 }
 
 impl Journal {
     /// Opens `dir` (created if needed) and starts a new segment after the existing ones.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
+        Self::open_with(dir, max_bytes, DiskFaults::default())
+    }
+
+    /// [`open`](Self::open), its writes going through `faults` (tests).
+    pub fn open_with(dir: &Path, max_bytes: u64, faults: DiskFaults) -> io::Result<Self> {
         fs::create_dir_all(dir).map_err(|e| annotate(e, dir))?;
         let next = segments(dir)?.last().map_or(1, |(n, _)| n + 1);
-        let file = open_segment(dir, next)?;
+        let file = open_segment(dir, next, &faults)?;
         Ok(Self {
             dir: dir.to_owned(),
             max_bytes,
@@ -61,16 +68,33 @@ impl Journal {
             bytes: 0,
             file,
             lines: 0,
+            faults,
         })
     }
 
     /// Appends one line (without its newline). Rotates first when the segment is full.
+    /// On an error nothing of the line is buffered, so the caller may append it again: the
+    /// line and its newline go into the buffer together, after making room for both (a
+    /// failed flush keeps what it could not write, in order, for the next flush).
     pub fn append(&mut self, line: &[u8]) -> io::Result<()> {
         if self.bytes > 0 && self.bytes + line.len() as u64 + 1 > self.max_bytes {
             self.rotate()?;
         }
-        self.file.write_all(line)?;
-        self.file.write_all(b"\n")?;
+        let need = line.len() + 1;
+        if self.file.capacity() - self.file.buffer().len() < need {
+            self.file.flush()?;
+        }
+        if need <= self.file.capacity() {
+            self.file.write_all(line)?;
+            self.file.write_all(b"\n")?;
+        } else {
+            // Larger than the buffer (results never are): one write, which a full disk may
+            // cut short; the reader then skips the torn line of an older segment.
+            let mut whole = Vec::with_capacity(need);
+            whole.extend_from_slice(line);
+            whole.push(b'\n');
+            self.file.write_all(&whole)?;
+        }
         self.bytes += line.len() as u64 + 1;
         self.lines += 1;
         Ok(())
@@ -78,9 +102,9 @@ impl Journal {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
-        self.file.get_ref().sync_data()?;
+        self.file.get_ref().file.sync_data()?;
         self.segment += 1;
-        self.file = open_segment(&self.dir, self.segment)?;
+        self.file = open_segment(&self.dir, self.segment, &self.faults)?;
         self.bytes = 0;
         Ok(())
     }
@@ -92,7 +116,13 @@ impl Journal {
 
     /// A handle to fsync the current segment from a blocking thread.
     pub fn sync_handle(&self) -> io::Result<File> {
-        self.file.get_ref().try_clone()
+        self.file.get_ref().file.try_clone()
+    }
+
+    /// Complete lines appended but still in the buffer (not yet handed to the file system):
+    /// what a process ending now would lose.
+    pub fn unflushed_lines(&self) -> u64 {
+        self.file.buffer().iter().filter(|b| **b == b'\n').count() as u64
     }
 
     /// Lines appended by this writer.
@@ -110,14 +140,20 @@ impl Journal {
     }
 }
 
-fn open_segment(dir: &Path, n: u64) -> io::Result<BufWriter<File>> {
+fn open_segment(dir: &Path, n: u64, faults: &DiskFaults) -> io::Result<BufWriter<FaultyFile>> {
     let path = dir.join(segment_name(n));
     let f = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .map_err(|e| annotate(e, &path))?;
-    Ok(BufWriter::with_capacity(256 * 1024, f))
+    Ok(BufWriter::with_capacity(
+        256 * 1024,
+        FaultyFile {
+            file: f,
+            faults: faults.clone(),
+        },
+    ))
 }
 
 fn annotate(e: io::Error, path: &Path) -> io::Error {
@@ -234,6 +270,32 @@ mod tests {
         assert_eq!(left, vec![3, 4]);
         // Nothing to do when both rules are off.
         assert_eq!(apply_retention(d.path(), 4, 0, 0, true), 0);
+    }
+
+    #[test]
+    fn a_full_disk_keeps_buffered_lines_whole_and_writes_them_when_space_returns() {
+        let d = tempfile::tempdir().unwrap();
+        let faults = DiskFaults::default();
+        let mut j = Journal::open_with(d.path(), 1 << 30, faults.clone()).unwrap();
+        let line = vec![b'x'; 1000];
+        faults.set_space(Some(100_000)); // less than one 256 KiB buffer
+        let mut refused = 0;
+        for _ in 0..400 {
+            if j.append(&line).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(j.flush().is_err());
+        assert!(refused > 0 && j.unflushed_lines() > 0);
+        let accepted = j.lines();
+        assert_eq!(accepted + refused, 400);
+        faults.set_space(None);
+        j.flush().unwrap();
+        assert_eq!(j.unflushed_lines(), 0);
+        // Every accepted line is whole on disk, none torn or doubled.
+        let lines = read_all(d.path()).unwrap();
+        assert_eq!(lines.len() as u64, accepted);
+        assert!(lines.iter().all(|l| l.len() == 1000));
     }
 
     #[test]

@@ -147,6 +147,47 @@ pub fn backoff_cap(attempt: u32, initial: Duration, max: Duration) -> Duration {
     initial.saturating_mul(factor).min(max)
 }
 
+/// The backoff of one batch's sends. Whole-request failures (network, 429, 5xx) and rounds
+/// of item rejections count apart: any answer with items resets the first, so rejections
+/// after an outage are retried from `initial`, not at the outage's built-up delays; the
+/// second grows only over consecutive rounds that still had items to retry.
+#[derive(Debug, Clone)]
+pub struct SendBackoff {
+    initial: Duration,
+    max: Duration,
+    request_failures: u32,
+    item_rounds: u32,
+}
+
+impl SendBackoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            request_failures: 0,
+            item_rounds: 0,
+        }
+    }
+
+    /// The whole request failed: the bound of the delay before sending it again.
+    pub fn failed(&mut self) -> Duration {
+        self.request_failures = self.request_failures.saturating_add(1);
+        backoff_cap(self.request_failures, self.initial, self.max)
+    }
+
+    /// Elasticsearch answered with items; `retry_items`: some must be sent again. Returns
+    /// the bound of the delay before that, if any.
+    pub fn answered(&mut self, retry_items: bool) -> Option<Duration> {
+        self.request_failures = 0;
+        if !retry_items {
+            self.item_rounds = 0;
+            return None;
+        }
+        self.item_rounds = self.item_rounds.saturating_add(1);
+        Some(backoff_cap(self.item_rounds, self.initial, self.max))
+    }
+}
+
 /// Full jitter: uniform in `0..=cap`.
 pub fn jittered(cap: Duration, rng: &mut impl rand::Rng) -> Duration {
     let ms = cap.as_millis() as u64;
@@ -250,6 +291,24 @@ mod tests {
             vec![500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
         );
         assert_eq!(backoff_cap(1000, i, m), m);
+    }
+
+    #[test]
+    fn item_retries_after_an_outage_start_again_from_the_initial_delay() {
+        let (i, m) = (Duration::from_millis(500), Duration::from_secs(30));
+        let mut b = SendBackoff::new(i, m);
+        let outage: Vec<u64> = (0..7).map(|_| b.failed().as_millis() as u64).collect();
+        assert_eq!(outage, vec![500, 1000, 2000, 4000, 8000, 16000, 30000]);
+        // Back, answering 200 with some items rejected (429): 0.5 s, then doubling.
+        let rounds: Vec<u64> = (0..3)
+            .map(|_| b.answered(true).unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(rounds, vec![500, 1000, 2000]);
+        // A round with nothing to retry resets the item backoff, and so does the next outage
+        // only count its own failures.
+        assert_eq!(b.answered(false), None);
+        assert_eq!(b.answered(true), Some(i));
+        assert_eq!(b.failed(), i);
     }
 
     #[test]

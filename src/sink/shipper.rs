@@ -5,20 +5,20 @@
 
 use super::bulk;
 use super::checkpoint::{Checkpoint, Position};
+use super::dead_letter::{self, DeadLetter};
+use super::disk::{DiskFaults, RetryBackoff};
 use super::encoder::{self, BulkDoc};
 use super::reader::JournalReader;
-use super::retry::{backoff_cap, jittered, ItemVerdict, RequestVerdict};
+use super::retry::{jittered, ItemVerdict, RequestVerdict, SendBackoff};
 use crate::config::{ElasticsearchConfig, JournalConfig};
 use crate::setup::SetupRequest;
-use bytes::Bytes;
 use elasticsearch::Elasticsearch;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,19 +45,27 @@ pub struct ShipperCounters {
     pub paused: Option<String>,
     /// The last retryable error seen.
     pub last_error: Option<String>,
-    /// Checkpoint: everything before is stored or dead-lettered.
+    /// Where shipping stands: everything before is stored or dead-lettered. Ahead of the
+    /// saved checkpoint while the disk refuses to save it.
     pub position: Position,
+    /// Failed attempts to save the checkpoint (retried with backoff; shipping goes on).
+    pub checkpoint_errors: u64,
 }
 
-/// A document Elasticsearch will never take as it is.
-#[derive(Debug, Clone)]
-struct DeadLetter {
-    index: String,
-    id: String,
-    status: u16,
-    error_type: String,
-    reason: String,
-    source: Bytes,
+/// Longest wait between two tries of a failing checkpoint or dead-letter write.
+pub const MAX_DISK_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// What `ship --dead-letter` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResendReport {
+    /// Documents read back from the dead-letter file and sent again.
+    pub sent: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    /// Refused again: kept in the file with the new reason.
+    pub refused: u64,
+    /// Lines kept as they were (not a document that can be sent).
+    pub kept: u64,
 }
 
 pub struct Shipper {
@@ -71,6 +79,17 @@ pub struct Shipper {
     /// Templates to make sure of before the first document is sent (data streams need
     /// their template: without it Elasticsearch would create plain, dynamically mapped indices).
     setup: Option<Vec<SetupRequest>>,
+    /// In memory, the truth: everything before is stored or durably dead-lettered. The
+    /// checkpoint file follows it when the disk lets it; shipping never re-reads it (re-reading
+    /// a checkpoint that could not be saved re-sent the same batches in a loop).
+    position: Position,
+    /// The position last saved in the checkpoint file.
+    saved: Position,
+    checkpoint_backoff: RetryBackoff,
+    /// A batch whose dead letters the disk refused: its end and those dead letters. Nothing
+    /// moves past it until they are written.
+    blocked: Option<(Position, Vec<DeadLetter>)>,
+    faults: DiskFaults,
 }
 
 impl Shipper {
@@ -86,6 +105,7 @@ impl Shipper {
             .dead_letter_file
             .clone()
             .unwrap_or_else(|| journal.dir.join("dead-letter.ndjson"));
+        let tick = Duration::from_millis(cfg.batch_max_wait_ms.max(10));
         Ok(Self {
             client,
             cfg,
@@ -98,7 +118,80 @@ impl Shipper {
             })),
             seed: rand::random(),
             setup: None,
+            position,
+            saved: position,
+            checkpoint_backoff: RetryBackoff::new(tick, MAX_DISK_RETRY_WAIT),
+            blocked: None,
+            faults: DiskFaults::default(),
         })
+    }
+
+    /// Writes of the checkpoint and the dead-letter file go through `faults` (tests).
+    pub fn set_disk_faults(&mut self, faults: DiskFaults) {
+        self.checkpoint = Checkpoint::new(&self.journal.dir).with_faults(faults.clone());
+        self.faults = faults;
+    }
+
+    /// Where shipping stands (may be ahead of the saved checkpoint).
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Journal lines after [`position`](Self::position).
+    /// (A batch blocked on its dead letters is not past the position: it counts.)
+    pub fn remaining(&self) -> io::Result<u64> {
+        JournalReader::count_remaining(&self.journal.dir, self.position)
+    }
+
+    /// True when everything the journal holds is stored or durably dead-lettered.
+    pub fn caught_up(&self) -> bool {
+        self.blocked.is_none() && self.remaining().is_ok_and(|n| n == 0)
+    }
+
+    /// Moves past a completed batch and saves the checkpoint when the disk allows.
+    fn advance(&mut self, end: Position) {
+        self.position = end;
+        self.counters.lock().unwrap().position = end;
+        self.save_checkpoint(false);
+    }
+
+    /// Saves the position (`force`: even before the backoff allows it, for the stop).
+    /// A failure is logged and retried with backoff; shipping goes on from memory (a restart
+    /// would re-send since the last saved checkpoint: Elasticsearch answers 409, no duplicate).
+    pub fn save_checkpoint(&mut self, force: bool) {
+        if self.position == self.saved {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if !force && !self.checkpoint_backoff.due(now) {
+            return;
+        }
+        match self.checkpoint.save(self.position) {
+            Ok(()) => {
+                self.saved = self.position;
+                let failures = self.checkpoint_backoff.succeeded();
+                if failures > 0 {
+                    tracing::info!(failures, "shipping checkpoint saved again");
+                }
+                super::journal::apply_retention(
+                    &self.journal.dir,
+                    self.saved.segment,
+                    self.journal.retention_hours,
+                    self.journal.retention_max_bytes,
+                    true,
+                );
+            }
+            Err(e) => {
+                let first = self.checkpoint_backoff.failures() == 0;
+                let wait = self.checkpoint_backoff.failed(now);
+                self.counters.lock().unwrap().checkpoint_errors += 1;
+                if first {
+                    tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot save the shipping checkpoint; shipping goes on (a restart before it is saved re-sends since the last one, Elasticsearch drops the duplicates)");
+                } else {
+                    tracing::warn!(error = %e, failures = self.checkpoint_backoff.failures(), retry_in_ms = wait.as_millis() as u64, "shipping checkpoint still cannot be saved");
+                }
+            }
+        }
     }
 
     /// Installs `plan` (when its index templates are missing) before shipping anything.
@@ -137,7 +230,11 @@ impl Shipper {
                     return false;
                 }
                 Err(e) => {
-                    self.setup_failed(format!("checking {}: {e}", r.path));
+                    self.setup_failed(format!(
+                        "checking {}: transport error: {}",
+                        r.path,
+                        bulk::root_cause(&e)
+                    ));
                     return false;
                 }
             }
@@ -182,13 +279,25 @@ impl Shipper {
         if !self.ensure_setup().await {
             return Ok(0);
         }
-        let start = self.checkpoint.load()?;
-        let mut reader = JournalReader::new(&self.journal.dir, start);
+        // Dead letters the disk refused last time go first: nothing moves past them.
+        if let Some((end, dead)) = self.blocked.take() {
+            if let Err(e) = self.write_dead_letters(&dead) {
+                self.blocked = Some((end, dead));
+                return Err(e);
+            }
+            self.advance(end);
+        }
+        self.save_checkpoint(false);
+        let mut reader = JournalReader::new(&self.journal.dir, self.position);
         let mut inflight = FuturesOrdered::new();
         let mut handled = 0u64;
         let mut exhausted = false;
+        let mut disk_error = None;
         loop {
-            while !exhausted && inflight.len() < self.cfg.max_in_flight.max(1) {
+            while !exhausted
+                && disk_error.is_none()
+                && inflight.len() < self.cfg.max_in_flight.max(1)
+            {
                 let lines = reader.read_batch(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)?;
                 let Some(end) = lines.last().map(|l| l.end) else {
                     exhausted = true;
@@ -227,19 +336,22 @@ impl Shipper {
             let Some((end, dead, n)) = inflight.next().await else {
                 break;
             };
-            self.write_dead_letters(&dead)?;
-            self.checkpoint.save(end)?;
-            self.counters.lock().unwrap().position = end;
+            if disk_error.is_some() {
+                // Sent after the blocked batch: sent again once it is unblocked (409s).
+                continue;
+            }
+            if let Err(e) = self.write_dead_letters(&dead) {
+                self.blocked = Some((end, dead));
+                disk_error = Some(e);
+                continue;
+            }
+            self.advance(end);
             handled += n as u64;
-            super::journal::apply_retention(
-                &self.journal.dir,
-                end.segment,
-                self.journal.retention_hours,
-                self.journal.retention_max_bytes,
-                true,
-            );
         }
-        Ok(handled)
+        match disk_error {
+            Some(e) => Err(e),
+            None => Ok(handled),
+        }
     }
 
     /// Follows the journal until `stop` turns true, shipping every `batch_max_wait_ms`;
@@ -247,20 +359,38 @@ impl Shipper {
     /// deadline: whatever is left is sent by the next run or `iaso-probe ship`).
     pub async fn follow(mut self, mut stop: watch::Receiver<bool>) {
         let tick = Duration::from_millis(self.cfg.batch_max_wait_ms.max(10));
+        // Journal read and dead-letter write errors: retried with a capped backoff, one log
+        // line per retry (never a resend loop: the position is kept in memory).
+        let mut backoff = RetryBackoff::new(tick, MAX_DISK_RETRY_WAIT);
         loop {
             let stopping = *stop.borrow();
-            if let Err(e) = self.ship_available().await {
-                tracing::error!(error = %e, "shipping stopped on a journal error; retrying");
-                self.counters.lock().unwrap().last_error = Some(e.to_string());
+            let mut wait = tick;
+            match self.ship_available().await {
+                Ok(_) => {
+                    if backoff.succeeded() > 0 {
+                        tracing::info!("shipping resumed after disk errors");
+                    }
+                }
+                Err(e) => {
+                    let first = backoff.failures() == 0;
+                    wait = backoff.failed(tokio::time::Instant::now());
+                    if first {
+                        tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "shipping stopped on a journal or dead-letter file error; retrying with backoff");
+                    } else {
+                        tracing::warn!(error = %e, failures = backoff.failures(), retry_in_ms = wait.as_millis() as u64, "shipping still stopped on a disk error");
+                    }
+                    self.counters.lock().unwrap().last_error = Some(e.to_string());
+                }
             }
-            if stopping && unshipped(&self.journal.dir).is_ok_and(|n| n == 0) {
+            if stopping && self.caught_up() {
+                self.save_checkpoint(true);
                 return;
             }
             if stopping {
-                tokio::time::sleep(tick).await;
+                tokio::time::sleep(wait).await;
             } else {
                 tokio::select! {
-                    _ = tokio::time::sleep(tick) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
             }
@@ -268,39 +398,62 @@ impl Shipper {
     }
 
     fn write_dead_letters(&self, dead: &[DeadLetter]) -> io::Result<()> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.dead_letter_path)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", self.dead_letter_path.display()),
-                )
-            })?;
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        for d in dead {
-            let document =
-                serde_json::from_slice::<serde_json::Value>(&d.source).unwrap_or_else(|_| {
-                    serde_json::Value::String(String::from_utf8_lossy(&d.source).into_owned())
-                });
-            let rec = serde_json::json!({
-                "@timestamp": now,
-                "error": {"status": d.status, "type": d.error_type, "reason": d.reason},
-                "_index": d.index,
-                "_id": d.id,
-                "document": document,
-            });
-            serde_json::to_writer(&mut f, &rec)?;
-            f.write_all(b"\n")?;
-            tracing::warn!(id = %d.id, index = %d.index, status = d.status, error_type = %d.error_type, reason = %d.reason, file = %self.dead_letter_path.display(), "document refused by Elasticsearch, written to the dead-letter file");
-        }
-        f.sync_data()?;
+        dead_letter::append(&self.dead_letter_path, dead, &self.faults)?;
         self.counters.lock().unwrap().dead_lettered += dead.len() as u64;
         Ok(())
+    }
+
+    /// `ship --dead-letter`: sends the documents of the dead-letter file again (same `_index`
+    /// and `_id`: one stored meanwhile answers 409), then rewrites the file with those still
+    /// refused (new reason) and the lines that are no document. A failure before the rewrite
+    /// leaves the file as it was (a second try then gets 409s, never duplicates).
+    pub async fn resend_dead_letters(&mut self) -> io::Result<ResendReport> {
+        let contents = dead_letter::read(&self.dead_letter_path)?;
+        let mut report = ResendReport {
+            sent: contents.docs.len() as u64,
+            kept: contents.kept.len() as u64,
+            ..Default::default()
+        };
+        if contents.docs.is_empty() {
+            return Ok(report);
+        }
+        if !self.ensure_setup().await {
+            return Err(io::Error::other(
+                "index templates not verified: Elasticsearch unavailable",
+            ));
+        }
+        let before = self.counters.lock().unwrap().clone();
+        let mut refused = Vec::new();
+        let mut docs = contents.docs;
+        while !docs.is_empty() {
+            let rest = docs.split_off(docs.len().min(self.cfg.batch_max_docs.max(1)));
+            let batch = std::mem::replace(&mut docs, rest);
+            let seed = self.seed.wrapping_add(refused.len() as u64);
+            refused.extend(
+                send_all(
+                    self.client.clone(),
+                    batch,
+                    self.cfg.clone(),
+                    self.counters.clone(),
+                    seed,
+                )
+                .await,
+            );
+        }
+        let after = self.counters.lock().unwrap().clone();
+        report.stored = after.stored - before.stored;
+        report.duplicates = after.duplicates - before.duplicates;
+        report.refused = refused.len() as u64;
+        dead_letter::rewrite(
+            &self.dead_letter_path,
+            &contents.kept,
+            &refused,
+            &self.faults,
+        )?;
+        for d in &refused {
+            tracing::warn!(id = %d.id, index = %d.index, status = d.status, error_type = %d.error_type, reason = %d.reason, "dead-lettered document refused again, kept in the dead-letter file");
+        }
+        Ok(report)
     }
 }
 
@@ -320,23 +473,20 @@ async fn send_all(
     );
     let mut dead = Vec::new();
     let mut queue: VecDeque<Vec<BulkDoc>> = VecDeque::from([docs]);
-    let mut attempt = 0u32;
+    let mut backoff = SendBackoff::new(initial, max);
     while let Some(batch) = queue.pop_front() {
         if batch.is_empty() {
             continue;
         }
         counters.lock().unwrap().requests += 1;
         let verdict = bulk::send(&client, &batch, timeout).await;
-        let retry_later = |attempt: &mut u32, rng: &mut SmallRng| {
-            *attempt += 1;
-            jittered(backoff_cap(*attempt, initial, max), rng)
-        };
         match verdict {
             RequestVerdict::Items(verdicts) => {
                 let mut again = Vec::new();
                 {
                     let mut c = counters.lock().unwrap();
                     c.paused = None;
+                    c.last_error = None;
                     for (doc, v) in batch.into_iter().zip(verdicts) {
                         match v {
                             ItemVerdict::Stored => c.stored += 1,
@@ -361,10 +511,10 @@ async fn send_all(
                         }
                     }
                 }
-                if again.is_empty() {
-                    attempt = 0;
-                } else {
-                    let d = retry_later(&mut attempt, &mut rng);
+                // Elasticsearch answered: item retries wait from `initial`, not the delays an
+                // outage before this answer built up.
+                if let Some(cap) = backoff.answered(!again.is_empty()) {
+                    let d = jittered(cap, &mut rng);
                     tracing::debug!(
                         documents = again.len(),
                         delay_ms = d.as_millis() as u64,
@@ -375,8 +525,8 @@ async fn send_all(
                 }
             }
             RequestVerdict::RetryAll(why) => {
-                let d = retry_later(&mut attempt, &mut rng);
-                tracing::warn!(documents = batch.len(), attempt, delay_ms = d.as_millis() as u64, error = %why, "bulk request failed, will retry");
+                let d = jittered(backoff.failed(), &mut rng);
+                tracing::warn!(documents = batch.len(), delay_ms = d.as_millis() as u64, error = %why, "bulk request failed, will retry");
                 {
                     let mut c = counters.lock().unwrap();
                     c.retried += batch.len() as u64;
@@ -418,7 +568,6 @@ async fn send_all(
                 if first_time {
                     tracing::error!(error = %why, "Elasticsearch refuses our requests: shipping paused, the journal keeps every result; check elasticsearch credentials, privileges and URL");
                 }
-                attempt = attempt.max(1);
                 tokio::time::sleep(jittered(max, &mut rng).max(initial)).await;
                 queue.push_front(batch);
             }
@@ -439,8 +588,13 @@ async fn send_all(
     dead
 }
 
-/// Complete journal lines not yet shipped.
+/// Complete journal lines not yet shipped, according to the saved checkpoint.
 pub fn unshipped(journal_dir: &Path) -> io::Result<u64> {
     let pos = Checkpoint::new(journal_dir).load()?;
+    JournalReader::count_remaining(journal_dir, pos)
+}
+
+/// Complete journal lines after `pos` (a shipper's own [`Shipper::position`]).
+pub fn unshipped_from(journal_dir: &Path, pos: Position) -> io::Result<u64> {
     JournalReader::count_remaining(journal_dir, pos)
 }
