@@ -377,12 +377,10 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
     let wait = std::time::Duration::from_secs(args.kibana_wait_secs);
     let system = actix::System::new();
     let result: Result<(), String> = system.block_on(async move {
-        let n = crate::setup::install_elasticsearch(&client, &plan)
+        let installed = crate::setup::install_elasticsearch_reporting(&client, &plan)
             .await
             .map_err(|e| e.to_string())?;
-        println!(
-            "elasticsearch: {n} resources installed (ILM policy, component and index templates)"
-        );
+        println!("elasticsearch: {}", installed.describe());
         if let Some(target) = kibana {
             let http = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(60))
