@@ -559,6 +559,12 @@ mod tests {
                 answer: "no handler found for uri [/_ilm/status] and method [GET]".into()
             }
         );
+        // What the real 8.14 node without x-pack answers once it has indices.
+        let oss_405 = r#"{"error":"Incorrect HTTP method for uri [/_ilm/status] and method [GET], allowed: [POST]","status":405}"#;
+        assert!(matches!(
+            classify_ilm_status(405, oss_405).unwrap(),
+            Retention::DataStreamLifecycle { status: 405, .. }
+        ));
         let serverless = r#"{"error":{"type":"api_not_available_exception","reason":"Request for uri [/_ilm/status] with method [GET] exists but is not available when running in serverless mode"},"status":410}"#;
         assert!(matches!(
             classify_ilm_status(410, serverless).unwrap(),
