@@ -258,7 +258,14 @@ fn setup_twice_then_run_once_stores_every_journal_document_exactly_once_in_our_d
     let es = Es::new(&url);
     let sim = simulator(SIM);
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), T, &sim.base_url(), 30, &[url.clone()], "");
+    write_config(
+        dir.path(),
+        T,
+        &sim.base_url(),
+        30,
+        std::slice::from_ref(&url),
+        "",
+    );
     let ilm = has_ilm(&es);
     for round in 1..=2 {
         let o = bin(dir.path()).arg("setup").output().unwrap();
@@ -354,7 +361,7 @@ fn a_prober_killed_mid_shipping_and_restarted_loses_and_duplicates_nothing() {
         T,
         &sim.base_url(),
         120,
-        &[url.clone()],
+        std::slice::from_ref(&url),
         "batch_max_docs = 3\nmax_in_flight = 1\n",
     );
     let stream = format!("iaso-*-{T}");
@@ -471,7 +478,14 @@ fn every_field_kibana_uses_is_in_field_caps_with_the_type_its_panel_needs() {
     let es = Es::new(&url);
     let sim = simulator(SIM);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = write_config(dir.path(), T, &sim.base_url(), 12, &[url.clone()], "");
+    let mut cfg = write_config(
+        dir.path(),
+        T,
+        &sim.base_url(),
+        12,
+        std::slice::from_ref(&url),
+        "",
+    );
     cfg.environments
         .get_mut(T)
         .unwrap()
