@@ -16,7 +16,7 @@ use super::store::{
 };
 use super::{Fault, RecordedRequest};
 
-pub const VERSION: &str = "8.15.3";
+pub const VERSION: &str = "8.14.3";
 const CLUSTER_NAME: &str = "es-emulator";
 
 /// Decoded query parameters.
