@@ -444,12 +444,10 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
     let kibana_cfg = cfg.kibana.clone();
     let system = actix::System::new();
     let result: Result<(), String> = system.block_on(async move {
-        let n = crate::setup::install_elasticsearch(&client, &plan)
+        let installed = crate::setup::install_elasticsearch_reporting(&client, &plan)
             .await
             .map_err(|e| e.to_string())?;
-        println!(
-            "elasticsearch: {n} resources installed (ILM policy, component and index templates)"
-        );
+        println!("elasticsearch: {}", installed.describe());
         if let Some(target) = kibana {
             let http = crate::setup::kibana_http_client(&kibana_cfg)?;
             crate::setup::wait_kibana_available(

@@ -42,6 +42,17 @@ fn secured_emulator() -> EsEmulator {
 
 // ----------------------------------------------------------------------------- Elasticsearch
 
+/// The requests after the ILM detection (`GET /_ilm/status`, always the first one).
+fn installed(es: &EsEmulator) -> Vec<support::es_emulator::RecordedRequest> {
+    let mut requests = es.requests();
+    let first = requests.remove(0);
+    assert_eq!(
+        (first.method.as_str(), first.path.as_str()),
+        ("GET", "/_ilm/status")
+    );
+    requests
+}
+
 #[tokio::test]
 async fn installs_policy_then_component_then_index_templates_as_sent() {
     let es = secured_emulator();
@@ -50,8 +61,7 @@ async fn installs_policy_then_component_then_index_templates_as_sent() {
 
     assert_eq!(install_elasticsearch(&client, &plan).await.unwrap(), 5);
 
-    let sent: Vec<(String, String)> = es
-        .requests()
+    let sent: Vec<(String, String)> = installed(&es)
         .into_iter()
         .map(|r| (r.method, r.path))
         .collect();
@@ -60,7 +70,7 @@ async fn installs_policy_then_component_then_index_templates_as_sent() {
         .map(|r| (r.method.to_owned(), r.path.clone()))
         .collect();
     assert_eq!(sent, expected, "one PUT per resource, in dependency order");
-    for (request, recorded) in plan.iter().zip(es.requests()) {
+    for (request, recorded) in plan.iter().zip(installed(&es)) {
         let body: Value = serde_json::from_slice(&recorded.body).unwrap();
         assert_eq!(body, request.body, "{} sent as planned", request.path);
         assert!(recorded
@@ -96,7 +106,11 @@ async fn installing_twice_overwrites_in_place() {
     install_elasticsearch(&client, &plan).await.unwrap();
     assert_eq!(install_elasticsearch(&client, &plan).await.unwrap(), 5);
     assert_eq!(es.index_templates().len(), 2);
-    assert_eq!(es.requests().len(), 10);
+    assert_eq!(
+        es.requests().len(),
+        12,
+        "one ILM detection and five PUTs per run"
+    );
 }
 
 #[tokio::test]
@@ -167,7 +181,7 @@ async fn an_elasticsearch_refusal_stops_the_install_naming_type_and_reason() {
     let message = err.to_string();
     assert!(message.starts_with("elasticsearch answered 400 to PUT /_index_template/iaso-checks: invalid_index_template_exception: "), "{message}");
     assert!(message.contains("iaso-mappings"), "{message}");
-    assert_eq!(es.requests().len(), 1, "stops at the first failure");
+    assert_eq!(installed(&es).len(), 1, "stops at the first failure");
 }
 
 #[tokio::test]
@@ -180,7 +194,7 @@ async fn unavailable_or_unauthorized_elasticsearch_is_an_error_without_the_passw
         .to_string();
     assert!(
         err.starts_with(
-            "elasticsearch answered 503 to PUT /_ilm/policy/iaso-probe: cluster_block_exception"
+            "elasticsearch answered 503 to GET /_ilm/status: cannot tell whether the cluster has ILM: cluster_block_exception"
         ),
         "{err}"
     );
@@ -221,8 +235,7 @@ async fn the_dry_run_prints_exactly_what_install_sends() {
         .await
         .unwrap();
     let printed = dry_run_lines(&plan, None);
-    let sent: Vec<String> = es
-        .requests()
+    let sent: Vec<String> = installed(&es)
         .iter()
         .map(|r| {
             let body: Value = serde_json::from_slice(&r.body).unwrap();

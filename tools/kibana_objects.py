@@ -19,7 +19,7 @@ import os
 
 # The Kibana version every dashboard panel is stamped with; docker-compose.yml runs this exact
 # tag (tests/static_compose.rs checks they agree).
-KIBANA_VERSION = "8.15.3"
+KIBANA_VERSION = "8.14.3"
 
 CORE = "8.8.0"
 TYPE_VERSIONS = {"lens": "8.9.0", "dashboard": "8.9.0", "index-pattern": "8.0.0", "search": "8.0.0"}

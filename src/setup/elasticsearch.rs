@@ -1,6 +1,12 @@
 //! Elasticsearch side of `setup`: the ILM policy, component templates and index templates of
 //! `config/elasticsearch/`, embedded at build time and sent with `PUT` (which overwrites, so
 //! running setup twice is harmless).
+//!
+//! Not every cluster has ILM: the OSS build, Elasticsearch Serverless and some hosted offerings
+//! manage data streams with the data stream lifecycle instead. [`install_elasticsearch`] asks
+//! the cluster first ([`detect_retention`]) and, without ILM, sends [`without_ilm`] of the plan:
+//! no policy, no `index.lifecycle.name`, and the policy's delete age as
+//! `template.lifecycle.data_retention` of each index template.
 
 use elasticsearch::http::headers::HeaderMap;
 use elasticsearch::http::request::JsonBody;
@@ -82,6 +88,184 @@ pub fn elasticsearch_plan(ilm_delete_after: Option<&str>) -> Vec<SetupRequest> {
     plan
 }
 
+/// How the data streams' age limit is enforced on the target cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retention {
+    /// The cluster has ILM: the `iaso-probe` policy rolls over and deletes.
+    Ilm,
+    /// No ILM (the ILM API answered `status` with `answer`): each index template carries
+    /// `lifecycle.data_retention` instead.
+    DataStreamLifecycle {
+        /// HTTP status of `GET /_ilm/status`.
+        status: u16,
+        /// What the cluster said, shortened.
+        answer: String,
+    },
+}
+
+/// What [`install_elasticsearch_reporting`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// Requests applied.
+    pub applied: usize,
+    /// The retention mechanism chosen.
+    pub retention: Retention,
+    /// The delete age in force (`30d`…), when the plan carries one.
+    pub delete_after: Option<String>,
+}
+
+impl Installed {
+    /// One line for people: what was installed and which lifecycle was chosen, and why.
+    pub fn describe(&self) -> String {
+        let age = self.delete_after.as_deref().unwrap_or("unset");
+        match &self.retention {
+            Retention::Ilm => format!(
+                "{} resources installed (ILM policy, component and index templates; the cluster has ILM, data deleted {age} after rollover)",
+                self.applied
+            ),
+            Retention::DataStreamLifecycle { status, answer } => format!(
+                "{} resources installed (component and index templates; the cluster has no ILM (GET /_ilm/status answered {status}: {answer}), so data streams use the data stream lifecycle, data_retention {age})",
+                self.applied
+            ),
+        }
+    }
+}
+
+/// The path that tells whether ILM exists: 200 with ILM, 400 "no handler found" without x-pack,
+/// 404/410 where the API is switched off (Serverless answers 410 `api_not_available_exception`).
+pub const ILM_STATUS_PATH: &str = "/_ilm/status";
+
+/// Judges the answer to `GET /_ilm/status`. 401/403 mean security is on, which needs x-pack, so
+/// ILM is there (the policy `PUT` then reports the missing privilege itself).
+pub fn classify_ilm_status(status: u16, body: &str) -> Result<Retention, SetupError> {
+    match status {
+        200..=299 | 401 | 403 => Ok(Retention::Ilm),
+        400 | 404 | 405 | 410 if missing_api(status, body) => Ok(Retention::DataStreamLifecycle {
+            status,
+            answer: error_text(body),
+        }),
+        _ => Err(SetupError::ElasticsearchStatus {
+            method: "GET",
+            path: ILM_STATUS_PATH.to_owned(),
+            status,
+            error_type: "cannot tell whether the cluster has ILM".to_owned(),
+            reason: error_text(body),
+        }),
+    }
+}
+
+/// True when an answer says the API itself does not exist (as opposed to a bad request to an
+/// API that exists): 404/410, or a 400/405 whose error is the REST layer's "no handler found" /
+/// "Incorrect HTTP method", or `api_not_available_exception`.
+pub(crate) fn missing_api(status: u16, body: &str) -> bool {
+    let text = error_text(body);
+    matches!(status, 404 | 410)
+        || text.starts_with("no handler found for uri")
+        || text.starts_with("Incorrect HTTP method for uri")
+        || body.contains("api_not_available_exception")
+}
+
+/// The error message of an answer: `error` when it is a string (the REST layer's own 400s),
+/// `error.type: error.reason` when an object, else the body itself, shortened.
+fn error_text(body: &str) -> String {
+    match serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|j| j.get("error").cloned())
+    {
+        Some(Value::String(s)) => truncate(&s, 300),
+        Some(Value::Object(e)) => truncate(
+            &format!(
+                "{}: {}",
+                e.get("type").and_then(Value::as_str).unwrap_or("unknown"),
+                e.get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given")
+            ),
+            300,
+        ),
+        _ => truncate(body.trim(), 300),
+    }
+}
+
+/// The plan for a cluster without ILM: the policy requests dropped, `index.lifecycle.name`
+/// removed from every settings block, and each index template given
+/// `template.lifecycle.data_retention` = the policy's delete age (ILM counts it from rollover,
+/// the data stream lifecycle from the backing index's rollover as well, so the meaning holds).
+pub fn without_ilm(plan: &[SetupRequest]) -> Vec<SetupRequest> {
+    let retention = delete_after(plan);
+    plan.iter()
+        .filter(|r| !r.path.starts_with("/_ilm/"))
+        .cloned()
+        .map(|mut r| {
+            if let Some(settings) = r.body.pointer_mut("/template/settings") {
+                remove_lifecycle_name(settings);
+            }
+            if r.path.starts_with("/_index_template/") {
+                if let Some(age) = &retention {
+                    let template = r
+                        .body
+                        .as_object_mut()
+                        .map(|o| o.entry("template").or_insert_with(|| serde_json::json!({})));
+                    if let Some(Value::Object(t)) = template {
+                        t.insert(
+                            "lifecycle".to_owned(),
+                            serde_json::json!({ "data_retention": age }),
+                        );
+                    }
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// The delete age of the plan's ILM policy (`/policy/phases/delete/min_age`).
+pub fn delete_after(plan: &[SetupRequest]) -> Option<String> {
+    plan.iter()
+        .filter(|r| r.path.starts_with("/_ilm/policy/"))
+        .find_map(|r| r.body.pointer("/policy/phases/delete/min_age"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Removes `index.lifecycle.*` whether written flat (`"index.lifecycle.name"`) or nested.
+fn remove_lifecycle_name(settings: &mut Value) {
+    let Some(map) = settings.as_object_mut() else {
+        return;
+    };
+    map.retain(|k, _| !k.starts_with("index.lifecycle."));
+    if let Some(Value::Object(index)) = map.get_mut("index") {
+        index.remove("lifecycle");
+        index.retain(|k, _| !k.starts_with("lifecycle."));
+    }
+}
+
+/// Asks the cluster whether it has ILM (`GET /_ilm/status`).
+pub async fn detect_retention(client: &Elasticsearch) -> Result<Retention, SetupError> {
+    let transport = |e: String| SetupError::ElasticsearchTransport {
+        method: "GET",
+        path: ILM_STATUS_PATH.to_owned(),
+        message: redact_url(&e),
+    };
+    let response = client
+        .send(
+            Method::Get,
+            ILM_STATUS_PATH,
+            HeaderMap::new(),
+            Option::<&()>::None,
+            Option::<JsonBody<Value>>::None,
+            None,
+        )
+        .await
+        .map_err(|e| transport(e.to_string()))?;
+    let status = response.status_code().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| transport(format!("reading the answer: {e}")))?;
+    classify_ilm_status(status, &text)
+}
+
 fn method_of(request: &SetupRequest) -> Result<Method, SetupError> {
     match request.method {
         "PUT" => Ok(Method::Put),
@@ -95,13 +279,52 @@ fn method_of(request: &SetupRequest) -> Result<Method, SetupError> {
     }
 }
 
-/// Sends the plan in order through the official client and stops at the first failure.
-/// `send()` returns `Ok` for 4xx/5xx answers, so the status is checked here, and a 2xx answer
-/// must carry `"acknowledged": true`. Returns the number of requests applied.
+/// [`install_elasticsearch_reporting`], returning only the number of requests applied.
 pub async fn install_elasticsearch(
     client: &Elasticsearch,
     plan: &[SetupRequest],
 ) -> Result<usize, SetupError> {
+    install_elasticsearch_reporting(client, plan)
+        .await
+        .map(|i| i.applied)
+}
+
+/// Detects ILM, adapts the plan to the cluster ([`without_ilm`] when it has none), and sends it
+/// in order through the official client, stopping at the first failure. `send()` returns `Ok`
+/// for 4xx/5xx answers, so the status is checked here, and a 2xx answer must carry
+/// `"acknowledged": true`.
+pub async fn install_elasticsearch_reporting(
+    client: &Elasticsearch,
+    plan: &[SetupRequest],
+) -> Result<Installed, SetupError> {
+    let retention = detect_retention(client).await?;
+    let adapted;
+    let plan = match &retention {
+        Retention::Ilm => plan,
+        Retention::DataStreamLifecycle { status, answer } => {
+            tracing::info!(
+                status,
+                answer = %answer,
+                "elasticsearch has no ILM: data streams use the data stream lifecycle (lifecycle.data_retention) instead of the ILM policy"
+            );
+            adapted = without_ilm(plan);
+            &adapted
+        }
+    };
+    let applied = send_plan(client, plan).await?;
+    Ok(Installed {
+        applied,
+        retention,
+        delete_after: delete_after(plan).or_else(|| {
+            plan.iter()
+                .find_map(|r| r.body.pointer("/template/lifecycle/data_retention"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }),
+    })
+}
+
+async fn send_plan(client: &Elasticsearch, plan: &[SetupRequest]) -> Result<usize, SetupError> {
     for request in plan {
         let method = method_of(request)?;
         let response = client
@@ -142,6 +365,14 @@ pub(crate) fn check_answer(
     body: &str,
 ) -> Result<(), SetupError> {
     let json: Option<Value> = serde_json::from_str(body).ok();
+    if !(200..300).contains(&status) && missing_api(status, body) {
+        return Err(SetupError::ElasticsearchMissingApi {
+            method: request.method,
+            path: request.path.clone(),
+            status,
+            answer: error_text(body),
+        });
+    }
     if !(200..300).contains(&status) {
         let error = json.as_ref().and_then(|j| j.get("error"));
         let (error_type, reason) = match error {
@@ -310,5 +541,175 @@ mod tests {
             method_of(&request).unwrap_err().to_string(),
             "unsupported method PATCH for /x"
         );
+    }
+
+    #[test]
+    fn ilm_status_200_means_ilm_and_no_handler_means_the_data_stream_lifecycle() {
+        assert_eq!(
+            classify_ilm_status(200, r#"{"operation_mode":"RUNNING"}"#).unwrap(),
+            Retention::Ilm
+        );
+        assert_eq!(classify_ilm_status(403, "{}").unwrap(), Retention::Ilm);
+        // The real OSS node's answer, verbatim.
+        let oss = r#"{"error":"no handler found for uri [/_ilm/status] and method [GET]"}"#;
+        assert_eq!(
+            classify_ilm_status(400, oss).unwrap(),
+            Retention::DataStreamLifecycle {
+                status: 400,
+                answer: "no handler found for uri [/_ilm/status] and method [GET]".into()
+            }
+        );
+        // What the real 8.14 node without x-pack answers once it has indices.
+        let oss_405 = r#"{"error":"Incorrect HTTP method for uri [/_ilm/status] and method [GET], allowed: [POST]","status":405}"#;
+        assert!(matches!(
+            classify_ilm_status(405, oss_405).unwrap(),
+            Retention::DataStreamLifecycle { status: 405, .. }
+        ));
+        let serverless = r#"{"error":{"type":"api_not_available_exception","reason":"Request for uri [/_ilm/status] with method [GET] exists but is not available when running in serverless mode"},"status":410}"#;
+        assert!(matches!(
+            classify_ilm_status(410, serverless).unwrap(),
+            Retention::DataStreamLifecycle { status: 410, .. }
+        ));
+    }
+
+    #[test]
+    fn an_ilm_status_answer_that_says_nothing_about_ilm_is_an_error_naming_it() {
+        let err = classify_ilm_status(
+            503,
+            r#"{"error":{"type":"cluster_block_exception","reason":"blocked"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "elasticsearch answered 503 to GET /_ilm/status: cannot tell whether the cluster has ILM: cluster_block_exception: blocked"
+        );
+        // A 400 from an API that exists (a bad request) is not "no ILM".
+        assert!(classify_ilm_status(
+            400,
+            r#"{"error":{"type":"illegal_argument_exception","reason":"x"}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn without_ilm_drops_the_policy_and_gives_index_templates_the_delete_age_as_retention() {
+        let plan = without_ilm(&elasticsearch_plan(Some("7d")));
+        let paths: Vec<_> = plan.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/_component_template/iaso-mappings",
+                "/_component_template/iaso-settings",
+                "/_index_template/iaso-checks",
+                "/_index_template/iaso-jobs",
+            ]
+        );
+        let settings = plan[1].body.pointer("/template/settings").unwrap();
+        assert_eq!(settings.get("index.lifecycle.name"), None);
+        assert_eq!(
+            settings["index.number_of_shards"],
+            Value::from(1),
+            "other settings stay"
+        );
+        for template in &plan[2..] {
+            assert_eq!(
+                template.body.pointer("/template/lifecycle"),
+                Some(&serde_json::json!({"data_retention": "7d"})),
+                "{}",
+                template.path
+            );
+            assert_eq!(
+                template.body["composed_of"],
+                serde_json::json!(["iaso-mappings", "iaso-settings"])
+            );
+        }
+        assert_eq!(
+            delete_after(&elasticsearch_plan(Some("7d"))).as_deref(),
+            Some("7d")
+        );
+    }
+
+    #[test]
+    fn without_ilm_removes_nested_lifecycle_settings_too() {
+        let plan = vec![SetupRequest {
+            method: "PUT",
+            path: "/_component_template/x".into(),
+            body: serde_json::json!({"template": {"settings": {"index": {"lifecycle": {"name": "p"}, "number_of_shards": 1}}}}),
+        }];
+        assert_eq!(
+            without_ilm(&plan)[0].body,
+            serde_json::json!({"template": {"settings": {"index": {"number_of_shards": 1}}}})
+        );
+    }
+
+    #[test]
+    fn a_missing_api_answer_is_reported_as_a_missing_feature() {
+        let body =
+            r#"{"error":"no handler found for uri [/_ilm/policy/iaso-probe] and method [PUT]"}"#;
+        let err = check_answer(&put("/_ilm/policy/iaso-probe"), 400, body)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "elasticsearch has no API for PUT /_ilm/policy/iaso-probe (it answered 400: no handler found for uri [/_ilm/policy/iaso-probe] and method [PUT]); this cluster lacks the feature the request needs"
+        );
+    }
+
+    /// Field types of the OSS server and its modules. x-pack adds `wildcard`,
+    /// `constant_keyword`, `version`, `unsigned_long`, …, which a cluster without x-pack (or a
+    /// trimmed hosted one) refuses, so the templates must not need them.
+    const CORE_FIELD_TYPES: &[&str] = &[
+        "keyword",
+        "text",
+        "long",
+        "integer",
+        "short",
+        "byte",
+        "double",
+        "float",
+        "half_float",
+        "scaled_float",
+        "boolean",
+        "date",
+        "date_nanos",
+        "ip",
+        "object",
+        "nested",
+        "flattened",
+        "match_only_text",
+        "geo_point",
+    ];
+
+    fn collect_types(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+        if let Some(props) = v.get("properties").and_then(Value::as_object) {
+            for (name, field) in props {
+                collect_types(field, &format!("{path}{name}."), out);
+            }
+        }
+        if let Some(fields) = v.get("fields").and_then(Value::as_object) {
+            for (name, field) in fields {
+                collect_types(field, &format!("{path}{name}."), out);
+            }
+        }
+        if let Some(t) = v.get("type").and_then(Value::as_str) {
+            out.push((path.trim_end_matches('.').to_owned(), t.to_owned()));
+        }
+    }
+
+    #[test]
+    fn every_mapped_field_type_is_one_a_cluster_without_x_pack_has() {
+        let mut types = Vec::new();
+        for r in elasticsearch_plan(None) {
+            if let Some(m) = r.body.pointer("/template/mappings") {
+                collect_types(m, "", &mut types);
+            }
+        }
+        assert!(types.len() > 30, "the mappings were read: {types:?}");
+        let foreign: Vec<_> = types
+            .iter()
+            .filter(|(_, t)| !CORE_FIELD_TYPES.contains(&t.as_str()))
+            .collect();
+        assert!(foreign.is_empty(), "x-pack-only field types: {foreign:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! `iaso-probe setup`: installs what the prober needs outside itself, idempotently.
 //!
 //! - [`elasticsearch`]: the ILM policy, component templates and index templates of
-//!   `config/elasticsearch/`, sent as-is through the official client (`PUT` overwrites).
+//!   `config/elasticsearch/`, sent through the official client (`PUT` overwrites); on a cluster
+//!   without ILM the templates carry a data stream lifecycle instead of the policy.
 //! - [`kibana`]: the saved objects of `kibana/*.ndjson` (data views, Lens panels, dashboards),
 //!   imported with `overwrite=true`.
 //!
@@ -13,7 +14,10 @@ pub mod kibana;
 
 use serde::Serialize;
 
-pub use self::elasticsearch::{elasticsearch_plan, install_elasticsearch};
+pub use self::elasticsearch::{
+    elasticsearch_plan, install_elasticsearch, install_elasticsearch_reporting, Installed,
+    Retention,
+};
 pub use self::kibana::{
     import_kibana, kibana_files, kibana_http_client, wait_kibana_available, KibanaTarget,
 };
@@ -48,6 +52,15 @@ pub enum SetupError {
         status: u16,
         error_type: String,
         reason: String,
+    },
+    /// The cluster has no such API (400 "no handler found", 404/410, `api_not_available`): a
+    /// feature this cluster lacks, not a bad request.
+    #[error("elasticsearch has no API for {method} {path} (it answered {status}: {answer}); this cluster lacks the feature the request needs")]
+    ElasticsearchMissingApi {
+        method: &'static str,
+        path: String,
+        status: u16,
+        answer: String,
     },
     /// Elasticsearch answered 2xx without `"acknowledged": true`.
     #[error("elasticsearch did not acknowledge {method} {path}: {body}")]

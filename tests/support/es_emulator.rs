@@ -1,6 +1,6 @@
 //! In-process Elasticsearch emulator for the integration tests.
 //!
-//! [`EsEmulator::start`] serves the Elasticsearch REST API (8.15-flavoured) on `127.0.0.1:PORT`
+//! [`EsEmulator::start`] serves the Elasticsearch REST API (8.14-flavoured) on `127.0.0.1:PORT`
 //! from its own OS thread and tokio runtime, so it works under whichever runtime a test uses
 //! (actix `System`, `#[tokio::test]`, paused time or not — its own timers run in real time).
 //!

@@ -16,7 +16,7 @@ use super::store::{
 };
 use super::{Fault, RecordedRequest};
 
-pub const VERSION: &str = "8.15.3";
+pub const VERSION: &str = "8.14.3";
 const CLUSTER_NAME: &str = "es-emulator";
 
 /// Decoded query parameters.
@@ -399,6 +399,7 @@ enum Route {
     Root,
     Health,
     Bulk(Option<String>),
+    IlmStatus,
     IlmAll,
     Ilm(String),
     ComponentAll,
@@ -424,6 +425,7 @@ fn parse_route(segs: &[String]) -> Option<Route> {
         ["_bulk"] => Route::Bulk(None),
         [i, "_bulk"] => Route::Bulk(Some((*i).to_owned())),
         ["_cluster", "health"] | ["_cluster", "health", _] => Route::Health,
+        ["_ilm", "status"] => Route::IlmStatus,
         ["_ilm", "policy"] => Route::IlmAll,
         ["_ilm", "policy", n] => Route::Ilm((*n).to_owned()),
         ["_component_template"] => Route::ComponentAll,
@@ -451,6 +453,7 @@ fn allowed(route: &Route) -> &'static [&'static str] {
     match route {
         Route::Root | Route::Doc(..) => &["GET", "HEAD"],
         Route::Health
+        | Route::IlmStatus
         | Route::IlmAll
         | Route::ComponentAll
         | Route::TemplateAll
@@ -523,6 +526,7 @@ fn dispatch(
             Ok(j) => Reply::ok(j),
             Err((status, error)) => Reply::error(status, error),
         },
+        (Route::IlmStatus, _) => Reply::ok(J::obj().set("operation_mode", "RUNNING")),
         (Route::IlmAll, _) => get_ilm(st, "*"),
         (Route::Ilm(name), "GET") => get_ilm(st, &name),
         (Route::Ilm(name), "PUT") => put_ilm(st, &name, &req.body),

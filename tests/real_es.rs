@@ -1,0 +1,788 @@
+//! Shipping, setup and faults against a real Elasticsearch (`tests/elasticsearch/start.sh`):
+//! one shared node for the tests that need nothing special, a node of its own for each fault
+//! that needs special settings or kills the node. Each test uses its own environment name, so
+//! its own data streams (`iaso-checks-<env>`, `iaso-jobs-<env>`). The journal is the truth:
+//! every journal document's `event.id` must be in Elasticsearch exactly once.
+//!
+//! Runs when `IASO_PROBE_TEST_ES_URL` names a cluster or `java` is available; otherwise each
+//! test prints one line saying it did not run, and fails under `IASO_PROBE_REQUIRE_REAL_ES=1`.
+
+#[path = "static/files.rs"]
+mod files;
+mod harness;
+mod real_node;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::*;
+use iaso_probe::config::Config;
+use iaso_probe::sink::shipper::{Shipper, ShipperCounters};
+use real_node::{not_run, Es, Node};
+use serde_json::{json, Value};
+
+const SIM: &str = r#"
+seed = 5
+latency_ms = { min = 0, max = 1 }
+job_duration_ms = { min = 30, max = 200 }
+job_failure_ratio = 0.2
+job_warning_ratio = 0.1
+unhealthy_ratio = 0.3
+"#;
+
+/// Prints a figure for the report on the real stderr (not captured).
+fn figure(test: &str, text: &str) {
+    let _ = writeln!(std::io::stderr(), "real-es {test}: {text}");
+}
+
+/// The shared node's URL, or `None` after saying why the test did not run.
+fn shared(test: &str) -> Option<String> {
+    match real_node::shared() {
+        Ok(url) => Some(url.to_owned()),
+        Err(why) => {
+            not_run(test, &why);
+            None
+        }
+    }
+}
+
+/// A node of its own, or `None` after saying why the test did not run.
+fn own(test: &str, nodes: usize, settings: &[&str]) -> Option<Node> {
+    match real_node::own(nodes, settings) {
+        Ok(n) => {
+            figure(
+                test,
+                &format!(
+                    "{nodes} node(s) with {settings:?} started in {:.1}s",
+                    n.start_time.as_secs_f64()
+                ),
+            );
+            Some(n)
+        }
+        Err(why) => {
+            not_run(test, &why);
+            None
+        }
+    }
+}
+
+/// Writes `dir/test.toml` for environment `env` (portal `sim_url`, `hosts_n` hosts) shipping to
+/// `urls` (none: no Elasticsearch), loads it through the real loader, and returns it.
+fn write_config(
+    dir: &Path,
+    env: &str,
+    sim_url: &str,
+    hosts_n: usize,
+    urls: &[String],
+    es_extra: &str,
+) -> Config {
+    let es = if urls.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "[elasticsearch]\nurls = {urls:?}\nretry_initial_ms = 20\nretry_max_ms = 500\nbatch_max_wait_ms = 20\nonce_ship_deadline_secs = 240\n{es_extra}\n"
+        )
+    };
+    let text = format!(
+        r#"
+[journal]
+dir = "{journal}"
+flush_interval_ms = 20
+[log]
+dir = ""
+[environments.{env}]
+base_url = "{sim_url}"
+rate_limit_per_sec = 1000
+rate_limit_burst = 50
+[environments.{env}.credentials]
+username = "probe"
+password = "probe-secret"
+[environments.{env}.jobs]
+poll_interval_ms = 50
+poll_jitter_ms = 10
+max_duration_secs = 60
+{hosts}
+{es}"#,
+        journal = dir.join("journal").display(),
+        hosts = hosts(env, hosts_n),
+    );
+    config(dir, &text)
+}
+
+fn bin(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_iaso-probe"));
+    c.current_dir(dir)
+        .env_remove("ELASTICSEARCH_URL")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IASO_PROBE_") {
+            c.env_remove(k);
+        }
+    }
+    c.args(["--config", "test.toml"]);
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The journal's documents: `event.id` → data stream it belongs in.
+fn journal_docs(dir: &Path) -> BTreeMap<String, String> {
+    iaso_probe::sink::journal::read_all(&dir.join("journal"))
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let prefix = match v["event"]["dataset"].as_str().unwrap() {
+                "iaso.checks" => "iaso-checks",
+                "iaso.jobs" => "iaso-jobs",
+                other => panic!("dataset {other}"),
+            };
+            let stream = format!("{prefix}-{}", v["service"]["environment"].as_str().unwrap());
+            (v["event"]["id"].as_str().unwrap().to_owned(), stream)
+        })
+        .collect()
+}
+
+/// Every journal document except `except` is in Elasticsearch exactly once (by `_id`, through
+/// `_search`), nothing else is, and `_count` of each data stream matches. Returns the count.
+fn assert_exactly_once(es: &Es, env: &str, dir: &Path, except: &BTreeSet<String>) -> usize {
+    let docs: BTreeMap<String, String> = journal_docs(dir)
+        .into_iter()
+        .filter(|(id, _)| !except.contains(id))
+        .collect();
+    let stored = es.ids(&format!("iaso-*-{env}"));
+    let unique: BTreeSet<String> = stored.iter().cloned().collect();
+    assert_eq!(unique.len(), stored.len(), "duplicates in Elasticsearch");
+    let expected: BTreeSet<String> = docs.keys().cloned().collect();
+    let lost: Vec<_> = expected.difference(&unique).collect();
+    let extra: Vec<_> = unique.difference(&expected).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "{} lost, {} not in the journal: {lost:?} {extra:?}",
+        lost.len(),
+        extra.len()
+    );
+    for stream in docs.values().collect::<BTreeSet<_>>() {
+        let want = docs.values().filter(|s| *s == stream).count() as u64;
+        assert_eq!(es.count(stream), want, "_count of {stream}");
+    }
+    docs.len()
+}
+
+/// A journal of `hosts_n` hosts written by `run --once` without Elasticsearch.
+fn journal_without_es(dir: &Path, env: &str, hosts_n: usize) -> (Config, usize) {
+    let sim = simulator(SIM);
+    let cfg = write_config(dir, env, &sim.base_url(), hosts_n, &[], "");
+    run_once(cfg.clone());
+    let n = journal_docs(dir).len();
+    assert!(n > hosts_n, "journal written: {n} documents");
+    (cfg, n)
+}
+
+/// An in-process shipper over `cfg`'s journal to `urls`, setup included.
+fn shipper(cfg: &Config, urls: &[String], tune: impl Fn(&mut Config)) -> Shipper {
+    let mut cfg = cfg.clone();
+    cfg.elasticsearch.urls = urls.to_vec();
+    cfg.elasticsearch.retry_initial_ms = 20;
+    cfg.elasticsearch.retry_max_ms = 500;
+    tune(&mut cfg);
+    let (client, _) = iaso_probe::sink::es_client::build(&cfg.elasticsearch)
+        .unwrap()
+        .unwrap();
+    let mut s = Shipper::new(client, cfg.elasticsearch.clone(), cfg.journal.clone()).unwrap();
+    s.require_setup(iaso_probe::setup::elasticsearch_plan(Some(
+        &cfg.elasticsearch.ilm_delete_after,
+    )));
+    s
+}
+
+fn ship_all(mut s: Shipper) -> ShipperCounters {
+    actix::System::new().block_on(async {
+        tokio::time::timeout(Duration::from_secs(240), s.ship_available())
+            .await
+            .expect("shipping finished in time")
+            .expect("journal readable");
+    });
+    let c = s.counters().lock().unwrap().clone();
+    c
+}
+
+/// Waits (bounded) until `f` holds, polling a real server.
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Parses `shipped: S stored, D already there, X dead-lettered; U results still unshipped`.
+fn ship_line(out: &str) -> (u64, u64, u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("shipped: "))
+        .unwrap_or_else(|| panic!("no shipped line in {out}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+/// Whether the target cluster has ILM, asked the way setup asks.
+fn has_ilm(es: &Es) -> bool {
+    let (status, body) = es.call("GET", "/_ilm/status", None);
+    matches!(
+        iaso_probe::setup::elasticsearch::classify_ilm_status(status, &body.to_string()),
+        Ok(iaso_probe::setup::Retention::Ilm)
+    )
+}
+
+// ------------------------------------------------------------------------------- shared node
+
+#[test]
+fn setup_twice_then_run_once_stores_every_journal_document_exactly_once_in_our_data_streams() {
+    const T: &str = "setup";
+    let Some(url) = shared(T) else { return };
+    let es = Es::new(&url);
+    let sim = simulator(SIM);
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        T,
+        &sim.base_url(),
+        30,
+        std::slice::from_ref(&url),
+        "",
+    );
+    let ilm = has_ilm(&es);
+    for round in 1..=2 {
+        let o = bin(dir.path()).arg("setup").output().unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(0), "setup round {round}: {out}");
+        if ilm {
+            assert!(out.contains("the cluster has ILM"), "{out}");
+        } else {
+            // The real node answers 405 here ("Incorrect HTTP method … allowed: [POST]") once
+            // it has indices (another route's pattern matches the path), 400 before.
+            assert!(
+                out.contains("the cluster has no ILM (GET /_ilm/status answered 40"),
+                "{out}"
+            );
+            assert!(
+                out.contains("so data streams use the data stream lifecycle, data_retention 30d"),
+                "{out}"
+            );
+        }
+    }
+    for name in ["iaso-checks", "iaso-jobs"] {
+        let t = es.ok("GET", &format!("/_index_template/{name}"), None);
+        let t = &t["index_templates"][0]["index_template"];
+        assert_eq!(t["composed_of"], json!(["iaso-mappings", "iaso-settings"]));
+        if !ilm {
+            assert_eq!(t["template"]["lifecycle"]["data_retention"], "30d", "{t}");
+        }
+    }
+
+    let o = bin(dir.path())
+        .args(["run", "--once", "--no-progress"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "run --once: {out}");
+    let n = assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
+
+    for stream in [format!("iaso-checks-{T}"), format!("iaso-jobs-{T}")] {
+        // A data stream (not an index) created from our template, with our field types.
+        let (status, ds) = es.call("GET", &format!("/_data_stream/{stream}"), None);
+        if status == 200 {
+            let ds = &ds["data_streams"][0];
+            assert_eq!(
+                ds["template"],
+                if stream.starts_with("iaso-checks") {
+                    "iaso-checks"
+                } else {
+                    "iaso-jobs"
+                }
+            );
+        } else {
+            // The test node has no data-streams module (its REST API): resolve it instead.
+            let r = es.ok("GET", &format!("/_resolve/index/{stream}"), None);
+            assert_eq!(r["data_streams"][0]["name"], stream.as_str(), "{r}");
+            assert_eq!(r["data_streams"][0]["timestamp_field"], "@timestamp");
+        }
+        let m = es.ok("GET", &format!("/{stream}/_mapping"), None);
+        let (backing, m) = m.as_object().unwrap().iter().next().unwrap();
+        assert!(backing.starts_with(&format!(".ds-{stream}-")), "{backing}");
+        let m = &m["mappings"];
+        assert_eq!(m["dynamic"], "strict");
+        assert_eq!(
+            m.pointer("/properties/@timestamp/type"),
+            Some(&json!("date"))
+        );
+        assert_eq!(
+            m.pointer("/properties/event/properties/duration/type"),
+            Some(&json!("long"))
+        );
+        assert_eq!(
+            m.pointer("/properties/error/properties/message/fields/text/type"),
+            Some(&json!("text"))
+        );
+        assert_eq!(
+            m.pointer("/properties/iaso/properties/job/properties/percent/type"),
+            Some(&json!("float"))
+        );
+    }
+    figure(T, &format!("{n} documents, each stored once"));
+}
+
+#[test]
+fn a_prober_killed_mid_shipping_and_restarted_loses_and_duplicates_nothing() {
+    const T: &str = "crash";
+    let Some(url) = shared(T) else { return };
+    let es = Es::new(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lines) = journal_without_es(dir.path(), T, 120);
+    // Small batches, one at a time: shipping takes long enough to be killed in the middle.
+    let sim = simulator(SIM);
+    write_config(
+        dir.path(),
+        T,
+        &sim.base_url(),
+        120,
+        std::slice::from_ref(&url),
+        "batch_max_docs = 3\nmax_in_flight = 1\n",
+    );
+    let stream = format!("iaso-*-{T}");
+    let mut child = bin(dir.path())
+        .arg("ship")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("first documents stored", Duration::from_secs(120), || {
+        es.try_call("GET", &format!("/{stream}/_count"), None)
+            .is_ok_and(|(s, v)| s == 200 && v["count"].as_u64().unwrap_or(0) > 0)
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The count settles once a bulk in flight at the kill is applied (or not).
+    let mut stored = es.count(&stream);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let again = es.count(&stream);
+        if again == stored {
+            break;
+        }
+        stored = again;
+    }
+    let unshipped = iaso_probe::sink::shipper::unshipped(&dir.path().join("journal")).unwrap();
+    let checkpointed = lines as u64 - unshipped;
+    assert!(
+        stored > 0 && stored < lines as u64,
+        "killed mid-way: {stored} of {lines} stored"
+    );
+    assert!(
+        stored >= checkpointed,
+        "{stored} stored, {checkpointed} checkpointed"
+    );
+
+    let o = bin(dir.path()).arg("ship").output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let (new, dup, dead, left) = ship_line(&out);
+    assert_eq!((dead, left), (0, 0), "{out}");
+    assert_eq!(
+        new + dup,
+        unshipped,
+        "every line after the checkpoint sent once: {out}"
+    );
+    assert_eq!(
+        dup,
+        stored - checkpointed,
+        "the 409s are exactly the documents stored after the last checkpoint"
+    );
+    assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
+
+    // Replaying the whole journal (checkpoint lost): every document answers 409, none is
+    // stored twice.
+    std::fs::remove_file(dir.path().join("journal/shipping.checkpoint.json")).unwrap();
+    let o = bin(dir.path()).arg("ship").output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(ship_line(&out), (0, lines as u64, 0, 0), "{out}");
+    assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
+    figure(
+        T,
+        &format!("{lines} documents; killed with {stored} stored ({checkpointed} checkpointed); restart: {new} stored, {dup} 409s; full replay: {lines} 409s, 0 duplicates"),
+    );
+}
+
+#[test]
+fn a_mapping_conflict_is_dead_lettered_with_elasticsearchs_reason_and_the_rest_delivered() {
+    const T: &str = "conflict";
+    let Some(url) = shared(T) else { return };
+    let es = Es::new(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = journal_without_es(dir.path(), T, 8);
+    // A document whose event.duration (long) is a string, as a test writes it.
+    let first =
+        iaso_probe::sink::journal::read_all(&dir.path().join("journal")).unwrap()[0].clone();
+    let mut bad: Value = serde_json::from_str(&first).unwrap();
+    bad["event"]["id"] = json!("conflict-wrong-type");
+    bad["event"]["duration"] = json!("slow");
+    let mut journal =
+        iaso_probe::sink::journal::Journal::open(&dir.path().join("journal"), 1 << 30).unwrap();
+    journal.append(bad.to_string().as_bytes()).unwrap();
+    journal.flush().unwrap();
+    drop(journal);
+
+    let c = ship_all(shipper(&cfg, &[url], |_| {}));
+    assert_eq!(c.dead_lettered, 1, "{c:?}");
+    let dead: Vec<Value> = std::fs::read_to_string(dir.path().join("journal/dead-letter.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d["_id"], "conflict-wrong-type");
+    assert_eq!(d["error"]["status"], 400);
+    assert_eq!(d["error"]["type"], "document_parsing_exception", "{d}");
+    let reason = d["error"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("failed to parse field [event.duration] of type [long] in document with id 'conflict-wrong-type'"),
+        "Elasticsearch's own reason: {reason}"
+    );
+    assert_eq!(d["document"]["event"]["duration"], "slow");
+    let except: BTreeSet<String> = ["conflict-wrong-type".to_owned()].into();
+    let n = assert_exactly_once(&es, T, dir.path(), &except);
+    figure(T, &format!("{n} delivered, 1 dead-lettered: {reason}"));
+}
+
+#[test]
+fn every_field_kibana_uses_is_in_field_caps_with_the_type_its_panel_needs() {
+    const T: &str = "fields";
+    let Some(url) = shared(T) else { return };
+    let es = Es::new(&url);
+    let sim = simulator(SIM);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = write_config(
+        dir.path(),
+        T,
+        &sim.base_url(),
+        12,
+        std::slice::from_ref(&url),
+        "",
+    );
+    cfg.environments
+        .get_mut(T)
+        .unwrap()
+        .checks
+        .response_time_limit_ms = 1;
+    let report = run_once(cfg);
+    assert_eq!(report.shipping.unwrap().unshipped, 0);
+    assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
+
+    let problems =
+        kibana_fields::check(&es, &format!("iaso-checks-{T}"), &format!("iaso-jobs-{T}"));
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+// ------------------------------------------------------------------------ nodes of their own
+
+#[test]
+fn elasticsearch_killed_mid_run_and_restarted_30s_later_loses_and_duplicates_nothing() {
+    const T: &str = "restart";
+    let Some(mut node) = own(T, 1, &[]) else {
+        return;
+    };
+    let es = Es::new(&node.url());
+    // Jobs that end 15–50 s after their start: the run is still journaling job ends while
+    // Elasticsearch is down (it is killed at the first stored document, for 30 s).
+    let sim = simulator(&SIM.replace(
+        "job_duration_ms = { min = 30, max = 200 }",
+        "job_duration_ms = { min = 15000, max = 50000 }",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        T,
+        &sim.base_url(),
+        40,
+        &[node.url()],
+        "batch_max_docs = 5\n",
+    );
+    let journal_dir = dir.path().join("journal");
+    let lines_now = || journal_docs(dir.path()).len();
+    let controller = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| {
+            wait_for("first documents stored", Duration::from_secs(120), || {
+                es.try_call("GET", &format!("/iaso-*-{T}/_count"), None)
+                    .is_ok_and(|(s, v)| s == 200 && v["count"].as_u64().unwrap_or(0) > 0)
+            });
+            node.kill(1);
+            let at_kill = lines_now();
+            std::thread::sleep(Duration::from_secs(30));
+            let during = lines_now() - at_kill;
+            node.start_again().expect("the node restarts on its data");
+            let restarted = Instant::now();
+            wait_for("caught up", Duration::from_secs(240), || {
+                iaso_probe::sink::shipper::unshipped(&journal_dir).unwrap_or(1) == 0
+            });
+            (at_kill, during, restarted.elapsed())
+        });
+        let report = run_once(cfg);
+        (report, handle.join().unwrap())
+    });
+    let (report, (at_kill, during, catch_up)) = controller;
+    let s = report.shipping.unwrap();
+    assert_eq!(s.unshipped, 0, "{:?}", s.counters);
+    assert!(
+        during > 0,
+        "the prober kept journaling while Elasticsearch was down"
+    );
+    let n = assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
+    figure(
+        T,
+        &format!("{n} documents; {at_kill} journaled at the kill, {during} more during the 30 s outage; node restart {:.1}s; caught up {:.1}s after the restart; {} retries, {} 409s",
+            node.start_time.as_secs_f64(), catch_up.as_secs_f64(), s.counters.retried, s.counters.duplicates),
+    );
+}
+
+#[test]
+fn real_429s_from_a_tiny_write_pool_are_retried_until_every_document_is_stored_once() {
+    const T: &str = "reject";
+    let Some(node) = own(
+        T,
+        1,
+        &["thread_pool.write.size=1", "thread_pool.write.queue_size=1"],
+    ) else {
+        return;
+    };
+    let es = Es::new(&node.url());
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, lines) = journal_without_es(dir.path(), T, 150);
+    let c = ship_all(shipper(&cfg, &[node.url()], |c| {
+        c.elasticsearch.batch_max_docs = 4;
+        c.elasticsearch.max_in_flight = 16;
+        c.elasticsearch.retry_initial_ms = 5;
+        c.elasticsearch.retry_max_ms = 100;
+    }));
+    let rejected = es.write_rejections();
+    assert!(rejected > 0, "the write pool rejected something: {c:?}");
+    assert!(c.retried > 0, "{c:?}");
+    assert_eq!(c.dead_lettered, 0);
+    assert_eq!(c.stored + c.duplicates, lines as u64, "{c:?}");
+    assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
+    figure(
+        T,
+        &format!("{lines} documents; {rejected} write-pool rejections (es_rejected_execution_exception); {} retries; {} requests; {} 409s", c.retried, c.requests, c.duplicates),
+    );
+}
+
+#[test]
+fn a_real_413_splits_the_batch_until_everything_fits() {
+    const T: &str = "toolarge";
+    // Large enough for the biggest setup request (the mappings), smaller than a batch.
+    let Some(node) = own(T, 1, &["http.max_content_length=8kb"]) else {
+        return;
+    };
+    let es = Es::new(&node.url());
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, lines) = journal_without_es(dir.path(), T, 20);
+    let c = ship_all(shipper(&cfg, &[node.url()], |c| {
+        c.elasticsearch.batch_max_docs = 100;
+        c.elasticsearch.max_in_flight = 2;
+    }));
+    assert!(c.splits > 0, "{c:?}");
+    assert_eq!(c.dead_lettered, 0, "{c:?}");
+    assert_eq!(c.stored, lines as u64, "{c:?}");
+    assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
+    figure(
+        T,
+        &format!(
+            "{lines} documents; {} 413 splits; {} requests; {} retries",
+            c.splits, c.requests, c.retried
+        ),
+    );
+}
+
+#[test]
+fn three_nodes_with_one_stopped_mid_run_keep_shipping() {
+    const T: &str = "cluster";
+    let Some(node) = own(T, 3, &[]) else { return };
+    let es = Es::new(&node.url_of(1));
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, lines) = journal_without_es(dir.path(), T, 120);
+    let shipper = shipper(&cfg, &node.urls(), |c| {
+        c.elasticsearch.batch_max_docs = 3;
+        c.elasticsearch.max_in_flight = 2;
+    });
+    let (c, stored_at_stop) = std::thread::scope(|scope| {
+        let stopper = scope.spawn(|| {
+            wait_for("first documents stored", Duration::from_secs(120), || {
+                es.try_call("GET", &format!("/iaso-*-{T}/_count"), None)
+                    .is_ok_and(|(s, v)| s == 200 && v["count"].as_u64().unwrap_or(0) > 0)
+            });
+            node.kill(2);
+            es.count(&format!("iaso-*-{T}"))
+        });
+        let c = ship_all(shipper);
+        (c, stopper.join().unwrap())
+    });
+    assert!(
+        stored_at_stop < lines as u64,
+        "node 2 stopped mid-run ({stored_at_stop} of {lines})"
+    );
+    assert_eq!(c.dead_lettered, 0, "{c:?}");
+    assert_eq!(c.stored + c.duplicates, lines as u64, "{c:?}");
+    assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
+    figure(
+        T,
+        &format!("{lines} documents; node 2 of 3 killed with {stored_at_stop} stored; {} retries, {} 409s, {} requests", c.retried, c.duplicates, c.requests),
+    );
+}
+
+/// The fields `kibana/` uses, checked against `_field_caps` of shipped data streams.
+mod kibana_fields {
+    use super::files;
+    use super::Es;
+    use serde_json::Value;
+
+    const NUMERIC: &[&str] = &[
+        "long",
+        "integer",
+        "short",
+        "byte",
+        "double",
+        "float",
+        "half_float",
+        "scaled_float",
+    ];
+
+    /// Problems found (empty: every field exists, with one type that fits its use).
+    pub fn check(es: &Es, checks: &str, jobs: &str) -> Vec<String> {
+        let caps = es.ok(
+            "GET",
+            &format!("/{checks},{jobs}/_field_caps?fields=*"),
+            None,
+        );
+        let fields = &caps["fields"];
+        let mut problems = Vec::new();
+        let mut used = 0;
+        let mut need = |field: &str, at: &str, want: &dyn Fn(&str, &Value) -> bool, what: &str| {
+            used += 1;
+            match fields.get(field).and_then(Value::as_object) {
+                None => problems.push(format!("{at}: {field} is not in _field_caps")),
+                Some(types) if types.len() != 1 => problems.push(format!(
+                    "{at}: {field} has several types {:?}",
+                    types.keys()
+                )),
+                Some(types) => {
+                    let (ty, cap) = types.iter().next().unwrap();
+                    if !want(ty, cap) {
+                        problems.push(format!(
+                            "{at}: {field} is {ty} {cap}, the panel needs {what}"
+                        ));
+                    }
+                }
+            }
+        };
+        let aggregatable = |_: &str, c: &Value| c["aggregatable"] == true;
+        let searchable = |_: &str, c: &Value| c["searchable"] == true;
+        let date = |t: &str, c: &Value| t == "date" && c["aggregatable"] == true;
+        let numeric = |t: &str, c: &Value| NUMERIC.contains(&t) && c["aggregatable"] == true;
+        let keyword = |t: &str, c: &Value| t == "keyword" && c["aggregatable"] == true;
+
+        for o in files::saved_objects() {
+            let at = o.at();
+            match o.type_() {
+                "index-pattern" => {
+                    if let Some(f) = o.attributes()["timeFieldName"].as_str() {
+                        need(f, &at, &date, "a date");
+                    }
+                }
+                "lens" => {
+                    let layers =
+                        &o.attributes()["state"]["datasourceStates"]["formBased"]["layers"];
+                    for layer in layers.as_object().into_iter().flatten().map(|(_, l)| l) {
+                        for (id, col) in layer["columns"].as_object().into_iter().flatten() {
+                            let op = col["operationType"].as_str().unwrap_or("");
+                            let at = format!("{at} column {id} ({op})");
+                            if let Some(f) = col["sourceField"].as_str() {
+                                if f == "___records___" {
+                                    continue;
+                                }
+                                match op {
+                                    "date_histogram" => need(f, &at, &date, "a date"),
+                                    "average" | "sum" | "median" | "percentile"
+                                    | "percentile_rank" | "min" | "max" | "standard_deviation"
+                                    | "range" => need(f, &at, &numeric, "an aggregatable number"),
+                                    _ => need(f, &at, &aggregatable, "an aggregatable field"),
+                                }
+                            }
+                            if let Some(f) =
+                                col.pointer("/params/sortField").and_then(Value::as_str)
+                            {
+                                need(f, &at, &aggregatable, "a sortable field");
+                            }
+                        }
+                    }
+                }
+                "search" => {
+                    for c in o.attributes()["columns"].as_array().into_iter().flatten() {
+                        need(
+                            c.as_str().unwrap_or(""),
+                            &at,
+                            &searchable,
+                            "a searchable field",
+                        );
+                    }
+                    for s in o.attributes()["sort"].as_array().into_iter().flatten() {
+                        need(
+                            s[0].as_str().unwrap_or(""),
+                            &at,
+                            &aggregatable,
+                            "a sortable field",
+                        );
+                    }
+                }
+                "dashboard" => {
+                    if let Some(input) = o.attributes().get("controlGroupInput") {
+                        let panels =
+                            files::decode(&input["panelsJSON"], "controlGroupInput.panelsJSON");
+                        for (id, c) in panels.as_object().into_iter().flatten() {
+                            if let Some(f) = c["explicitInput"]["fieldName"].as_str() {
+                                need(
+                                    f,
+                                    &format!("{at} control {id}"),
+                                    &keyword,
+                                    "an aggregatable keyword",
+                                );
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if used < 10 {
+            problems.push(format!(
+                "only {used} field uses found in kibana/: the extractor is broken"
+            ));
+        }
+        problems
+    }
+}
