@@ -999,7 +999,7 @@ mod tests {
     }
 
     #[test]
-        fn rejects_a_malformed_backup_window() {
+    fn rejects_a_malformed_backup_window() {
         let e = problems(&env_toml(
             "[environments.lab.jobs]\nbackup_window = \"22h-6h\"",
         ));
