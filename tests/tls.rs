@@ -314,7 +314,7 @@ fn check_config_names_a_ca_file_that_is_not_pem_and_exits_2() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("environments.lab.tls.ca_files[0]"), "{out}");
     assert!(
-        out.contains("not-a-ca.pem") && out.contains("no certificate"),
+        out.contains("not-a-ca.pem") && out.contains("not PEM"),
         "{out}"
     );
 }

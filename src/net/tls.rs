@@ -136,7 +136,7 @@ impl TlsConfig {
                         rustls::pki_types::pem::Error::NoItemsFound => {
                             "no private key in the file (expected a PEM PRIVATE KEY block)".into()
                         }
-                        e => format!("not a PEM private key: {e:?}"),
+                        e => format!("not a valid PEM private key: {}", pem_error(&e)),
                     },
                 })?;
                 // The same check rustls makes when connecting, made now so check-config
@@ -294,16 +294,40 @@ fn read_certs(key: &str, f: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFi
         file: f.into(),
         problem,
     };
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(err(
+            "not PEM (no -----BEGIN line; a DER file converts with `openssl x509 -inform der`)"
+                .into(),
+        ));
+    }
     let mut certs = Vec::new();
     for c in CertificateDer::pem_slice_iter(&pem) {
-        certs.push(c.map_err(|e| err(format!("not PEM: {e:?}")))?);
+        certs.push(c.map_err(|e| err(format!("not valid PEM: {}", pem_error(&e))))?);
     }
     if certs.is_empty() {
         return Err(err(
-            "no certificate in the file (expected PEM BEGIN CERTIFICATE blocks)".into(),
+            "no certificate in the file (expected BEGIN CERTIFICATE blocks)".into(),
         ));
     }
     Ok(certs)
+}
+
+/// A PEM error as text (pki-types' own Display prints markers as byte arrays).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { end_marker } => format!(
+            "missing `-----END {}-----` line",
+            String::from_utf8_lossy(end_marker).trim()
+        ),
+        E::IllegalSectionStart { line } => {
+            format!(
+                "bad section start `{}`",
+                String::from_utf8_lossy(line).trim()
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 fn now_secs() -> i64 {
@@ -507,8 +531,34 @@ mod tests {
         };
         let e = cfg.load("elasticsearch.tls").unwrap_err();
         assert_eq!(e.key, "elasticsearch.tls.ca_files[0]");
-        assert!(e.to_string().contains("no certificate in the file"), "{e}");
+        assert!(e.to_string().contains("not PEM"), "{e}");
         assert!(e.to_string().contains("ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn rejects_a_pem_file_without_a_certificate() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, key) = cert_files(d.path(), "a", 2020, 2990);
+        let cfg = TlsConfig {
+            ca_files: vec![key],
+            ..Default::default()
+        };
+        let e = cfg.load("x.tls").unwrap_err();
+        assert!(e.problem.contains("no certificate in the file"), "{e}");
+    }
+
+    #[test]
+    fn rejects_a_truncated_pem_certificate_naming_the_missing_line() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, _) = cert_files(d.path(), "a", 2020, 2990);
+        let text = std::fs::read_to_string(&c).unwrap();
+        std::fs::write(&c, &text[..text.len() / 2]).unwrap();
+        let e = check_ca_file("x.ca", &c).unwrap_err();
+        assert!(
+            e.problem
+                .contains("missing `-----END CERTIFICATE-----` line"),
+            "{e}"
+        );
     }
 
     #[test]

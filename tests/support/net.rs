@@ -35,9 +35,14 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        // A distinct CA name per PKI: rustls looks issuers up by name, so two tests' CAs with
+        // one name (one of them trusted through the process-wide SSL_CERT_FILE) would turn
+        // "unknown issuer" into "bad signature".
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ca_params
             .distinguished_name
-            .push(DnType::CommonName, format!("{name} CA"));
+            .push(DnType::CommonName, format!("{name} CA {n}"));
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let ca_file = dir.path().join(format!("{name}-ca.pem"));
