@@ -205,3 +205,29 @@ fn a_damaged_state_file_stops_the_start_naming_the_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn max_launches_per_minute_spaces_the_launches_of_a_pass() {
+    let sim = simulator(SIM);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = backups_every_hour(dir.path(), &sim, 12);
+    // 600 a minute: one launch every 100 ms, so twelve take at least 1.1 s.
+    cfg.environments
+        .get_mut("lab")
+        .unwrap()
+        .jobs
+        .max_launches_per_minute = 600;
+    run_once(cfg);
+    assert_eq!(sim.counters().backups_launched, 12);
+    let mut at: Vec<DateTime<Utc>> = journal(dir.path())
+        .iter()
+        .filter(|r| r.event.action == Action::BackupLaunch)
+        .map(|r| r.timestamp)
+        .collect();
+    at.sort();
+    let span = *at.last().unwrap() - at[0];
+    assert!(
+        span >= chrono::Duration::milliseconds(1050),
+        "twelve launches within {span}"
+    );
+}
