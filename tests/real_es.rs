@@ -344,6 +344,30 @@ fn setup_twice_then_run_once_stores_every_journal_document_exactly_once_in_our_d
             Some(&json!("float"))
         );
     }
+    // `dynamic: strict`: a field the templates do not map is refused, by Elasticsearch itself.
+    let first =
+        iaso_probe::sink::journal::read_all(&dir.path().join("journal")).unwrap()[0].clone();
+    let mut unknown: Value = serde_json::from_str(&first).unwrap();
+    unknown["event"]["id"] = json!("setup-unknown-field");
+    unknown["event"]["severity"] = json!(3);
+    let stream = format!("iaso-checks-{T}");
+    let (status, answer) = es.call(
+        "PUT",
+        &format!("/{stream}/_create/setup-unknown-field"),
+        Some(&unknown),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"]["type"], "strict_dynamic_mapping_exception",
+        "{answer}"
+    );
+    let reason = answer["error"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.ends_with(
+            "mapping set to strict, dynamic introduction of [severity] within [event] is not allowed"
+        ),
+        "{answer}"
+    );
     figure(T, &format!("{n} documents, each stored once"));
 }
 

@@ -114,57 +114,6 @@ async fn installing_twice_overwrites_in_place() {
 }
 
 #[tokio::test]
-async fn installed_templates_make_strict_data_streams() {
-    let es = secured_emulator();
-    let client = es_client(&es.url());
-    install_elasticsearch(&client, &elasticsearch_plan(None))
-        .await
-        .unwrap();
-
-    let good = json!({
-        "@timestamp": "2026-01-01T00:00:00.000Z",
-        "event": {"id": "e1", "dataset": "iaso.checks", "action": "liveness", "outcome": "success",
-                  "duration": 1_200_000, "sequence": 1},
-        "service": {"environment": "lab"},
-        "url": {"full": "http://portal/api/v1/alive"},
-        "http": {"request": {"method": "GET"}, "response": {"status_code": 200}},
-        "labels": {"run_id": "r1"},
-        "observer": {"hostname": "probe-1", "version": "0.1.0"},
-        "monitor": {"id": "lab-liveness", "type": "http", "status": "up", "duration": {"us": 1200}},
-        "summary": {"up": 1, "down": 0, "attempt": 1, "max_attempts": 1}
-    });
-    let mut unknown = good.clone();
-    unknown["event"]["id"] = json!("e2");
-    unknown["event"]["severity"] = json!(3);
-    let body = format!(
-        "{}\n{}\n{}\n{}\n",
-        json!({"create": {"_index": "iaso-checks-lab", "_id": "e1"}}),
-        good,
-        json!({"create": {"_index": "iaso-checks-lab", "_id": "e2"}}),
-        unknown
-    );
-    let response = client
-        .send(
-            elasticsearch::http::Method::Post,
-            "/_bulk",
-            elasticsearch::http::headers::HeaderMap::new(),
-            Option::<&()>::None,
-            Some(body),
-            None,
-        )
-        .await
-        .unwrap();
-    let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer["items"][0]["create"]["status"], 201, "{answer}");
-    assert_eq!(
-        answer["items"][1]["create"]["error"]["type"], "strict_dynamic_mapping_exception",
-        "an unmapped field is rejected: {answer}"
-    );
-    assert_eq!(es.data_streams(), ["iaso-checks-lab"]);
-    assert_eq!(es.count("iaso-checks-lab"), 1);
-}
-
-#[tokio::test]
 async fn an_elasticsearch_refusal_stops_the_install_naming_type_and_reason() {
     let es = secured_emulator();
     let client = es_client(&es.url());

@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 /// Prefix of the environment variables that override the configuration.
 pub const ENV_PREFIX: &str = "IASO_PROBE_";
 
+/// `IASO_PROBE_*` variables that are not configuration: the test suite's
+/// (`IASO_PROBE_TEST_ES_URL`, `IASO_PROBE_REQUIRE_REAL_ES`, set by CI). Without this, a
+/// process started with them would refuse its configuration as having unknown keys.
+pub const NOT_CONFIGURATION: &[&str] = &["TEST_ES_URL", "REQUIRE_REAL_ES"];
+
 /// The embedded default: three simulated environments, results to `./data/journal`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
 
@@ -91,7 +96,11 @@ fn figment(source: &ConfigSource, env: bool) -> Result<Figment, ConfigError> {
         }
     }
     if env {
-        f = f.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        f = f.merge(
+            Env::prefixed(ENV_PREFIX)
+                .ignore(NOT_CONFIGURATION)
+                .split("__"),
+        );
     }
     Ok(f)
 }
@@ -273,6 +282,21 @@ mod tests {
             assert_eq!(c.environments["lab"].rate_limit_per_sec, 7);
             let pw = c.environments["lab"].credentials.password.clone().unwrap();
             assert_eq!(pw.expose(), "12345");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API
+    fn the_test_suites_variables_are_not_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "a.toml",
+                "[environments.lab]\nbase_url = \"http://a\"\n[environments.lab.credentials]\nusername = \"u\"\npassword = \"p\"\n",
+            )?;
+            jail.set_env("IASO_PROBE_REQUIRE_REAL_ES", "1");
+            jail.set_env("IASO_PROBE_TEST_ES_URL", "http://127.0.0.1:9250");
+            load(&ConfigSource::Files(vec!["a.toml".into()])).map_err(|e| e.to_string())?;
             Ok(())
         });
     }

@@ -63,7 +63,9 @@ for n in $(seq 1 "$nodes"); do
   fi
   settings=(cluster.name=iaso-test "node.name=node-$n" "http.port=$((port + n - 1))"
             "transport.port=$((tport + n - 1))" network.host=127.0.0.1
-            action.destructive_requires_name=false)
+            action.destructive_requires_name=false
+            # the test machine's disk is shared and often above 90 %: never refuse shards for it
+            cluster.routing.allocation.disk.threshold_enabled=false)
   if [ "$nodes" -eq 1 ]; then
     settings+=(discovery.type=single-node)
   else

@@ -69,7 +69,9 @@ pub fn free_ports(n: u16) -> u16 {
 
 /// Nodes started by `start.sh` on their own data directory.
 pub struct Node {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// Removes the data directory on drop (nodes of a single test).
+    _tmp: Option<tempfile::TempDir>,
     pub port: u16,
     transport_port: u16,
     pub nodes: usize,
@@ -82,12 +84,24 @@ pub struct Node {
 impl Node {
     /// Starts `nodes` nodes with `settings` (`key=value` node settings) and waits for yellow.
     pub fn start(nodes: usize, settings: &[&str]) -> Result<Node, String> {
-        let dir = tempfile::Builder::new()
+        let tmp = tempfile::Builder::new()
             .prefix("iaso-real-es-")
             .tempdir()
             .map_err(|e| e.to_string())?;
+        Node::start_in(tmp.path().to_owned(), Some(tmp), nodes, settings)
+    }
+
+    /// Starts in `dir` (kept after the test: the shared node, which is never dropped, lives
+    /// under the target directory and is wiped by the next run).
+    pub fn start_in(
+        dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        nodes: usize,
+        settings: &[&str],
+    ) -> Result<Node, String> {
         let mut node = Node {
             dir,
+            _tmp: tmp,
             port: free_ports(nodes as u16),
             transport_port: free_ports(nodes as u16),
             nodes,
@@ -104,7 +118,7 @@ impl Node {
         let t0 = Instant::now();
         let mut cmd = Command::new(script("start.sh"));
         cmd.arg(self.port.to_string())
-            .arg(self.dir.path())
+            .arg(&self.dir)
             .arg(self.nodes.to_string())
             .env("ES_TRANSPORT_PORT", self.transport_port.to_string())
             .env("ES_WATCH_PID", std::process::id().to_string());
@@ -130,7 +144,7 @@ impl Node {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// HTTP URL of node `n` (from 1).
@@ -189,7 +203,15 @@ pub fn shared() -> Result<&'static str, String> {
         if let Some(why) = java_missing() {
             return Err(why);
         }
-        let node = Node::start(1, &[])?;
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "real-es-shared-{}",
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_default()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let node = Node::start_in(dir, None, 1, &[])?;
         let _ = writeln!(
             std::io::stderr(),
             "real-es: shared node at {} started in {:.1}s",

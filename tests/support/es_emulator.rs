@@ -12,30 +12,24 @@
 //! assert_eq!(es.count("iaso-checks-*"), 42);
 //! ```
 //!
-//! Faithful where the prober can tell: `_bulk` NDJSON rules and whole-request errors, per-item
-//! results in request order with real error shapes (409 conflicts, 429 rejections, 400 mapping
-//! errors), data streams with `.ds-<stream>-<yyyy.MM.dd>-<generation>` backing indices and `_id`
-//! uniqueness per backing index, composable/component templates with strict/false/true dynamic
-//! mappings and field types, ILM policies (stored, never run), `filter_path` (not applied to
-//! error bodies, as in Elasticsearch), the `X-elastic-product` and `content-type` headers,
-//! basic/API-key authentication, and faults (node down, slow answers, whole-request errors, size
-//! limits, item rejections).
+//! It serves only the requests the prober sends — `_bulk`, `PUT`/`HEAD` of component and index
+//! templates, `PUT` of the ILM policy, `GET /_ilm/status`, `GET /` and `_cluster/health` — and
+//! exists for the faults a real node cannot produce on demand: the node down or answering a
+//! chosen status at a chosen request, slow answers, item rejections at a seeded ratio, a chosen
+//! field refused, a request size limit, basic/API-key authentication. Everything else about
+//! Elasticsearch (search, counts, mappings as a cluster reports them, data stream APIs,
+//! rollover, real 429/413/409/400 answers) is checked against a real node in
+//! `tests/real_es.rs`; the store is read back directly ([`EsEmulator::ids`], `count`, …).
 //!
 //! Request pipeline, in Elasticsearch's order: body over the size limit → 413 (empty body, no
 //! Elasticsearch headers); no route → 400 `no handler found`; wrong method → 405 with `Allow`;
 //! body with a missing or unsupported `content-type` → 406; authentication → 401; then the
 //! emulator's injected faults; then the handler.
-//!
-//! Not emulated: ingest pipelines (a `pipeline` other than `_none` fails the item as a missing
-//! pipeline), scripts, aliases, routing, ILM execution (use [`EsEmulator::rollover`]),
-//! near-real-time refresh (every write is visible at once), scoring, aggregations, `?pretty`,
-//! response compression, TLS, YAML/CBOR/Smile bodies.
 
 mod bulk;
 mod http;
 mod json;
 mod mapping;
-mod query;
 mod rest;
 mod store;
 
@@ -119,21 +113,6 @@ impl RecordedRequest {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-    }
-
-    /// Decoded value of a query parameter.
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        url::form_urlencoded::parse(self.query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    }
-
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn is_bulk(&self) -> bool {
-        self.path.ends_with("/_bulk")
     }
 }
 
@@ -293,16 +272,6 @@ impl EsEmulator {
             .iter()
             .map(|i| st.indices[i].len())
             .sum()
-    }
-
-    /// Sources of the matching documents (backing indices oldest first, then write order).
-    pub fn docs(&self, index_or_pattern: &str) -> Vec<Value> {
-        let st = self.state();
-        st.resolve_lenient(index_or_pattern)
-            .iter()
-            .flat_map(|i| st.indices[i].docs())
-            .map(|d| serde_json::from_slice(&d.source).unwrap_or(Value::Null))
-            .collect()
     }
 
     /// `_id`s of the matching documents, in the same order as [`EsEmulator::docs`].

@@ -98,11 +98,6 @@ impl J {
             J::Raw(raw) => out.extend_from_slice(raw),
         }
     }
-
-    /// Converts to a serde_json value (keys get sorted).
-    pub fn to_value(&self) -> Value {
-        serde_json::from_slice(&self.to_bytes()).unwrap_or(Value::Null)
-    }
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {

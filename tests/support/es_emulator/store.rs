@@ -243,28 +243,6 @@ pub fn flatten_settings(settings: &Value) -> Map<String, Value> {
         .collect()
 }
 
-/// Rebuilds nested settings (`{"index":{"lifecycle":{"name":…}}}`) from flat keys.
-pub fn nest_settings(flat: &Map<String, Value>) -> Value {
-    let mut root = Value::Object(Map::new());
-    for (k, v) in flat {
-        let parts: Vec<&str> = k.split('.').collect();
-        let mut node = &mut root;
-        for part in &parts[..parts.len() - 1] {
-            let obj = node.as_object_mut().expect("settings node");
-            node = obj
-                .entry((*part).to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !node.is_object() {
-                *node = Value::Object(Map::new());
-            }
-        }
-        node.as_object_mut()
-            .expect("settings node")
-            .insert(parts[parts.len() - 1].to_owned(), v.clone());
-    }
-    root
-}
-
 /// `index_not_found_exception` with the fields Elasticsearch adds.
 pub fn index_not_found(name: &str, reason: Option<String>) -> J {
     cause(
@@ -486,16 +464,6 @@ impl State {
         self.add_backing_index(name);
     }
 
-    /// The ILM policy named in an index's settings.
-    pub fn ilm_policy_of(&self, index: &str) -> Option<String> {
-        self.indices
-            .get(index)?
-            .settings
-            .get("index.lifecycle.name")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    }
-
     /// Resolves a write to `name`, creating the data stream or index when a template allows it.
     /// `op` is the bulk action name.
     pub fn resolve_write(&mut self, name: &str, op: &str) -> Result<WriteTarget, (u16, J)> {
@@ -546,13 +514,6 @@ impl State {
                 Ok(WriteTarget::Index(name.to_owned()))
             }
         }
-    }
-
-    /// Concrete indices for a read expression (`a,b*,-c`; data streams expand to their backing
-    /// indices; wildcards skip hidden names unless the pattern starts with `.`).
-    /// `Err(name)` names a missing concrete index.
-    pub fn resolve_read(&self, expr: &str) -> Result<Vec<String>, String> {
-        self.resolve(expr, false)
     }
 
     /// Like [`State::resolve_read`], but a missing name resolves to nothing.

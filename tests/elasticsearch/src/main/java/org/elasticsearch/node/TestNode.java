@@ -123,6 +123,8 @@ public class TestNode extends Node {
         putIfAbsent(builder, "path.data", home.resolve("data").toString());
         putIfAbsent(builder, "path.logs", home.resolve("logs").toString());
         putIfAbsent(builder, "network.host", "127.0.0.1");
+        // log4j's root level is ERROR without a configuration file: show start-up and warnings
+        putIfAbsent(builder, "logger.level", "INFO");
         Path config = home.resolve("config");
         for (Path p : List.of(home, config, home.resolve("data"), home.resolve("logs"), home.resolve("modules"),
                 home.resolve("plugins"))) {
