@@ -8,7 +8,9 @@
 //! `PROPTEST_CASES=1000000 cargo test --release --test answers_fuzz -- --nocapture`
 //! (`ANSWERS_FUZZ_SEED=<n>` changes the seed).
 
-use iaso_probe::api::answers::{self, MAX_ELAPSED_S, MAX_JOB_ID_LEN, MAX_TOKEN_LIFETIME};
+use iaso_probe::api::answers::{
+    self, MAX_ELAPSED_S, MAX_JOB_ID_LEN, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME,
+};
 use iaso_probe::api::renew_deadline;
 use iaso_probe::config::load::load_with;
 use iaso_probe::config::{ApiMapping, ConfigSource};
@@ -177,7 +179,7 @@ fn check_all(apis: &[ApiMapping], status: u16, body: &[u8]) -> Result<(), TestCa
             Ok(t) => {
                 prop_assert!(!t.value.expose().is_empty());
                 if let Some(d) = t.expires_in {
-                    prop_assert!(d > Duration::ZERO && d <= MAX_TOKEN_LIFETIME);
+                    prop_assert!(d >= MIN_TOKEN_LIFETIME && d <= MAX_TOKEN_LIFETIME);
                 }
                 // The renewal arithmetic on the real clock, with any floor.
                 for floor in [0, 10, 3600] {

@@ -13,6 +13,9 @@ use std::time::Duration;
 /// then renewed at 80 % of a day, and a 401 still forces a login).
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
+/// Shortest token lifetime believed (a positive lifetime below it is used as this).
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(1);
+
 /// Longest job id accepted as text (it goes into URLs and result documents).
 pub const MAX_JOB_ID_LEN: usize = 256;
 
@@ -193,7 +196,9 @@ fn lifetime(v: &Value, ptr: &str) -> Result<(Option<Duration>, Option<f64>), Api
         ))),
         Some(s) if s <= 0.0 => Ok((None, None)),
         Some(s) if s > MAX_TOKEN_LIFETIME.as_secs_f64() => Ok((Some(MAX_TOKEN_LIFETIME), Some(s))),
-        // In range: from_secs_f64 cannot panic for 0 < s <= one day.
+        // `5e-324` would round to a zero Duration: a lifetime under a second counts as one.
+        Some(s) if s < MIN_TOKEN_LIFETIME.as_secs_f64() => Ok((Some(MIN_TOKEN_LIFETIME), Some(s))),
+        // In range: from_secs_f64 cannot panic for 1 <= s <= one day.
         Some(s) => Ok((Some(Duration::from_secs_f64(s)), None)),
     }
 }
@@ -339,12 +344,18 @@ mod tests {
     }
 
     #[test]
-    fn a_lifetime_of_1e300_or_1e19_seconds_is_clamped_to_a_day() {
+    fn a_lifetime_of_1e300_or_1e19_seconds_is_clamped_to_a_day_and_5e_324_to_a_second() {
         for big in ["1e300", "1e19", "\"1e300\"", "\"inf\""] {
             let t = login_body(&format!(r#"{{"token":"t","expiresIn":{big}}}"#)).unwrap();
             assert_eq!(t.expires_in, Some(MAX_TOKEN_LIFETIME), "{big}");
             assert!(t.clamped_from.is_some(), "{big}");
         }
+        let t = login_body(r#"{"token":"t","expiresIn":5e-324}"#).unwrap();
+        assert_eq!(
+            t.expires_in,
+            Some(MIN_TOKEN_LIFETIME),
+            "found by answers_fuzz"
+        );
         let t = login_body(r#"{"token":"t","expiresIn":20}"#).unwrap();
         assert_eq!(
             (t.expires_in, t.clamped_from),
