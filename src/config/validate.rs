@@ -52,6 +52,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         p.push(Problem::new("sink.buffer", "must be greater than 0"));
     }
     validate_elasticsearch(c, &mut p);
+    validate_global_bounds(c, &mut p);
     if c.environments.is_empty() {
         p.push(Problem::new("environments", "no environment is configured"));
     } else if !c.environments.values().any(|e| e.enabled) {
@@ -160,6 +161,64 @@ fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
     if let Some(u) = &c.kibana.url {
         if let Err(m) = check_url(u) {
             p.push(Problem::new("kibana.url", m));
+        }
+    }
+}
+
+/// Upper bounds of the global durations and counts, as `validate_answers_rules` has for the
+/// environments: far above any sane setting, low enough that no timer, buffer or addition
+/// misbehaves. Zero is checked apart (where it means something, e.g. `retention_hours`, it stays).
+fn validate_global_bounds(c: &Config, p: &mut Vec<Problem>) {
+    const GIB: u64 = 1024 * 1024 * 1024;
+    const HOUR_MS: u64 = 3_600_000;
+    let (j, es) = (&c.journal, &c.elasticsearch);
+    let bounds: [(&str, u64, u64); 14] = [
+        ("journal.segment_max_bytes", j.segment_max_bytes, 4 * GIB),
+        ("journal.flush_interval_ms", j.flush_interval_ms, HOUR_MS),
+        ("journal.fsync_interval_ms", j.fsync_interval_ms, HOUR_MS),
+        ("journal.retention_hours", j.retention_hours, 10 * 365 * 24),
+        (
+            "journal.retention_max_bytes",
+            j.retention_max_bytes,
+            1 << 50,
+        ),
+        ("log.max_files", c.log.max_files as u64, 10_000),
+        ("sink.buffer", c.sink.buffer as u64, 1_000_000),
+        (
+            "elasticsearch.request_timeout_ms",
+            es.request_timeout_ms,
+            600_000,
+        ),
+        (
+            "elasticsearch.batch_max_docs",
+            es.batch_max_docs as u64,
+            100_000,
+        ),
+        (
+            "elasticsearch.batch_max_wait_ms",
+            es.batch_max_wait_ms,
+            HOUR_MS,
+        ),
+        (
+            "elasticsearch.max_in_flight",
+            es.max_in_flight as u64,
+            1_000,
+        ),
+        (
+            "elasticsearch.retry_initial_ms",
+            es.retry_initial_ms,
+            HOUR_MS,
+        ),
+        ("elasticsearch.retry_max_ms", es.retry_max_ms, HOUR_MS),
+        (
+            "elasticsearch.once_ship_deadline_secs",
+            es.once_ship_deadline_secs,
+            DAY_SECS,
+        ),
+    ];
+    for (key, v, max) in bounds {
+        if v > max {
+            p.push(Problem::new(key, format!("{v} is over the limit of {max}")));
         }
     }
 }
@@ -440,7 +499,13 @@ fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: 
             1_000_000,
         ),
     ];
-    let api_bounds: [(&str, u64, u64); 2] = [
+    let api_bounds: [(&str, u64, u64); 4] = [
+        (
+            "jobs.max_launches_per_minute",
+            j.max_launches_per_minute.into(),
+            600_000,
+        ),
+        ("max_redirects", e.max_redirects.into(), 20),
         (
             "api.auth.min_login_interval_secs",
             a.auth.min_login_interval_secs,
@@ -983,6 +1048,46 @@ mod tests {
             assert!(
                 e.contains(&format!("environments.lab.{dotted}")) && e.contains("over the limit"),
                 "{dotted}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_global_durations_and_counts_over_their_upper_bound() {
+        for (table, key) in [
+            ("journal", "segment_max_bytes"),
+            ("journal", "flush_interval_ms"),
+            ("journal", "fsync_interval_ms"),
+            ("journal", "retention_hours"),
+            ("journal", "retention_max_bytes"),
+            ("log", "max_files"),
+            ("sink", "buffer"),
+            ("elasticsearch", "request_timeout_ms"),
+            ("elasticsearch", "batch_max_docs"),
+            ("elasticsearch", "batch_max_wait_ms"),
+            ("elasticsearch", "max_in_flight"),
+            ("elasticsearch", "retry_initial_ms"),
+            ("elasticsearch", "retry_max_ms"),
+            ("elasticsearch", "once_ship_deadline_secs"),
+            ("environments.lab.jobs", "max_launches_per_minute"),
+            ("environments.lab", "max_redirects"),
+        ] {
+            // The largest value each key's type accepts: u32 for these two, u64 (as i64) else.
+            let max = if key == "max_launches_per_minute" || key == "max_redirects" {
+                u64::from(u32::MAX)
+            } else {
+                i64::MAX as u64
+            };
+            let line = format!("{key} = {max}\n");
+            let toml = if table == "environments.lab" {
+                env_toml(&line)
+            } else {
+                format!("{}[{table}]\n{line}", env_toml(""))
+            };
+            let e = problems(&toml);
+            assert!(
+                e.contains(&format!("key `{table}.{key}`")) && e.contains("over the limit"),
+                "{table}.{key}: {e}"
             );
         }
     }
