@@ -401,7 +401,8 @@ fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: 
                 p.push(Problem::new(
                     k("base_url"),
                     format!(
-                        "`{u}` must not have a query (?…) or a fragment (#…): every API path is                          appended to it"
+                        "`{u}` must not have a query (?…) or a fragment (#…): every API path is \
+                         appended to it"
                     ),
                 ));
             }
@@ -991,6 +992,10 @@ mod tests {
             assert!(
                 e.contains("environments.lab.base_url") && e.contains("must not have a query"),
                 "{u}: {e}"
+            );
+            assert!(
+                e.contains("or a fragment (#…): every API path is appended to it"),
+                "the message reads as one sentence: {e}"
             );
         }
         assert_eq!(
