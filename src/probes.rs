@@ -145,7 +145,7 @@ pub mod fault_injection {
     static ANY: AtomicBool = AtomicBool::new(false);
     static ARMED: Mutex<Vec<(String, &'static str)>> = Mutex::new(Vec::new());
 
-    /// The next probe of `env` at `point` (`liveness`, `job_poll`) panics.
+    /// The next probe of `env` at `point` (`liveness`, `launch`, `job_poll`) panics.
     pub fn panic_next(env: &str, point: &'static str) {
         ARMED.lock().unwrap().push((env.to_owned(), point));
         ANY.store(true, Ordering::SeqCst);
@@ -403,6 +403,7 @@ pub struct LaunchedJob {
 /// Launches a backup or restore; one `*.launch` result. A 401 triggers one re-login and
 /// one retry. Returns the job to track on success.
 pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
+    fault_injection::hit(&rt.name, "launch");
     let client = rt.client();
     let action = spec.kind.launch_action();
     let mut tries = 0;

@@ -248,6 +248,30 @@ fn a_panic_in_a_check_is_an_internal_result_and_exit_code_2_and_the_pass_goes_on
 }
 
 #[test]
+fn a_panic_in_one_launch_is_one_internal_result_and_the_other_launches_still_happen() {
+    let sim = simulator("seed = 3\njob_duration_ms = { min = 10, max = 50 }\n");
+    let dir = tempfile::tempdir().unwrap();
+    let env = "panics-in-launch";
+    let cfg = one_env(dir.path(), env, &sim.base_url(), "", &hosts(env, 3));
+    iaso_probe::probes::fault_injection::panic_next(env, "launch");
+    let report = run_once(cfg);
+    let docs = journal(dir.path());
+    let errs = errors_of(&docs, Action::BackupLaunch);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, ErrorType::Internal);
+    assert!(
+        errs[0]
+            .1
+            .starts_with("internal error: injected panic at launch"),
+        "{errs:?}"
+    );
+    // The two other hosts were launched and tracked to their end.
+    assert_eq!(count(&docs, Action::BackupLaunch), 3);
+    assert_eq!(count(&docs, Action::JobEnd), 2);
+    assert_eq!(report.exit_code(), 2);
+}
+
+#[test]
 fn a_panic_in_a_job_poll_ends_that_job_as_an_internal_error_with_exit_code_2() {
     let sim = simulator("seed = 3\njob_duration_ms = { min = 10, max = 50 }\njob_failure_ratio = 0.0\njob_warning_ratio = 0.0\n");
     let dir = tempfile::tempdir().unwrap();

@@ -231,3 +231,46 @@ fn max_launches_per_minute_spaces_the_launches_of_a_pass() {
         "twelve launches within {span}"
     );
 }
+
+#[test]
+fn a_panic_in_one_service_mode_launch_is_one_internal_result_and_the_other_launches_still_happen() {
+    use iaso_probe::model::ErrorType;
+    // A name of its own: the fault is armed per environment, other tests here use `lab`.
+    const ENV: &str = "panics-in-service-launch";
+    let renamed = |mut cfg: iaso_probe::config::Config| {
+        let e = cfg.environments.remove("lab").unwrap();
+        cfg.environments.insert(ENV.into(), e);
+        cfg
+    };
+    let sim = Arc::new(simulator(SIM));
+    let dir = tempfile::tempdir().unwrap();
+    // Recorded launches, so that a start one interval later finds all three hosts due.
+    run_once(renamed(backups_every_hour(dir.path(), &sim, 3)));
+    assert_eq!(sim.counters().backups_launched, 3);
+
+    iaso_probe::probes::fault_injection::panic_next(ENV, "launch");
+    let later = Utc::now() + chrono::Duration::seconds(HOUR as i64 + 1);
+    let cfg = renamed(backups_every_hour(dir.path(), &sim, 3));
+    let report = service_until_launches(cfg, &sim, later, 5);
+    assert_eq!(
+        sim.counters().backups_launched,
+        5,
+        "the two others launched"
+    );
+    let docs = journal(dir.path());
+    let launches: Vec<_> = docs
+        .iter()
+        .filter(|r| r.event.action == Action::BackupLaunch && r.labels.run_id == report.run_id)
+        .collect();
+    assert_eq!(launches.len(), 3, "{launches:?}");
+    let internal: Vec<_> = launches
+        .iter()
+        .filter(|r| {
+            r.error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorType::Internal)
+        })
+        .collect();
+    assert_eq!(internal.len(), 1, "{launches:?}");
+    assert!(internal[0].host.is_some(), "the result names the host");
+}

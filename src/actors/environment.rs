@@ -14,9 +14,11 @@ use crate::schedule::{
 };
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
+use futures_util::FutureExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -430,7 +432,27 @@ async fn launch_all(
 /// Launches one spec (after `max_launches_per_minute`'s pacer) and starts a job actor for
 /// the launched job, waiting for a tracking slot when `max_tracked_jobs` are already
 /// tracked. A spec whose previous job still runs is reported `skipped`.
+///
+/// Guarded on its own (in `run --once` and in service mode's launcher): a panic in one
+/// launch is that launch's `internal` result, and the other launches still happen.
 async fn launch_one(
+    rt: &Arc<EnvRuntime>,
+    workers: &Workers,
+    tracker: &Arc<JobTracker>,
+    hooks: &Hooks,
+    spec: JobSpec,
+    slot: Option<Slot>,
+) {
+    let (action, host) = (spec.kind.launch_action(), spec.host.clone());
+    let launch = launch_one_unguarded(rt, workers, tracker, hooks, spec, slot);
+    if let Err(panic) = AssertUnwindSafe(launch).catch_unwind().await {
+        let message = probes::panic_message(panic.as_ref());
+        rt.emit(probes::internal_result(rt, action, &message).with_host(&host))
+            .await;
+    }
+}
+
+async fn launch_one_unguarded(
     rt: &Arc<EnvRuntime>,
     workers: &Workers,
     tracker: &Arc<JobTracker>,
