@@ -14,12 +14,18 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+/// Ids of [`EnvLimits`], process-wide: the per-thread caches (pacers, HTTP clients) are
+/// keyed by it, never by an address a freed environment's successor may land at.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The limits of one environment, shared by every thread.
 pub struct EnvLimits {
+    /// Unique in the process (see [`NEXT_ID`]).
+    id: u64,
     name: Arc<str>,
     limiter: Arc<DefaultDirectRateLimiter>,
     in_flight: Arc<Semaphore>,
@@ -32,11 +38,17 @@ impl EnvLimits {
     pub fn new(name: &str, rate: NonZeroU32, burst: NonZeroU32, max_in_flight: usize) -> Self {
         let quota = Quota::per_second(rate).allow_burst(burst);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             limiter: Arc::new(RateLimiter::direct(quota)),
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             queued: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// This environment's id, unique in the process: the key of per-thread caches.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The environment's name.
@@ -69,9 +81,9 @@ impl EnvLimits {
         thread_local! {
             // One pacer per environment per thread (arbiter): the pacer task lives on the
             // runtime of that thread.
-            static PACERS: RefCell<HashMap<usize, Pacer>> = RefCell::new(HashMap::new());
+            static PACERS: RefCell<HashMap<u64, Pacer>> = RefCell::new(HashMap::new());
         }
-        let key = Arc::as_ptr(&self.limiter) as *const () as usize;
+        let key = self.id;
         PACERS.with(|p| {
             let mut map = p.borrow_mut();
             if let Some(pacer) = map.get(&key) {

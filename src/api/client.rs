@@ -120,13 +120,14 @@ impl ApiClient {
         cfg: Arc<EnvironmentConfig>,
         limits: Arc<EnvLimits>,
     ) -> Self {
+        // Keyed by the environment's unique id: an address could be a freed environment's,
+        // whose client has other TLS or proxy settings.
         thread_local! {
-            static CLIENTS: RefCell<HashMap<usize, Result<reqwest::Client, ApiError>>> = RefCell::new(HashMap::new());
+            static CLIENTS: RefCell<HashMap<u64, Result<reqwest::Client, ApiError>>> = RefCell::new(HashMap::new());
         }
-        let key = Arc::as_ptr(&limits) as *const () as usize;
         let http = CLIENTS.with(|c| {
             c.borrow_mut()
-                .entry(key)
+                .entry(limits.id())
                 .or_insert_with(|| build_http(&format!("environments.{}", limits.name()), &cfg))
                 .clone()
         });
@@ -483,6 +484,46 @@ mod tests {
         );
         assert_eq!(v.render("{host}", false), "web 01/a");
         assert_eq!(v.render("{unknown}-{", false), "{unknown}-{");
+    }
+
+    fn env(extra: &str) -> Arc<EnvironmentConfig> {
+        let text = format!(
+            "base_url = \"http://127.0.0.1:9\"\n{extra}\n[credentials]\nusername = \"u\"\npassword = \"p\"\n"
+        );
+        Arc::new(toml::from_str(&text).unwrap())
+    }
+
+    fn limits() -> Arc<EnvLimits> {
+        let n = |v| std::num::NonZeroU32::new(v).unwrap();
+        Arc::new(EnvLimits::new("lab", n(10), n(10), 4))
+    }
+
+    #[test]
+    fn two_successive_differently_configured_environments_never_share_a_cached_client() {
+        // The first environment's TLS settings cannot be used: its client is an error.
+        let unusable = env("[tls]\nca_files = [\"/nonexistent/ca.pem\"]");
+        let first = limits();
+        let at = Arc::as_ptr(&first) as usize;
+        let c = ApiClient::for_this_thread("http://127.0.0.1:9", unusable, first);
+        assert!(c.http.is_err());
+        drop(c);
+        // The next one lands at the freed address: the allocator reuses it (within a few
+        // tries: the inner allocations may take it first), so the test covers a reused one.
+        let mut tries = 0;
+        let second = loop {
+            let l = limits();
+            if Arc::as_ptr(&l) as usize == at {
+                break l;
+            }
+            tries += 1;
+            assert!(tries < 64, "no allocation landed at the freed address");
+        };
+        let c = ApiClient::for_this_thread("http://127.0.0.1:9", env(""), second);
+        assert!(
+            c.http.is_ok(),
+            "the second environment got the first one's client: {:?}",
+            c.http.err()
+        );
     }
 
     #[test]
