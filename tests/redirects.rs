@@ -153,3 +153,96 @@ async fn a_redirect_loop_stops_at_max_redirects_as_a_redirect_failure() {
     assert!(e.to_string().contains("max_redirects = 3"), "{e}");
     assert_eq!(portal.request_count(), 4);
 }
+
+// ---- Kibana (`iaso-probe setup`): no redirect to another origin is followed -------------
+
+const KIBANA_PASSWORD: &str = "kib-Pa55-never-elsewhere";
+
+/// `wait_kibana_available` (GET, every redirect status) and `import_kibana` (POST: 302 and
+/// 303 turn it into a GET that reqwest would follow) against a Kibana that redirects
+/// everything to a second loopback server: that server never receives a request, so neither
+/// the password nor anything else reaches it, and setup names the 3xx it got.
+#[tokio::test]
+async fn the_kibana_client_follows_no_redirect_to_another_origin() {
+    use base64::Engine as _;
+    use iaso_probe::setup::KibanaTarget;
+    use iaso_probe::setup::{import_kibana, kibana_http_client, wait_kibana_available};
+    use std::time::Duration;
+
+    let elsewhere = TestServer::http(|_| {
+        Response::json(
+            r#"{"status":{"overall":{"level":"available"}},"success":true,"successCount":1}"#,
+        )
+    });
+    let elsewhere_url = elsewhere.url("http");
+    let http = kibana_http_client(&Default::default()).unwrap();
+    for status in [301, 302, 303, 307, 308] {
+        let target_url = elsewhere_url.clone();
+        let kibana =
+            TestServer::http(move |req| redirect(status, format!("{target_url}{}", req.target)));
+        let target = KibanaTarget {
+            url: kibana.url("http").parse().unwrap(),
+            username: Some("kibana-user".into()),
+            password: Some(KIBANA_PASSWORD.into()),
+            api_key: None,
+            space: None,
+        };
+        // One attempt: the interval is longer than the timeout.
+        let e = wait_kibana_available(
+            &http,
+            &target,
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(&status.to_string()),
+            "HTTP {status}: {e}"
+        );
+        let e = import_kibana(&http, &target, &[("x.ndjson", b"{}\n".as_slice())])
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(&status.to_string()),
+            "HTTP {status}: {e}"
+        );
+        assert_eq!(kibana.request_count(), 2, "HTTP {status}");
+    }
+    let seen = elsewhere.received_text();
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("kibana-user:{KIBANA_PASSWORD}"));
+    assert!(
+        !seen.contains(KIBANA_PASSWORD) && !seen.contains(&basic),
+        "the Kibana password reached another server:\n{seen}"
+    );
+    assert_eq!(seen, "", "nothing at all is sent to the other origin");
+}
+
+#[tokio::test]
+async fn the_kibana_client_follows_same_origin_redirects() {
+    use iaso_probe::setup::{kibana_http_client, wait_kibana_available, KibanaTarget};
+    use std::time::Duration;
+
+    let kibana = TestServer::http(|req| match req.target.as_str() {
+        "/api/status" => redirect(302, "/kibana/api/status".into()),
+        _ => Response::json(r#"{"status":{"overall":{"level":"available"}}}"#),
+    });
+    let target = KibanaTarget {
+        url: kibana.url("http").parse().unwrap(),
+        username: Some("kibana-user".into()),
+        password: Some(KIBANA_PASSWORD.into()),
+        api_key: None,
+        space: None,
+    };
+    let http = kibana_http_client(&Default::default()).unwrap();
+    wait_kibana_available(
+        &http,
+        &target,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kibana.request_count(), 2);
+}

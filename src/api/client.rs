@@ -329,7 +329,7 @@ impl ApiClient {
             req = req.json(&b);
         }
         let res = match req.send().await {
-            // A 3xx the redirect policy did not follow (see `redirect_policy`).
+            // A 3xx the redirect policy did not follow (see `net::redirect_policy`).
             Ok(resp) if resp.status().is_redirection() && resp.status() != 304 => {
                 let status = resp.status().as_u16();
                 let location = resp
@@ -382,7 +382,7 @@ fn build_http(key: &str, cfg: &EnvironmentConfig) -> Result<reqwest::Client, Api
         other => ApiError::Connect(other.to_string()),
     })?;
     builder
-        .redirect(redirect_policy(cfg.max_redirects))
+        .redirect(crate::net::redirect_policy(cfg.max_redirects))
         .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
         .timeout(Duration::from_millis(cfg.timeout_ms))
         .pool_idle_timeout(Duration::from_millis(cfg.idle_connection_timeout_ms))
@@ -391,26 +391,6 @@ fn build_http(key: &str, cfg: &EnvironmentConfig) -> Result<reqwest::Client, Api
         .user_agent(concat!("iaso-probe/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ApiError::Connect(format!("http client: {e}")))
-}
-
-/// Redirects: none by default (the 3xx is the result, like Heartbeat's `max_redirects: 0`);
-/// with `max_redirects`, only to the origin of the first request, so a body or a token is
-/// never sent to another server. A redirect elsewhere stops (the 3xx is returned and reported
-/// as `redirect`); one past the count is an error.
-fn redirect_policy(max: u32) -> reqwest::redirect::Policy {
-    if max == 0 {
-        return reqwest::redirect::Policy::none();
-    }
-    reqwest::redirect::Policy::custom(move |attempt| {
-        let first = attempt.previous().first().map(|u| u.origin());
-        if first.is_some_and(|o| o != attempt.url().origin()) {
-            attempt.stop()
-        } else if attempt.previous().len() > max as usize {
-            attempt.error(format!("more than max_redirects = {max}"))
-        } else {
-            attempt.follow()
-        }
-    })
 }
 
 /// The `Location` of a 3xx as shown in `error.message`: without `user:password@`, at most

@@ -38,6 +38,26 @@ pub fn client_builder(
     Ok(b)
 }
 
+/// Redirects, for the portal and Kibana: none with `max` = 0 (the 3xx is the result, like
+/// Heartbeat's `max_redirects: 0`); else only to the origin of the first request, so a
+/// body, a token or a password is never sent to another server. A redirect elsewhere stops
+/// (the 3xx is returned and reported as `redirect`); one past the count is an error.
+pub fn redirect_policy(max: u32) -> reqwest::redirect::Policy {
+    if max == 0 {
+        return reqwest::redirect::Policy::none();
+    }
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        if first.is_some_and(|o| o != attempt.url().origin()) {
+            attempt.stop()
+        } else if attempt.previous().len() > max as usize {
+            attempt.error(format!("more than max_redirects = {max}"))
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// The TLS and proxy keys of every environment and of Kibana, checked as `check-config` does
 /// (files read, dates and key checked). Elasticsearch has its own: `es_client::outbound_problems`.
 pub fn problems(c: &crate::config::Config) -> Vec<crate::config::Problem> {

@@ -140,12 +140,17 @@ impl KibanaTarget {
     }
 }
 
-/// The Kibana client: the `[kibana]` TLS and proxy settings (`net`), and a timeout generous
-/// enough for the imports. Logs how it connects.
+/// Same-origin redirects Kibana may send (`/` to its base path, …) before setup gives up.
+const KIBANA_MAX_REDIRECTS: u32 = 10;
+
+/// The Kibana client: the `[kibana]` TLS and proxy settings (`net`), a timeout generous
+/// enough for the imports, and redirects followed to Kibana's own origin only (the password
+/// never goes elsewhere: a 3xx to another origin is the answer). Logs how it connects.
 pub fn kibana_http_client(k: &crate::config::KibanaConfig) -> Result<reqwest::Client, String> {
     crate::net::log_outbound("kibana", &k.tls, &k.proxy());
     crate::net::client_builder("kibana", &k.tls, &k.proxy())
         .map_err(|e| e.to_string())?
+        .redirect(crate::net::redirect_policy(KIBANA_MAX_REDIRECTS))
         .timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| format!("kibana client: {e}"))
