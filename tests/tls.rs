@@ -24,9 +24,6 @@ fn env_cfg(extra: &str) -> Arc<EnvironmentConfig> {
 fn client(base: &str, cfg: Arc<EnvironmentConfig>) -> ApiClient {
     let n = |v| NonZeroU32::new(v).unwrap();
     let limits = Arc::new(EnvLimits::new("lab", n(100), n(10), 8));
-    // The thread's client cache is keyed by the limits' address: kept alive (leaked) so a
-    // later test on this thread cannot get an address, and a client, that was freed.
-    std::mem::forget(limits.clone());
     ApiClient::for_this_thread(base, cfg, limits)
 }
 
