@@ -207,6 +207,7 @@ async fn a_rejected_field_gives_that_item_a_400_and_stores_the_others() {
             .contains("[iaso.limit_ms]"),
         "{error}"
     );
+    assert_eq!(es.bulk_stats().errors_400, 1);
     es.set_reject_field(None);
     let (_, answer) = call(&es, "POST", "/_bulk", &body).await;
     assert_eq!(statuses(&answer), vec![201, 409]);

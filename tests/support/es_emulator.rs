@@ -297,18 +297,6 @@ impl EsEmulator {
         self.state().path_faults.push((path.to_owned(), fault));
     }
 
-    /// Drops every queued fault and item-level injection.
-    pub fn clear_faults(&self) {
-        let mut st = self.state();
-        st.bulk_faults.clear();
-        st.any_faults.clear();
-        st.path_faults.clear();
-        st.item_429 = None;
-        st.reject_field = None;
-        st.max_request_bytes = None;
-        st.slow = None;
-    }
-
     /// `_bulk` bodies longer than `n` bytes get 413 with an empty body (like
     /// `http.max_content_length`, which real nodes apply to every request).
     pub fn set_max_request_bytes(&self, n: Option<usize>) {
@@ -347,11 +335,6 @@ impl EsEmulator {
     /// Every request answered so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state().requests.clone()
-    }
-
-    /// Forgets the recorded requests (counters stay).
-    pub fn clear_requests(&self) {
-        self.state().requests.clear();
     }
 
     pub fn bulk_stats(&self) -> BulkStats {
