@@ -181,7 +181,6 @@ fn the_alt_portal_is_probed_by_configuration_alone() {
 fn run_once_ships_to_elasticsearch_url_without_leaking_its_password() {
     let emu = EsEmulator::start_with(EmulatorOptions {
         basic_auth: Some(("elastic".into(), "s3cret-pw".into())),
-        api_key: None,
     });
     let url = emu.url().replace("http://", "http://elastic:s3cret-pw@");
     let d = tempfile::tempdir().unwrap();

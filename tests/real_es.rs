@@ -495,6 +495,51 @@ fn a_mapping_conflict_is_dead_lettered_with_elasticsearchs_reason_and_the_rest_d
     figure(T, &format!("{n} delivered, 1 dead-lettered: {reason}"));
 }
 
+/// Elasticsearch's own refusal of a template (the emulator only replays this shape, in
+/// `tests/setup_flow.rs`): setup stops there and names the type and reason.
+#[test]
+fn a_real_template_refusal_stops_setup_naming_elasticsearchs_type_and_reason() {
+    const T: &str = "refusal";
+    let Some(url) = shared(T) else { return };
+    let es = Es::new(&url);
+    let client = elasticsearch::Elasticsearch::new(
+        elasticsearch::http::transport::Transport::single_node(&url).unwrap(),
+    );
+    // An index template whose component template does not exist; names of this test only.
+    let plan = vec![
+        iaso_probe::setup::SetupRequest {
+            method: "PUT",
+            path: "/_index_template/iaso-refusal".into(),
+            body: json!({
+                "index_patterns": ["iaso-refusal-*"],
+                "composed_of": ["iaso-refusal-missing"],
+                "priority": 7,
+            }),
+        },
+        iaso_probe::setup::SetupRequest {
+            method: "PUT",
+            path: "/_index_template/iaso-refusal-never-sent".into(),
+            body: json!({"index_patterns": ["iaso-refusal-never-*"], "priority": 7}),
+        },
+    ];
+    let err = actix::System::new()
+        .block_on(iaso_probe::setup::install_elasticsearch(&client, &plan))
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "elasticsearch answered 400 to PUT /_index_template/iaso-refusal: invalid_index_template_exception: "
+        ),
+        "{message}"
+    );
+    assert!(message.contains("iaso-refusal-missing"), "{message}");
+    for name in ["iaso-refusal", "iaso-refusal-never-sent"] {
+        let (status, _) = es.call("GET", &format!("/_index_template/{name}"), None);
+        assert_eq!(status, 404, "{name} was not installed");
+    }
+    figure(T, &message);
+}
+
 #[test]
 fn every_field_kibana_uses_is_in_field_caps_with_the_type_its_panel_needs() {
     const T: &str = "fields";

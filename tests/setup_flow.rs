@@ -1,6 +1,7 @@
 //! `iaso-probe setup` end to end, in process: `install_elasticsearch` against the Elasticsearch
-//! emulator (`tests/support/es_emulator.rs`) and `import_kibana` / `wait_kibana_available`
-//! against a small Kibana API stub written here (actix-web on 127.0.0.1:0, on its own thread).
+//! emulator (`tests/support/es_emulator.rs`: it records the requests and injects refusals) and
+//! `import_kibana` / `wait_kibana_available` against a small Kibana API stub written here
+//! (actix-web on 127.0.0.1:0, on its own thread).
 //! Asserts the exact requests, and that refusals (HTTP errors, `"success": false`) are errors.
 
 mod support;
@@ -16,10 +17,10 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::Elasticsearch;
 use iaso_probe::setup::{
     dry_run_lines, elasticsearch_plan, import_kibana, install_elasticsearch, kibana_files,
-    wait_kibana_available, KibanaTarget, SetupError, SetupRequest,
+    wait_kibana_available, KibanaTarget, SetupError,
 };
 use serde_json::{json, Value};
-use support::es_emulator::{EmulatorOptions, EsEmulator};
+use support::es_emulator::{EmulatorOptions, EsEmulator, Fault};
 
 const USER: &str = "elastic";
 const PASSWORD: &str = "flow-test-password";
@@ -36,7 +37,6 @@ fn es_client(url: &str) -> Elasticsearch {
 fn secured_emulator() -> EsEmulator {
     EsEmulator::start_with(EmulatorOptions {
         basic_auth: Some((USER.into(), PASSWORD.into())),
-        api_key: None,
     })
 }
 
@@ -117,12 +117,19 @@ async fn installing_twice_overwrites_in_place() {
 async fn an_elasticsearch_refusal_stops_the_install_naming_type_and_reason() {
     let es = secured_emulator();
     let client = es_client(&es.url());
-    // Index templates alone: their component templates do not exist.
-    let plan: Vec<SetupRequest> = elasticsearch_plan(None)
-        .into_iter()
-        .filter(|r| r.path.starts_with("/_index_template/"))
-        .collect();
-    let err = install_elasticsearch(&client, &plan).await.unwrap_err();
+    // The refusal a cluster gives when the component templates are missing (tests/real_es.rs
+    // gets it from a real node).
+    es.fail_path(
+        "/_index_template/iaso-checks",
+        Fault::Error {
+            status: 400,
+            error_type: "invalid_index_template_exception".into(),
+            reason: "index_template [iaso-checks] invalid, cause [index template [iaso-checks] specifies component templates [iaso-mappings] that do not exist]".into(),
+        },
+    );
+    let err = install_elasticsearch(&client, &elasticsearch_plan(None))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, SetupError::ElasticsearchStatus { status: 400, error_type, .. } if error_type == "invalid_index_template_exception"),
         "{err:?}"
@@ -130,7 +137,13 @@ async fn an_elasticsearch_refusal_stops_the_install_naming_type_and_reason() {
     let message = err.to_string();
     assert!(message.starts_with("elasticsearch answered 400 to PUT /_index_template/iaso-checks: invalid_index_template_exception: "), "{message}");
     assert!(message.contains("iaso-mappings"), "{message}");
-    assert_eq!(installed(&es).len(), 1, "stops at the first failure");
+    let sent: Vec<String> = installed(&es).into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        sent.last().map(String::as_str),
+        Some("/_index_template/iaso-checks"),
+        "stops at the first failure: {sent:?}"
+    );
+    assert!(es.index_templates().is_empty());
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Shipping the journal to Elasticsearch (the emulator): every journal document stored
+//! Shipping the journal to Elasticsearch (the emulator's faults): every journal document stored
 //! exactly once through item 429s, an outage, a crash and replay, 413 splits; refused
 //! documents in the dead-letter file with their reason; every written field mapped.
 
@@ -66,9 +66,17 @@ fn item_429s_are_retried_until_every_document_is_stored_once() {
     assert_eq!(s.counters.dead_lettered, 0);
     assert!(emu.bulk_stats().rejected_429 > 0);
     assert_stored_exactly_once(&emu, dir.path());
-    // Templates were installed before the first document: data streams, not plain indices.
+    // The templates were installed before the first document (so a real cluster creates data
+    // streams from them, which tests/real_es.rs checks).
     assert!(emu.index_templates().contains_key("iaso-checks"));
-    assert!(emu.data_streams().iter().any(|d| d == "iaso-jobs-lab"));
+    let requests = emu.requests();
+    let position = |what: &str| {
+        requests
+            .iter()
+            .position(|r| format!("{} {}", r.method, r.path) == what)
+            .unwrap_or_else(|| panic!("no {what}"))
+    };
+    assert!(position("PUT /_index_template/iaso-jobs") < position("POST /_bulk"));
 }
 
 #[test]
@@ -223,7 +231,6 @@ fn unauthorized_pauses_shipping_and_keeps_the_journal() {
     let sim = simulator(SIM);
     let emu = EsEmulator::start_with(support::es_emulator::EmulatorOptions {
         basic_auth: Some(("elastic".into(), "right".into())),
-        api_key: None,
     });
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = shipping_config(dir.path(), &sim.base_url(), &emu.url(), 5);

@@ -1,61 +1,52 @@
-//! In-process Elasticsearch emulator for the integration tests.
+//! In-process Elasticsearch stand-in for the faults a real node cannot produce on demand.
 //!
-//! [`EsEmulator::start`] serves the Elasticsearch REST API (8.14-flavoured) on `127.0.0.1:PORT`
-//! from its own OS thread and tokio runtime, so it works under whichever runtime a test uses
-//! (actix `System`, `#[tokio::test]`, paused time or not — its own timers run in real time).
+//! [`EsEmulator::start`] answers on `127.0.0.1:PORT` from its own OS thread and tokio runtime,
+//! so it works under whichever runtime a test uses (actix `System`, `#[tokio::test]`, paused
+//! time or not — its own timers run in real time).
 //!
 //! ```ignore
 //! let es = EsEmulator::start();
-//! let client = Elasticsearch::new(Transport::single_node(&es.url())?);
 //! // … run the prober against es.url() …
-//! es.fail_requests(429, 2);              // the next two _bulk calls get 429
+//! es.fail_requests(503, 2);              // the next two _bulk calls get 503
 //! assert_eq!(es.count("iaso-checks-*"), 42);
 //! ```
 //!
-//! It serves only the requests the prober sends — `_bulk`, `PUT`/`HEAD` of component and index
-//! templates, `PUT` of the ILM policy, `GET /_ilm/status`, `GET /` and `_cluster/health` — and
-//! exists for the faults a real node cannot produce on demand: the node down or answering a
-//! chosen status at a chosen request, slow answers, item rejections at a seeded ratio, a chosen
-//! field refused, a request size limit, basic/API-key authentication. Everything else about
-//! Elasticsearch (search, counts, mappings as a cluster reports them, data stream APIs,
-//! rollover, real 429/413/409/400 answers) is checked against a real node in
-//! `tests/real_es.rs`; the store is read back directly ([`EsEmulator::ids`], `count`, …).
+//! Faults: the node down (connection refused, pooled connections dropped) and back on the
+//! same port; every answer delayed; a chosen status for the next N `_bulk` requests, the next
+//! N requests of any kind, or the next request to one path; a `_bulk` size limit (bare 413);
+//! item 429s at a seeded ratio; a per-item 400 for documents holding a chosen field; basic
+//! authentication (401).
 //!
-//! Request pipeline, in Elasticsearch's order: body over the size limit → 413 (empty body, no
-//! Elasticsearch headers); no route → 400 `no handler found`; wrong method → 405 with `Allow`;
-//! body with a missing or unsupported `content-type` → 406; authentication → 401; then the
-//! emulator's injected faults; then the handler.
+//! It is not an Elasticsearch: it serves only what the prober sends — `_bulk` with `create`
+//! actions (stored by `_index` and `_id`, a repeated id answers 409), `PUT` of the ILM policy
+//! and the component and index templates (stored as sent, not validated), `HEAD`/`GET` of an
+//! index template, `GET /_ilm/status` — and knows no mappings, data streams, search or
+//! settings. Everything Elasticsearch itself decides (mapping conflicts, strict dynamic
+//! mapping, real 409/413/429 answers, template validation, data streams) is checked against a
+//! real node in `tests/real_es.rs`.
 
 mod bulk;
 mod http;
-mod json;
-mod mapping;
 mod rest;
-mod store;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use self::store::State;
-
 /// What the emulated cluster requires from clients.
 #[derive(Clone, Debug, Default)]
 pub struct EmulatorOptions {
     /// Require HTTP basic authentication with this user and password.
     pub basic_auth: Option<(String, String)>,
-    /// Require `Authorization: ApiKey <key>`; the key is the encoded form Elasticsearch returns
-    /// (base64 of `id:api_key`), or `id:api_key` itself. Either credential is accepted when both
-    /// are set.
-    pub api_key: Option<String>,
 }
 
 /// A whole-request failure to inject, with the body shape Elasticsearch sends.
@@ -63,18 +54,21 @@ pub struct EmulatorOptions {
 pub enum Fault {
     /// 429 `es_rejected_execution_exception` (indexing pressure, coordinating bytes).
     Rejected429,
-    /// 429 `circuit_breaking_exception` from the parent breaker; `durability` is `PERMANENT`
-    /// or `TRANSIENT`.
-    CircuitBreaker429 { permanent: bool },
     /// 503 `cluster_block_exception` "blocked by: [SERVICE_UNAVAILABLE/2/no master];".
     NoMaster503,
-    /// 401 `security_exception` with the three `WWW-Authenticate` headers.
+    /// 401 `security_exception`.
     Unauthorized401,
-    /// 413 with an empty body and only `content-length: 0` (Netty answers it before the REST
-    /// layer, so there is no `content-type` and no `X-elastic-product`, as with the real node).
+    /// 413 with an empty body and no Elasticsearch headers (Netty answers it before the REST
+    /// layer).
     TooLarge413,
     /// Any other status, with an Elasticsearch-shaped `exception` error body.
     Status(u16),
+    /// A status with this error `type` and `reason`.
+    Error {
+        status: u16,
+        error_type: String,
+        reason: String,
+    },
 }
 
 impl Fault {
@@ -94,13 +88,13 @@ impl Fault {
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
     pub method: String,
-    /// Percent-decoded path, e.g. `/iaso-checks-lab/_bulk`.
+    /// Percent-decoded path, e.g. `/_index_template/iaso-checks`.
     pub path: String,
     /// Raw query string (still encoded), without `?`.
     pub query: String,
     /// Header names lowercased, in arrival order.
     pub headers: Vec<(String, String)>,
-    /// Body as received (after gzip decompression when `content-encoding: gzip`).
+    /// Body as received.
     pub body: Bytes,
     /// Status of the answer.
     pub status: u16,
@@ -121,20 +115,90 @@ impl RecordedRequest {
 pub struct BulkStats {
     /// `_bulk` HTTP requests that reached the emulator (including rejected ones).
     pub requests: usize,
-    /// Items in bulk requests that were processed (the whole request got a 200).
+    /// Items of the bulk requests that were processed (the whole request got a 200).
     pub items: usize,
     pub created_201: usize,
-    /// `index` replacing a document, `update`, successful `delete`.
-    pub ok_200: usize,
     pub conflicts_409: usize,
     pub rejected_429: usize,
     pub errors_400: usize,
-    /// `delete` of a missing document, `update` of a missing one, missing index.
-    pub not_found_404: usize,
-    /// Every item status.
-    pub items_by_status: BTreeMap<u16, usize>,
     /// Bulk requests answered with a non-2xx status, by status.
     pub whole_request_errors: BTreeMap<u16, usize>,
+}
+
+/// The documents written to one `_index` name, in arrival order.
+#[derive(Default)]
+struct Target {
+    ids: HashSet<String>,
+    order: Vec<String>,
+}
+
+/// Everything the emulator holds, behind one lock.
+struct State {
+    options: EmulatorOptions,
+    slow: Option<Duration>,
+    bulk_faults: VecDeque<Fault>,
+    any_faults: VecDeque<Fault>,
+    /// One-shot faults for the next request to a path.
+    path_faults: Vec<(String, Fault)>,
+    max_request_bytes: Option<usize>,
+    item_429: Option<(f64, StdRng)>,
+    reject_field: Option<String>,
+    ilm_policies: BTreeMap<String, Value>,
+    component_templates: BTreeMap<String, Value>,
+    index_templates: BTreeMap<String, Value>,
+    targets: BTreeMap<String, Target>,
+    requests: Vec<RecordedRequest>,
+    bulk_stats: BulkStats,
+}
+
+impl State {
+    fn new(options: EmulatorOptions) -> State {
+        State {
+            options,
+            slow: None,
+            bulk_faults: VecDeque::new(),
+            any_faults: VecDeque::new(),
+            path_faults: Vec::new(),
+            max_request_bytes: None,
+            item_429: None,
+            reject_field: None,
+            ilm_policies: BTreeMap::new(),
+            component_templates: BTreeMap::new(),
+            index_templates: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            requests: Vec::new(),
+            bulk_stats: BulkStats::default(),
+        }
+    }
+
+    /// The targets whose name matches a comma list of `*` patterns.
+    fn matching(&self, patterns: &str) -> impl Iterator<Item = &Target> {
+        let patterns: Vec<String> = patterns.split(',').map(|p| p.trim().to_owned()).collect();
+        self.targets
+            .iter()
+            .filter(move |(name, _)| patterns.iter().any(|p| glob(p, name)))
+            .map(|(_, t)| t)
+    }
+}
+
+/// `*` matches any run of characters (Elasticsearch's index pattern wildcard).
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 enum Control {
@@ -215,13 +279,9 @@ impl EsEmulator {
     /// The next `n` **`_bulk`** requests get a whole-request error for `status` (see
     /// [`Fault::from_status`]); other endpoints are not affected. Calls queue up in order.
     pub fn fail_requests(&self, status: u16, n: usize) {
-        self.fail_requests_with(Fault::from_status(status), n);
-    }
-
-    /// Like [`EsEmulator::fail_requests`] with an explicit fault (e.g. the circuit breaker).
-    pub fn fail_requests_with(&self, fault: Fault, n: usize) {
         let mut st = self.state();
-        st.bulk_faults.extend(std::iter::repeat_n(fault, n));
+        st.bulk_faults
+            .extend(std::iter::repeat_n(Fault::from_status(status), n));
     }
 
     /// The next `n` requests to **any** endpoint fail with `status` (checked before the
@@ -232,15 +292,9 @@ impl EsEmulator {
             .extend(std::iter::repeat_n(Fault::from_status(status), n));
     }
 
-    /// Drops every queued fault and item-level injection.
-    pub fn clear_faults(&self) {
-        let mut st = self.state();
-        st.bulk_faults = VecDeque::new();
-        st.any_faults = VecDeque::new();
-        st.item_429 = None;
-        st.reject_field = None;
-        st.max_request_bytes = None;
-        st.slow = None;
+    /// The next request to exactly this path (any method) gets `fault`; checked first.
+    pub fn fail_path(&self, path: &str, fault: Fault) {
+        self.state().path_faults.push((path.to_owned(), fault));
     }
 
     /// `_bulk` bodies longer than `n` bytes get 413 with an empty body (like
@@ -252,46 +306,35 @@ impl EsEmulator {
     /// That share of bulk items (drawn per item, in request order, from a generator seeded
     /// with `seed`) gets a per-item 429 `es_rejected_execution_exception`. A ratio of 0 stops it.
     pub fn set_item_429_ratio(&self, ratio: f64, seed: u64) {
-        self.state().item_429 =
-            (ratio > 0.0).then(|| (ratio, rand::rngs::StdRng::seed_from_u64(seed)));
+        self.state().item_429 = (ratio > 0.0).then(|| (ratio, StdRng::seed_from_u64(seed)));
     }
 
     /// Items whose source holds this dotted field get a per-item 400
-    /// `document_parsing_exception` (with `caused_by`), like a mapping error.
+    /// `document_parsing_exception` naming the field (the shape of a mapping conflict; the
+    /// real conflict is tested in `tests/real_es.rs`).
     pub fn set_reject_field(&self, field: Option<String>) {
         self.state().reject_field = field;
     }
 
     // ---- assertions ----
 
-    /// Documents in the matching data streams and indices (`*` wildcards, comma lists; data
-    /// streams count all their backing indices; a missing name counts 0).
-    pub fn count(&self, index_or_pattern: &str) -> usize {
-        let st = self.state();
-        st.resolve_lenient(index_or_pattern)
-            .iter()
-            .map(|i| st.indices[i].len())
-            .sum()
+    /// Documents written to the matching `_index` names (`*` wildcards, comma lists; a
+    /// missing name counts 0).
+    pub fn count(&self, patterns: &str) -> usize {
+        self.state().matching(patterns).map(|t| t.order.len()).sum()
     }
 
-    /// `_id`s of the matching documents, in the same order as [`EsEmulator::docs`].
-    pub fn ids(&self, index_or_pattern: &str) -> Vec<String> {
-        let st = self.state();
-        st.resolve_lenient(index_or_pattern)
-            .iter()
-            .flat_map(|i| st.indices[i].docs())
-            .map(|d| d.id.clone())
+    /// `_id`s of the matching documents, by `_index` name then in arrival order.
+    pub fn ids(&self, patterns: &str) -> Vec<String> {
+        self.state()
+            .matching(patterns)
+            .flat_map(|t| t.order.iter().cloned())
             .collect()
     }
 
     /// Every request answered so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state().requests.clone()
-    }
-
-    /// Forgets the recorded requests (counters stay).
-    pub fn clear_requests(&self) {
-        self.state().requests.clear();
     }
 
     pub fn bulk_stats(&self) -> BulkStats {
@@ -310,49 +353,7 @@ impl EsEmulator {
 
     /// ILM policies: the `policy` object of each PUT.
     pub fn ilm_policies(&self) -> BTreeMap<String, Value> {
-        self.state()
-            .ilm
-            .iter()
-            .map(|(k, v)| (k.clone(), v.policy.clone()))
-            .collect()
-    }
-
-    /// Names of the data streams.
-    pub fn data_streams(&self) -> Vec<String> {
-        self.state().data_streams.keys().cloned().collect()
-    }
-
-    /// Backing indices of a data stream, oldest first (empty when it does not exist).
-    pub fn backing_indices(&self, data_stream: &str) -> Vec<String> {
-        self.state()
-            .data_streams
-            .get(data_stream)
-            .map(|d| d.indices.clone())
-            .unwrap_or_default()
-    }
-
-    /// Current mappings of a concrete index (a data stream gives its write index's).
-    pub fn mappings(&self, index: &str) -> Option<Value> {
-        let st = self.state();
-        let name = match st.data_streams.get(index) {
-            Some(ds) => ds.write_index().to_owned(),
-            None => index.to_owned(),
-        };
-        st.indices.get(&name).map(|i| i.mappings.clone())
-    }
-
-    /// Rolls a data stream over to a new backing index (`…-00000N+1`). `_id` uniqueness is per
-    /// backing index, so a replayed `create` of an older id is stored again afterwards.
-    ///
-    /// # Panics
-    /// When the data stream does not exist.
-    pub fn rollover(&self, data_stream: &str) {
-        let mut st = self.state();
-        assert!(
-            st.data_streams.contains_key(data_stream),
-            "no data stream [{data_stream}] to roll over"
-        );
-        st.add_backing_index(data_stream);
+        self.state().ilm_policies.clone()
     }
 }
 

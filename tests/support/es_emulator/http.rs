@@ -1,9 +1,9 @@
 //! A small HTTP/1.1 server on tokio: enough of the protocol for reqwest/hyper and curl
-//! (keep-alive, `content-length` and chunked bodies, `Expect: 100-continue`, gzip request bodies),
+//! (keep-alive, `content-length` and chunked bodies, `Expect: 100-continue`),
 //! with full control over the listener and every open connection — which the emulator needs to
 //! play a node that goes down (connection refused, pooled connections closed).
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ pub struct HttpRequest {
     pub query: String,
     /// Header names lowercased, in arrival order.
     pub headers: Vec<(String, String)>,
-    /// Body after transfer decoding and gzip decompression.
+    /// Body after transfer decoding.
     pub body: Bytes,
     keep_alive: bool,
 }
@@ -220,7 +220,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<
     if get("expect").is_some_and(|e| e == "100-continue") {
         stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
     }
-    let mut body = if chunked {
+    let body = if chunked {
         match read_chunked(stream, buf).await? {
             Some(body) => body,
             None => return Ok(None),
@@ -236,16 +236,6 @@ async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<
         }
         buf.split_to(content_length).freeze()
     };
-    if get("content-encoding").is_some_and(|e| e == "gzip") {
-        let mut out = Vec::new();
-        if flate2::read::MultiGzDecoder::new(&body[..])
-            .read_to_end(&mut out)
-            .is_err()
-        {
-            return Ok(Some(Incoming::Bad("invalid gzip request body".into())));
-        }
-        body = Bytes::from(out);
-    }
     let (raw_path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (target.to_owned(), String::new()),
