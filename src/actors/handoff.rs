@@ -150,7 +150,7 @@ impl Handoff {
         Ok(aside)
     }
 
-    /// Writes the handed-over jobs (temporary file, fsync, rename); no job → no file.
+    /// Writes the handed-over jobs atomically ([`write_atomic`](crate::sink::disk::write_atomic)); no job → no file.
     pub fn save(&self) -> std::io::Result<usize> {
         let jobs = self.jobs.lock().unwrap().clone();
         if jobs.is_empty() {
@@ -165,14 +165,7 @@ impl Handoff {
             jobs,
         })
         .map_err(std::io::Error::other)?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
+        crate::sink::disk::write_atomic(&self.path, &text, &Default::default())?;
         Ok(n)
     }
 }

@@ -293,31 +293,25 @@ impl ApiClient {
         let url = format!("{}{}", self.base, vars.render(path_template, true));
         let method_v =
             reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        // A call that fails before anything is sent: no status, no duration.
+        let unsent = |url: String, e: ApiError| {
+            let exchange = Exchange {
+                method: method.to_owned(),
+                url,
+                status: None,
+                duration: Duration::ZERO,
+            };
+            (exchange, Err(e))
+        };
         let http = match &self.http {
             Ok(h) => h,
-            Err(e) => {
-                let exchange = Exchange {
-                    method: method.to_owned(),
-                    url,
-                    status: None,
-                    duration: Duration::ZERO,
-                };
-                return (exchange, Err(e.clone()));
-            }
+            Err(e) => return unsent(url, e.clone()),
         };
         // A token that cannot be a header value fails here, as `config`, before any permit
         // is spent (the login refuses such tokens already; this is the last guard).
         let auth_header = match token.map(|t| self.token_header(t)).transpose() {
             Ok(h) => h,
-            Err(e) => {
-                let exchange = Exchange {
-                    method: method.to_owned(),
-                    url,
-                    status: None,
-                    duration: Duration::ZERO,
-                };
-                return (exchange, Err(e));
-            }
+            Err(e) => return unsent(url, e),
         };
         let _permit = self.limits.acquire().await;
         let start = Instant::now();

@@ -11,8 +11,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -171,10 +171,12 @@ impl ScheduleStore {
             })
             .map_err(io::Error::other)?
         };
-        write_atomic(&self.path, &text).inspect_err(|_| {
-            // Try again at the next save.
-            self.dirty.store(true, Ordering::SeqCst);
-        })?;
+        crate::sink::disk::write_atomic(&self.path, &text, &Default::default()).inspect_err(
+            |_| {
+                // Try again at the next save.
+                self.dirty.store(true, Ordering::SeqCst);
+            },
+        )?;
         Ok(true)
     }
 }
@@ -204,25 +206,6 @@ impl ScheduleStore {
 struct StateFileRef<'a> {
     version: u32,
     environments: &'a BTreeMap<String, EnvState>,
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use super::disk::DiskFaults;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// A journal position.
@@ -55,23 +55,8 @@ impl Checkpoint {
 
     /// Saves `pos` atomically.
     pub fn save(&self, pos: Position) -> io::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&pos).expect("plain struct");
-        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", tmp.display()));
-        {
-            let mut f = File::create(&tmp).map_err(named)?;
-            self.faults.check(bytes.len()).map_err(named)?;
-            f.write_all(&bytes).map_err(named)?;
-            f.sync_all().map_err(named)?;
-        }
-        fs::rename(&tmp, &self.path).map_err(named)?;
-        if let Some(dir) = self.path.parent() {
-            // Make the rename itself durable.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        super::disk::write_atomic(&self.path, &bytes, &self.faults)
     }
 }
 

@@ -7,7 +7,7 @@
 use super::disk::DiskFaults;
 use super::encoder::{self, BulkDoc};
 use bytes::Bytes;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -124,12 +124,5 @@ pub fn rewrite(
         bytes.push(b'\n');
     }
     bytes.extend(encode_all(dead));
-    let tmp = path.with_extension("ndjson.tmp");
-    faults.check(bytes.len()).map_err(named(&tmp))?;
-    {
-        let mut f = File::create(&tmp).map_err(named(&tmp))?;
-        f.write_all(&bytes).map_err(named(&tmp))?;
-        f.sync_all().map_err(named(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(named(path))
+    super::disk::write_atomic(path, &bytes, faults)
 }
