@@ -285,14 +285,7 @@ fn a_panic_in_a_job_poll_ends_that_job_as_an_internal_error_with_exit_code_2() {
         .filter(|r| r.event.action == Action::JobEnd)
         .collect();
     assert_eq!(ends.len(), 3, "every job ends, the broken one included");
-    let internal: Vec<_> = ends
-        .iter()
-        .filter(|r| {
-            r.error
-                .as_ref()
-                .is_some_and(|e| e.kind == ErrorType::Internal)
-        })
-        .collect();
+    let internal = with_error(&ends, ErrorType::Internal);
     assert_eq!(internal.len(), 1);
     assert_eq!(internal[0].event.outcome, Outcome::Failure);
     assert_eq!(report.exit_code(), 2);

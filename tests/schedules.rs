@@ -263,14 +263,7 @@ fn a_panic_in_one_service_mode_launch_is_one_internal_result_and_the_other_launc
         .filter(|r| r.event.action == Action::BackupLaunch && r.labels.run_id == report.run_id)
         .collect();
     assert_eq!(launches.len(), 3, "{launches:?}");
-    let internal: Vec<_> = launches
-        .iter()
-        .filter(|r| {
-            r.error
-                .as_ref()
-                .is_some_and(|e| e.kind == ErrorType::Internal)
-        })
-        .collect();
+    let internal = with_error(&launches, ErrorType::Internal);
     assert_eq!(internal.len(), 1, "{launches:?}");
     assert!(internal[0].host.is_some(), "the result names the host");
 }

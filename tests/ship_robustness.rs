@@ -127,11 +127,7 @@ fn dead_letters_the_disk_refuses_hold_shipping_until_written_then_are_written_on
             s.ship_available().await.unwrap();
         }
     });
-    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead_file)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead = dead_letters(&dead_file);
     let dead_ids: Vec<String> = dead
         .iter()
         .map(|d| d["_id"].as_str().unwrap().to_owned())

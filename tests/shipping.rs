@@ -176,11 +176,7 @@ fn a_mapping_error_dead_letters_that_document_and_stores_the_others() {
         .collect();
     assert!(!rejected.is_empty());
     assert_eq!(s.counters.dead_lettered, rejected.len() as u64);
-    let dead: Vec<Value> = std::fs::read_to_string(dir.path().join("journal/dead-letter.ndjson"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead = dead_letters(&dir.path().join("journal/dead-letter.ndjson"));
     let dead_ids: BTreeSet<String> = dead
         .iter()
         .map(|d| d["_id"].as_str().unwrap().to_owned())

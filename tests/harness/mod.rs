@@ -100,6 +100,27 @@ pub fn journal(dir: &Path) -> Vec<ProbeResult> {
         .collect()
 }
 
+/// Every record of a dead-letter file (`<journal>/dead-letter.ndjson`), as JSON.
+pub fn dead_letters(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad dead letter {l}: {e}")))
+        .collect()
+}
+
+/// The results among `results` whose error is of type `kind`.
+pub fn with_error<'a>(
+    results: &[&'a ProbeResult],
+    kind: iaso_probe::model::ErrorType,
+) -> Vec<&'a ProbeResult> {
+    results
+        .iter()
+        .copied()
+        .filter(|r| r.error.as_ref().is_some_and(|e| e.kind == kind))
+        .collect()
+}
+
 pub fn count(results: &[ProbeResult], action: Action) -> u64 {
     results.iter().filter(|r| r.event.action == action).count() as u64
 }
