@@ -474,11 +474,7 @@ fn a_mapping_conflict_is_dead_lettered_with_elasticsearchs_reason_and_the_rest_d
 
     let c = ship_all(shipper(&cfg, &[url], |_| {}));
     assert_eq!(c.dead_lettered, 1, "{c:?}");
-    let dead: Vec<Value> = std::fs::read_to_string(dir.path().join("journal/dead-letter.ndjson"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead = dead_letters(&dir.path().join("journal/dead-letter.ndjson"));
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
     assert_eq!(d["_id"], "conflict-wrong-type");
@@ -705,12 +701,38 @@ fn three_nodes_with_one_stopped_mid_run_keep_shipping() {
                 es.try_call("GET", &format!("/iaso-*-{T}/_count"), None)
                     .is_ok_and(|(s, v)| s == 200 && v["count"].as_u64().unwrap_or(0) > 0)
             });
+            // Only once every shard copy is assigned: killing the node that holds the only
+            // in-sync copy of a new backing index (its replica still initialising) loses
+            // acknowledged documents in Elasticsearch itself, which is not what this tests.
+            wait_for("our indices green", Duration::from_secs(120), || {
+                es.try_call(
+                    "GET",
+                    &format!("/_cluster/health/iaso-*-{T}?wait_for_status=green&timeout=5s"),
+                    None,
+                )
+                .is_ok_and(|(s, v)| s == 200 && v["status"] == "green")
+            });
             node.kill(2);
             es.count(&format!("iaso-*-{T}"))
         });
         let c = ship_all(shipper);
         (c, stopper.join().unwrap())
     });
+    // Shipping is done; before reading back, let the two nodes left settle (a master elected
+    // again, node 2 removed, no shard initialising): a refresh sent while node 2 was still in
+    // the cluster state waited past the reader's 60 s timeout.
+    wait_for(
+        "the cluster settled after node 2 left",
+        Duration::from_secs(180),
+        || {
+            es.try_call(
+                "GET",
+                "/_cluster/health?wait_for_nodes=2&wait_for_no_initializing_shards=true&timeout=10s",
+                None,
+            )
+            .is_ok_and(|(s, v)| s == 200 && v["status"] != "red" && v["timed_out"] == false)
+        },
+    );
     assert!(
         stored_at_stop < lines as u64,
         "node 2 stopped mid-run ({stored_at_stop} of {lines})"
