@@ -16,6 +16,8 @@
 //! - [`setup`]: index templates, ILM and Kibana dashboards (`iaso-probe setup`).
 //! - [`simulator`]: the built-in simulator of the portal.
 //! - [`logging`]: the human application log.
+//! - [`oplog`]: WARN/ERROR lines for the operator, derived from the results (rate-limited).
+//! - [`metrics`]: the metrics registry, `/metrics`, `/healthz` and `/readyz`.
 //! - [`signals`]: stop signals (one request within 1 s, a later one exits at once).
 //! - [`cli`]: the command line.
 
@@ -25,8 +27,10 @@ pub mod cli;
 pub mod config;
 pub mod limiter;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod oplog;
 pub mod probes;
 pub mod progress;
 pub mod schedule;

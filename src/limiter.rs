@@ -31,6 +31,10 @@ pub struct EnvLimits {
     in_flight: Arc<Semaphore>,
     /// Permit requests queued in pacers: the real back-pressure signal.
     queued: Arc<AtomicUsize>,
+    /// Requests that went through [`acquire`](Self::acquire), and their total wait (µs),
+    /// for `/metrics`.
+    requests: AtomicU64,
+    wait_us: AtomicU64,
 }
 
 impl EnvLimits {
@@ -43,6 +47,8 @@ impl EnvLimits {
             limiter: Arc::new(RateLimiter::direct(quota)),
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             queued: Arc::new(AtomicUsize::new(0)),
+            requests: AtomicU64::new(0),
+            wait_us: AtomicU64::new(0),
         }
     }
 
@@ -60,6 +66,7 @@ impl EnvLimits {
     /// Hold the returned guard for the duration of the request.
     pub async fn acquire(&self) -> RequestPermit {
         let pacer = self.pacer_for_this_thread();
+        let asked = std::time::Instant::now();
         self.queued.fetch_add(1, Ordering::Relaxed);
         pacer.permit().await;
         self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -69,6 +76,9 @@ impl EnvLimits {
             .acquire_owned()
             .await
             .expect("semaphore is never closed");
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.wait_us
+            .fetch_add(asked.elapsed().as_micros() as u64, Ordering::Relaxed);
         RequestPermit { _slot: slot }
     }
 
@@ -95,6 +105,18 @@ impl EnvLimits {
             map.insert(key, pacer.clone());
             pacer
         })
+    }
+}
+
+impl crate::metrics::LimiterStats for EnvLimits {
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    fn wait_us(&self) -> u64 {
+        self.wait_us.load(Ordering::Relaxed)
+    }
+    fn queued(&self) -> usize {
+        EnvLimits::queued(self)
     }
 }
 

@@ -149,6 +149,10 @@ impl Environment {
         let resumable = rt.cfg.jobs.resume_on_restart && rt.cfg.simulator.is_none();
         let handoff = resumable.then_some(handoff);
         let tracker = JobTracker::new(rt.cfg.jobs.max_tracked_jobs, handoff);
+        let t = Arc::downgrade(&tracker);
+        rt.sink
+            .metrics()
+            .track_jobs(&rt.name, move || t.upgrade().map_or(0, |t| t.active()));
         if schedule.prune {
             let keys: HashSet<String> = rt
                 .hosts

@@ -9,7 +9,9 @@
 //! unwritten at the stop, are counted as lost (`SinkCounters::lost`), logged and printed.
 
 use crate::config::JournalConfig;
+use crate::metrics::Metrics;
 use crate::model::ProbeResult;
+use crate::oplog::OpLog;
 use crate::sink::disk::RetryBackoff;
 use crate::sink::journal::Journal;
 use crate::summary::Tally;
@@ -75,6 +77,10 @@ pub struct Sink {
     buffered_lost: u64,
     /// [`MAX_PENDING_RESULTS`] (smaller in tests).
     max_pending: usize,
+    /// The run's metrics: every journaled result is counted there.
+    metrics: Arc<Metrics>,
+    /// WARN/ERROR lines for the operator, derived from the results.
+    oplog: OpLog,
 }
 
 impl Sink {
@@ -96,7 +102,15 @@ impl Sink {
             cfg,
             buffered_lost: 0,
             max_pending: MAX_PENDING_RESULTS,
+            metrics: Arc::new(Metrics::new()),
+            oplog: OpLog::default(),
         }
+    }
+
+    /// Records into `metrics` (the run's registry) instead of a private one.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// True while the journal is failing (results wait in memory or in its buffer).
@@ -136,6 +150,7 @@ impl Sink {
         self.counters.last_error = Some(e.to_string());
         let first = !self.failing();
         let wait = self.backoff.failed(tokio::time::Instant::now());
+        self.metrics.set_journal_failing(true);
         let (pending, buffered) = (self.pending.len(), self.journal.unflushed_lines());
         if first {
             tracing::error!(error = %e, dir = %self.journal.dir().display(), pending, buffered, retry_in_ms = wait.as_millis() as u64, "journal write failed; results wait in memory, retried with backoff");
@@ -170,6 +185,7 @@ impl Sink {
             Ok(()) => {
                 let failures = self.backoff.succeeded();
                 if failures > 0 {
+                    self.metrics.set_journal_failing(false);
                     tracing::info!(
                         failures,
                         lost = self.counters.lost,
@@ -214,6 +230,10 @@ impl Actor for Sink {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        // Ends the rate-limit windows of the operator's job failure lines.
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.oplog.tick(std::time::Instant::now(), |line| line.log())
+        });
         ctx.run_interval(
             Duration::from_millis(self.cfg.flush_interval_ms.max(10)),
             |act, _| act.flush_buffer(),
@@ -248,6 +268,10 @@ impl Actor for Sink {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.oplog.tick(
+            std::time::Instant::now() + crate::oplog::JOB_LOG_INTERVAL,
+            |l| l.log(),
+        );
         self.final_flush();
         Running::Stop
     }
@@ -259,6 +283,9 @@ impl Handler<Publish> for Sink {
         match serde_json::to_vec(&msg.0) {
             Ok(line) => {
                 self.tally.add(&msg.0);
+                self.metrics.record(&msg.0);
+                self.oplog
+                    .observe(&msg.0, std::time::Instant::now(), |l| l.log());
                 self.write_line(line);
             }
             // Cannot happen for our own types; say so loudly rather than drop silently.
@@ -272,6 +299,11 @@ impl Handler<Flush> for Sink {
     /// The stop's flush: never an error for the disk (what could not be written is
     /// counted in `lost`); `written` minus `lost` is on disk.
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        // The stop: say what the rate limit held back.
+        self.oplog.tick(
+            std::time::Instant::now() + crate::oplog::JOB_LOG_INTERVAL,
+            |l| l.log(),
+        );
         self.final_flush();
         // The final flush fsyncs inline: nothing else should run meanwhile.
         if let Err(e) = self.journal.sync_handle().and_then(|f| f.sync_data()) {
@@ -289,18 +321,36 @@ impl Handler<Report> for Sink {
 }
 
 /// How producers reach the sink: bounded, waiting.
+/// It also carries the run's metrics, so that code holding a handle (every producer) can
+/// register what it counts without another argument.
 #[derive(Clone)]
 pub struct SinkHandle {
     addr: Addr<Sink>,
     slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl SinkHandle {
     pub fn new(addr: Addr<Sink>, buffer: usize) -> Self {
+        Self::with_metrics(addr, buffer, Arc::new(Metrics::new()))
+    }
+
+    /// A handle whose buffer use is exposed in `metrics`.
+    pub fn with_metrics(addr: Addr<Sink>, buffer: usize, metrics: Arc<Metrics>) -> Self {
+        let slots = Arc::new(Semaphore::new(buffer.max(1)));
+        let s = slots.clone();
+        let cap = buffer.max(1);
+        metrics.track_sink_buffer(cap, move || cap - s.available_permits().min(cap));
         Self {
             addr,
-            slots: Arc::new(Semaphore::new(buffer.max(1))),
+            slots,
+            metrics,
         }
+    }
+
+    /// The run's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Hands a result to the sink, waiting while `buffer` results are already in flight.

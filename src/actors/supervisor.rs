@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunOptions {
     /// One pass, every job tracked to its end; otherwise service mode until shutdown.
     pub once: bool,
@@ -44,6 +44,8 @@ pub struct RunOptions {
     /// Test hook: the journal directory's writes (journal, checkpoint, dead letters) go
     /// through these injected faults; unlimited space by default.
     pub disk_faults: crate::sink::disk::DiskFaults,
+    /// Test hook: told the address `/metrics` listens on once it is bound.
+    pub metrics_bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 }
 
 /// What a run produced.
@@ -96,6 +98,9 @@ pub enum RunError {
     /// Another process holds the journal directory (exit code 2).
     #[error(transparent)]
     Locked(#[from] crate::sink::lock::LockError),
+    /// `[metrics] listen` cannot be bound (exit code 2).
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::ListenError),
 }
 
 /// The supervisor actor: knows every environment actor.
@@ -208,12 +213,29 @@ pub async fn run(
         || opts.selection.hosts_file.is_some()
         || opts.selection.shard.is_some();
     let journal_only = !es_client::is_configured(&cfg.elasticsearch);
-    let sink_addr = Sink::new(journal, cfg.journal.clone(), journal_only).start();
-    let sink = SinkHandle::new(sink_addr, cfg.sink.buffer);
+    // Self-observation: one registry for the run; the listener (opt-in) binds first, so a
+    // taken address fails the start before anything is probed.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    metrics.track_journal(cfg.journal.dir.clone());
+    let mut metrics_bound = opts.metrics_bound;
+    let metrics_server = match cfg.metrics.listen.as_deref().filter(|l| !l.is_empty()) {
+        Some(listen) => {
+            let server = crate::metrics::server::MetricsServer::start(listen, metrics.clone())?;
+            if let Some(tx) = metrics_bound.take() {
+                let _ = tx.send(server.addr());
+            }
+            Some(server)
+        }
+        None => None,
+    };
+    let sink_addr = Sink::new(journal, cfg.journal.clone(), journal_only)
+        .with_metrics(metrics.clone())
+        .start();
+    let sink = SinkHandle::with_metrics(sink_addr, cfg.sink.buffer, metrics.clone());
 
     // The sink's second half: shipping the journal to Elasticsearch, when configured.
     let (stop_ship, stop_ship_rx) = tokio::sync::watch::channel(false);
-    let shipping = start_shipping(&cfg, stop_ship_rx, &opts.disk_faults).await?;
+    let shipping = start_shipping(&cfg, stop_ship_rx, &opts.disk_faults, &metrics).await?;
 
     // Worker arbiters for job actors, one per core.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -260,6 +282,7 @@ pub async fn run(
         let rate = NonZeroU32::new(env_cfg.rate_limit_per_sec).expect("validated > 0");
         let burst = NonZeroU32::new(env_cfg.rate_limit_burst).expect("validated > 0");
         let limits = Arc::new(EnvLimits::new(&name, rate, burst, env_cfg.max_in_flight));
+        metrics.track_limiter(&name, limits.clone());
         let restores = if opts.selection.hosts.is_empty() && opts.selection.hosts_file.is_none() {
             env_cfg.restores.clone()
         } else {
@@ -329,6 +352,7 @@ pub async fn run(
     let saver = actix_rt::spawn(schedule.clone().save_periodically());
 
     let progress = actix_rt::spawn(crate::progress::report(sink.clone(), opts.live_progress));
+    metrics.set_started();
     let deadline = opts.shutdown_deadline.unwrap_or(Duration::from_secs(10));
     let mut interrupted = false;
     tokio::pin!(shutdown);
@@ -345,6 +369,8 @@ pub async fn run(
         interrupted = true;
         tracing::info!("shutdown requested: stopping");
     }
+    // Not ready from here on: a load balancer or orchestrator stops sending us work.
+    metrics.set_stopping();
     let environments = supervisor.send(StopAll(deadline)).await.unwrap_or_default();
     saver.abort();
     schedule.save_logged();
@@ -412,6 +438,9 @@ pub async fn run(
             })
         }
     };
+    if let Some(server) = metrics_server {
+        server.stop().await;
+    }
     Ok(RunReport {
         run_id,
         tally,
@@ -460,6 +489,7 @@ async fn start_shipping(
     cfg: &Config,
     stop: tokio::sync::watch::Receiver<bool>,
     faults: &crate::sink::disk::DiskFaults,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<Option<ShippingTask>, RunError> {
     let Some((client, target)) =
         es_client::build(&cfg.elasticsearch).map_err(RunError::Elasticsearch)?
@@ -474,6 +504,7 @@ async fn start_shipping(
             source: e,
         })?;
     shipper.set_disk_faults(faults.clone());
+    shipper.set_metrics(metrics.clone());
     if cfg.elasticsearch.setup_on_start {
         shipper.require_setup(crate::setup::elasticsearch_plan(Some(
             &cfg.elasticsearch.ilm_delete_after,

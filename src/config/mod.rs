@@ -47,6 +47,52 @@ pub struct Config {
     /// Environments to probe, by name (`lab`, `qualif`, `prod`, …).
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// The opt-in HTTP listener of `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Pass/fail criteria evaluated at the end of `run --once` (exit code 99 when one fails).
+    #[serde(default)]
+    pub thresholds: ThresholdsConfig,
+}
+
+/// Self-observation over HTTP (off unless `listen` is set).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address and port of the listener, e.g. `"127.0.0.1:9464"` (`"0.0.0.0:9464"` in a
+    /// container). Serves `/metrics` (Prometheus text format), `/healthz` and `/readyz`.
+    /// Empty or absent: no listener.
+    pub listen: Option<String>,
+}
+
+/// Pass/fail criteria of a `run --once` (like k6's thresholds). With at least one set, the
+/// run's exit code is decided by them: 0 when every threshold holds (failed probes within
+/// the limits are tolerated), 99 when one fails. Each applies per environment (and per check
+/// where it says so).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThresholdsConfig {
+    /// Least share (0–1) of successful results of each check (liveness, health, response
+    /// time, auth) in each environment, e.g. `0.99`.
+    pub availability_min: Option<f64>,
+    /// Least share (0–1) of tracked jobs that ended `success` or `warning`, among those that
+    /// ended (cancelled jobs count as not successful), plus refused launches, per environment.
+    pub job_success_rate_min: Option<f64>,
+    /// Largest p95 of each check's response time, in ms, per environment and check.
+    pub response_time_p95_max_ms: Option<u64>,
+    /// Largest count of results left unshipped at the end of the run when Elasticsearch is
+    /// configured, e.g. `0` (ignored without Elasticsearch).
+    pub unshipped_max: Option<u64>,
+}
+
+impl ThresholdsConfig {
+    /// True when at least one threshold is set.
+    pub fn any(&self) -> bool {
+        self.availability_min.is_some()
+            || self.job_success_rate_min.is_some()
+            || self.response_time_p95_max_ms.is_some()
+            || self.unshipped_max.is_some()
+    }
 }
 
 /// Where and how results are journaled.

@@ -53,6 +53,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     }
     validate_elasticsearch(c, &mut p);
     validate_global_bounds(c, &mut p);
+    validate_metrics_and_thresholds(c, &mut p);
     if c.environments.is_empty() {
         p.push(Problem::new("environments", "no environment is configured"));
     } else if !c.environments.values().any(|e| e.enabled) {
@@ -841,6 +842,38 @@ fn parse_hosts(text: &str, default: BackupLevel) -> Result<Vec<HostSpec>, (usize
     Ok(out)
 }
 
+/// `[metrics]` and `[thresholds]`.
+fn validate_metrics_and_thresholds(c: &Config, p: &mut Vec<Problem>) {
+    if let Some(listen) = c.metrics.listen.as_deref().filter(|l| !l.is_empty()) {
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            p.push(Problem::new(
+                "metrics.listen",
+                format!("`{listen}` is not an IP address and port (e.g. \"127.0.0.1:9464\")"),
+            ));
+        }
+    }
+    let t = &c.thresholds;
+    for (key, v) in [
+        ("thresholds.availability_min", t.availability_min),
+        ("thresholds.job_success_rate_min", t.job_success_rate_min),
+    ] {
+        if let Some(v) = v {
+            if !(0.0..=1.0).contains(&v) {
+                p.push(Problem::new(
+                    key,
+                    format!("{v} is not a share between 0 and 1"),
+                ));
+            }
+        }
+    }
+    if t.response_time_p95_max_ms.is_some_and(|v| v > 600_000) {
+        p.push(Problem::new(
+            "thresholds.response_time_p95_max_ms",
+            "must be at most 600000",
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,6 +898,35 @@ mod tests {
     #[test]
     fn accepts_a_minimal_environment() {
         assert_eq!(problems(&env_toml("")), "");
+    }
+
+    #[test]
+    fn rejects_a_metrics_listen_that_is_no_address() {
+        let e = problems(&format!(
+            "[metrics]\nlisten = \"localhost\"\n{}",
+            env_toml("")
+        ));
+        assert!(
+            e.contains("metrics.listen") && e.contains("localhost"),
+            "{e}"
+        );
+        assert_eq!(
+            problems(&format!(
+                "[metrics]\nlisten = \"127.0.0.1:9464\"\n{}",
+                env_toml("")
+            )),
+            ""
+        );
+    }
+
+    #[test]
+    fn rejects_threshold_shares_outside_zero_to_one() {
+        let e = problems(&format!(
+            "[thresholds]\navailability_min = 99\njob_success_rate_min = 0.9\n{}",
+            env_toml("")
+        ));
+        assert!(e.contains("thresholds.availability_min"), "{e}");
+        assert!(!e.contains("job_success_rate_min"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,15 @@ use std::time::Duration;
 
 /// Sends `docs` and classifies the answer.
 pub async fn send(client: &Elasticsearch, docs: &[BulkDoc], timeout: Duration) -> RequestVerdict {
+    send_with_status(client, docs, timeout).await.1
+}
+
+/// [`send`], with the HTTP status of the answer (0: none, a transport error).
+pub async fn send_with_status(
+    client: &Elasticsearch,
+    docs: &[BulkDoc],
+    timeout: Duration,
+) -> (u16, RequestVerdict) {
     let res = client
         .bulk(BulkParts::None)
         // Keeps one entry per item (positions preserved) while trimming successful ones.
@@ -22,13 +31,17 @@ pub async fn send(client: &Elasticsearch, docs: &[BulkDoc], timeout: Duration) -
         .send()
         .await;
     match res {
-        Err(e) => RequestVerdict::RetryAll(format!("transport error: {}", root_cause(&e))),
+        Err(e) => (
+            0,
+            RequestVerdict::RetryAll(format!("transport error: {}", root_cause(&e))),
+        ),
         Ok(resp) => {
             let status = resp.status_code().as_u16();
-            match resp.bytes().await {
+            let verdict = match resp.bytes().await {
                 Ok(body) => classify_response(status, &body, docs.len()),
                 Err(e) => RequestVerdict::RetryAll(format!("reading the bulk answer: {e}")),
-            }
+            };
+            (status, verdict)
         }
     }
 }

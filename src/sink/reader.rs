@@ -120,6 +120,24 @@ impl JournalReader {
     }
 }
 
+/// `@timestamp` of the first complete line at or after `from` (the oldest unshipped result
+/// when `from` is the shipping position); None when there is none or it cannot be read.
+pub fn timestamp_at(dir: &Path, from: Position) -> Option<chrono::DateTime<chrono::Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        #[serde(rename = "@timestamp")]
+        timestamp: chrono::DateTime<chrono::Utc>,
+    }
+    let line = JournalReader::new(dir, from)
+        .read_batch(1, 1)
+        .ok()?
+        .into_iter()
+        .next()?;
+    serde_json::from_slice::<Stamp>(&line.line)
+        .ok()
+        .map(|s| s.timestamp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,41 @@ pub struct ShipperCounters {
     pub position: Position,
     /// Failed attempts to save the checkpoint (retried with backoff; shipping goes on).
     pub checkpoint_errors: u64,
+    /// Bulk requests by HTTP status of the answer (0: no answer, a transport error).
+    pub bulk_statuses: std::collections::BTreeMap<u16, u64>,
+    /// Since when whole bulk requests fail (Elasticsearch unreachable, 429/5xx, or refusing):
+    /// shipping is paused until an answer with items comes back.
+    pub outage_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Journal lines shipping moved past (stored, duplicates, dead letters, torn lines).
+    pub lines_done: u64,
+    /// Item rejections (retried or dead-lettered) not yet reported in a log line.
+    #[serde(skip)]
+    pub rejections_unlogged: u64,
+    #[serde(skip)]
+    pub rejections_logged_at: Option<std::time::Instant>,
+    #[serde(skip)]
+    pub outage_logged_at: Option<std::time::Instant>,
+}
+
+/// Item rejections are logged at most once per this interval (with the count since the last line).
+pub const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// While shipping stays paused, a reminder at most this often.
+pub const OUTAGE_REMINDER_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Journal lines not yet shipped: those unshipped when the shipper started, plus what this
+/// process appended since (the metrics' count), less what shipping moved past.
+#[derive(Clone)]
+pub struct Backlog {
+    base: u64,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Backlog {
+    pub fn documents(&self, counters: &ShipperCounters) -> u64 {
+        let written = self.metrics.as_ref().map_or(0, |m| m.written());
+        (self.base + written).saturating_sub(counters.lines_done)
+    }
 }
 
 /// Longest wait between two tries of a failing checkpoint or dead-letter write.
@@ -88,8 +123,9 @@ pub struct Shipper {
     checkpoint_backoff: RetryBackoff,
     /// A batch whose dead letters the disk refused: its end and those dead letters. Nothing
     /// moves past it until they are written.
-    blocked: Option<(Position, Vec<DeadLetter>)>,
+    blocked: Option<(Position, Vec<DeadLetter>, u64)>,
     faults: DiskFaults,
+    backlog: Backlog,
 }
 
 impl Shipper {
@@ -123,7 +159,23 @@ impl Shipper {
             checkpoint_backoff: RetryBackoff::new(tick, MAX_DISK_RETRY_WAIT),
             blocked: None,
             faults: DiskFaults::default(),
+            backlog: Backlog {
+                base: 0,
+                metrics: None,
+            },
         })
+    }
+
+    /// Exposes shipping in `metrics` (backlog, bulk requests, dead letters). Call before
+    /// anything is appended to the journal by this process: the backlog starts from the
+    /// journal's unshipped lines counted now.
+    pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+        let base = self.remaining().unwrap_or(0);
+        metrics.track_shipping(self.counters.clone(), base);
+        self.backlog = Backlog {
+            base,
+            metrics: Some(metrics),
+        };
     }
 
     /// Writes of the checkpoint and the dead-letter file go through `faults` (tests).
@@ -149,9 +201,13 @@ impl Shipper {
     }
 
     /// Moves past a completed batch and saves the checkpoint when the disk allows.
-    fn advance(&mut self, end: Position) {
+    fn advance(&mut self, end: Position, lines: u64) {
         self.position = end;
-        self.counters.lock().unwrap().position = end;
+        {
+            let mut c = self.counters.lock().unwrap();
+            c.position = end;
+            c.lines_done += lines;
+        }
         self.save_checkpoint(false);
     }
 
@@ -280,12 +336,12 @@ impl Shipper {
             return Ok(0);
         }
         // Dead letters the disk refused last time go first: nothing moves past them.
-        if let Some((end, dead)) = self.blocked.take() {
+        if let Some((end, dead, n)) = self.blocked.take() {
             if let Err(e) = self.write_dead_letters(&dead) {
-                self.blocked = Some((end, dead));
+                self.blocked = Some((end, dead, n));
                 return Err(e);
             }
-            self.advance(end);
+            self.advance(end, n);
         }
         self.save_checkpoint(false);
         let mut reader = JournalReader::new(&self.journal.dir, self.position);
@@ -326,6 +382,7 @@ impl Shipper {
                     self.cfg.clone(),
                     self.counters.clone(),
                     self.seed.wrapping_add(end.offset ^ end.segment),
+                    self.backlog.clone(),
                 );
                 inflight.push_back(async move {
                     let mut more = fut.await;
@@ -341,11 +398,11 @@ impl Shipper {
                 continue;
             }
             if let Err(e) = self.write_dead_letters(&dead) {
-                self.blocked = Some((end, dead));
+                self.blocked = Some((end, dead, n as u64));
                 disk_error = Some(e);
                 continue;
             }
-            self.advance(end);
+            self.advance(end, n as u64);
             handled += n as u64;
         }
         match disk_error {
@@ -436,6 +493,7 @@ impl Shipper {
                     self.cfg.clone(),
                     self.counters.clone(),
                     seed,
+                    self.backlog.clone(),
                 )
                 .await,
             );
@@ -464,6 +522,7 @@ async fn send_all(
     cfg: ElasticsearchConfig,
     counters: Arc<Mutex<ShipperCounters>>,
     seed: u64,
+    backlog: Backlog,
 ) -> Vec<DeadLetter> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
@@ -479,12 +538,32 @@ async fn send_all(
             continue;
         }
         counters.lock().unwrap().requests += 1;
-        let verdict = bulk::send(&client, &batch, timeout).await;
+        let (status, verdict) = bulk::send_with_status(&client, &batch, timeout).await;
+        *counters
+            .lock()
+            .unwrap()
+            .bulk_statuses
+            .entry(status)
+            .or_default() += 1;
         match verdict {
             RequestVerdict::Items(verdicts) => {
                 let mut again = Vec::new();
+                let dead_before = dead.len();
                 {
                     let mut c = counters.lock().unwrap();
+                    if c.outage_since.is_some() || c.paused.is_some() {
+                        let down_for = c
+                            .outage_since
+                            .map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0));
+                        let docs = backlog.documents(&c);
+                        tracing::warn!(
+                            paused_for_s = down_for,
+                            backlog = docs,
+                            "shipping resumed: Elasticsearch answers again; sending the backlog"
+                        );
+                        c.outage_since = None;
+                        c.outage_logged_at = None;
+                    }
                     c.paused = None;
                     c.last_error = None;
                     for (doc, v) in batch.into_iter().zip(verdicts) {
@@ -493,6 +572,7 @@ async fn send_all(
                             ItemVerdict::Duplicate => c.duplicates += 1,
                             ItemVerdict::Retry(why) => {
                                 c.retried += 1;
+                                c.rejections_unlogged += 1;
                                 c.last_error = Some(why);
                                 again.push(doc);
                             }
@@ -500,16 +580,20 @@ async fn send_all(
                                 status,
                                 error_type,
                                 reason,
-                            } => dead.push(DeadLetter {
-                                index: doc.index,
-                                id: doc.id,
-                                status,
-                                error_type,
-                                reason,
-                                source: doc.source,
-                            }),
+                            } => {
+                                c.rejections_unlogged += 1;
+                                dead.push(DeadLetter {
+                                    index: doc.index,
+                                    id: doc.id,
+                                    status,
+                                    error_type,
+                                    reason,
+                                    source: doc.source,
+                                })
+                            }
                         }
                     }
+                    log_rejections(&mut c, &again, &dead[dead_before..]);
                 }
                 // Elasticsearch answered: item retries wait from `initial`, not the delays an
                 // outage before this answer built up.
@@ -526,10 +610,11 @@ async fn send_all(
             }
             RequestVerdict::RetryAll(why) => {
                 let d = jittered(backoff.failed(), &mut rng);
-                tracing::warn!(documents = batch.len(), delay_ms = d.as_millis() as u64, error = %why, "bulk request failed, will retry");
+                tracing::debug!(documents = batch.len(), delay_ms = d.as_millis() as u64, error = %why, "bulk request failed, will retry");
                 {
                     let mut c = counters.lock().unwrap();
                     c.retried += batch.len() as u64;
+                    note_outage(&mut c, &why, &backlog);
                     c.last_error = Some(why);
                 }
                 tokio::time::sleep(d).await;
@@ -563,10 +648,13 @@ async fn send_all(
                     let mut c = counters.lock().unwrap();
                     let first = c.paused.is_none();
                     c.paused = Some(why.clone());
-                    first
+                    if c.outage_since.is_none() {
+                        c.outage_since = Some(chrono::Utc::now());
+                    }
+                    first.then(|| backlog.documents(&c))
                 };
-                if first_time {
-                    tracing::error!(error = %why, "Elasticsearch refuses our requests: shipping paused, the journal keeps every result; check elasticsearch credentials, privileges and URL");
+                if let Some(docs) = first_time {
+                    tracing::error!(error = %why, backlog = docs, "Elasticsearch refuses our requests: shipping paused, the journal keeps every result; check elasticsearch credentials, privileges and URL");
                 }
                 tokio::time::sleep(jittered(max, &mut rng).max(initial)).await;
                 queue.push_front(batch);
@@ -586,6 +674,58 @@ async fn send_all(
         }
     }
     dead
+}
+
+/// The first whole-request failure of an outage: one WARN "shipping paused" with the reason
+/// and the backlog; while it lasts, a reminder every [`OUTAGE_REMINDER_INTERVAL`] (the
+/// per-retry lines are debug: a long outage would otherwise log every retry of every batch).
+fn note_outage(c: &mut ShipperCounters, why: &str, backlog: &Backlog) {
+    let now = std::time::Instant::now();
+    match (c.outage_since, c.outage_logged_at) {
+        (None, _) => {
+            c.outage_since = Some(chrono::Utc::now());
+            c.outage_logged_at = Some(now);
+            let docs = backlog.documents(c);
+            tracing::warn!(error = %why, backlog = docs, "shipping paused: Elasticsearch unavailable; the journal keeps every result and shipping retries with backoff");
+        }
+        (Some(since), last) => {
+            if last.is_none_or(|t| now.duration_since(t) >= OUTAGE_REMINDER_INTERVAL) {
+                c.outage_logged_at = Some(now);
+                let docs = backlog.documents(c);
+                let paused_for_s = (chrono::Utc::now() - since).num_seconds().max(0);
+                tracing::warn!(error = %why, backlog = docs, paused_for_s, "shipping still paused: Elasticsearch unavailable");
+            }
+        }
+    }
+}
+
+/// Item rejections (429 or 5xx items retried, others dead-lettered) at WARN, at most one line
+/// per [`REJECTION_LOG_INTERVAL`] with the count since the last line.
+fn log_rejections(c: &mut ShipperCounters, retried: &[BulkDoc], dead: &[DeadLetter]) {
+    if c.rejections_unlogged == 0 {
+        return;
+    }
+    let now = std::time::Instant::now();
+    if c.rejections_logged_at
+        .is_some_and(|t| now.duration_since(t) < REJECTION_LOG_INTERVAL)
+    {
+        return;
+    }
+    c.rejections_logged_at = Some(now);
+    let n = std::mem::take(&mut c.rejections_unlogged);
+    let example = dead
+        .first()
+        .map(|d| format!("{} {}: {}", d.status, d.error_type, d.reason))
+        .or_else(|| c.last_error.clone())
+        .unwrap_or_default();
+    tracing::warn!(
+        rejected = n,
+        retried_now = retried.len(),
+        dead_lettered_now = dead.len(),
+        dead_lettered = c.dead_lettered + dead.len() as u64,
+        example = %example,
+        "Elasticsearch rejected documents (retried when 429/5xx, else written to the dead-letter file)"
+    );
 }
 
 /// Complete journal lines not yet shipped, according to the saved checkpoint.
