@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write the summary as JSON to FILE (per environment and check: counts, p50/p95/p99
+    /// latency, top failure reasons; jobs by outcome; unshipped count; thresholds and their
+    /// verdicts). Schema: docs/summary.schema.json.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -275,54 +280,96 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
     let signal = first.get().copied();
     match result {
         Ok(report) => {
+            let code = run_exit_code(&report, once, signal, &journal_dir);
             println!("{}", report.tally.render());
             println!(
                 "run {}: journal has {} new results",
                 report.run_id, report.sink.written
             );
-            let mut shipping_cut = false;
-            if let Some(s) = &report.shipping {
+            match &report.shipping {
+                Some(s) => println!(
+                    "elasticsearch: {} stored, {} already there, {} dead-lettered, {} still unshipped{}",
+                    s.counters.stored,
+                    s.counters.duplicates,
+                    s.counters.dead_lettered,
+                    s.unshipped,
+                    if s.unshipped > 0 {
+                        " (sent by the next run or `iaso-probe ship`)"
+                    } else {
+                        ""
+                    }
+                ),
+                None => println!("elasticsearch: not configured (results in the journal only)"),
+            }
+            if report.thresholds_set && once {
+                let failed = report.thresholds.iter().filter(|v| !v.passed).count();
                 println!(
-                    "elasticsearch: {} stored, {} already there, {} dead-lettered, {} still unshipped (sent by the next run or `iaso-probe ship`)",
-                    s.counters.stored, s.counters.duplicates, s.counters.dead_lettered, s.unshipped
+                    "thresholds: {} passed, {failed} failed",
+                    report.thresholds.len() - failed
                 );
-                shipping_cut = s.interrupted;
-            }
-            let lost = report.sink.lost;
-            if lost > 0 {
-                eprintln!(
-                    "iaso-probe: {lost} results could not be written to the journal {} and are lost ({})",
-                    journal_dir.display(),
-                    report.sink.last_error.as_deref().unwrap_or("write error")
-                );
-                tracing::error!(lost, dir = %journal_dir.display(), "results lost: the journal could not be written");
-                return EXIT_SETUP;
-            }
-            match (once, signal) {
-                (_, Some(s @ crate::signals::StopSignal::Hangup)) => {
-                    eprintln!("iaso-probe: stopped by SIGHUP (graceful stop; the configuration is not reloaded)");
-                    s.exit_code()
+                for v in report.thresholds.iter().filter(|v| !v.passed) {
+                    println!("  {}", v.describe());
                 }
-                (true, Some(s)) if report.interrupted => {
+            }
+            if let Some(path) = &args.summary_json {
+                let doc = report.summary_json(code);
+                let text = serde_json::to_string_pretty(&doc).expect("a JSON value serializes");
+                if let Err(e) = std::fs::write(path, text + "\n") {
                     eprintln!(
-                        "iaso-probe: interrupted by {} before the pass completed",
-                        s.name()
+                        "iaso-probe: cannot write the summary to {}: {e}",
+                        path.display()
                     );
-                    s.exit_code()
+                    return EXIT_SETUP;
                 }
-                (true, Some(s)) if shipping_cut => {
-                    eprintln!("iaso-probe: {} ended the wait for shipping; the rest stays in the journal (the next run or `iaso-probe ship` sends it)", s.name());
-                    s.exit_code()
-                }
-                (true, _) => report.exit_code(),
-                (false, _) => crate::summary::EXIT_OK,
             }
+            code
         }
         Err(e) => {
             tracing::error!(error = %e, "run failed");
             eprintln!("iaso-probe: {e}");
             EXIT_SETUP
         }
+    }
+}
+
+/// The exit code of a finished run (and the messages that explain it).
+fn run_exit_code(
+    report: &crate::RunReport,
+    once: bool,
+    signal: Option<crate::signals::StopSignal>,
+    journal_dir: &std::path::Path,
+) -> i32 {
+    let shipping_cut = report.shipping.as_ref().is_some_and(|s| s.interrupted);
+    let lost = report.sink.lost;
+    if lost > 0 {
+        eprintln!(
+            "iaso-probe: {lost} results could not be written to the journal {} and are lost ({})",
+            journal_dir.display(),
+            report.sink.last_error.as_deref().unwrap_or("write error")
+        );
+        tracing::error!(lost, dir = %journal_dir.display(), "results lost: the journal could not be written");
+        return EXIT_SETUP;
+    }
+    match (once, signal) {
+        (_, Some(s @ crate::signals::StopSignal::Hangup)) => {
+            eprintln!(
+                "iaso-probe: stopped by SIGHUP (graceful stop; the configuration is not reloaded)"
+            );
+            s.exit_code()
+        }
+        (true, Some(s)) if report.interrupted => {
+            eprintln!(
+                "iaso-probe: interrupted by {} before the pass completed",
+                s.name()
+            );
+            s.exit_code()
+        }
+        (true, Some(s)) if shipping_cut => {
+            eprintln!("iaso-probe: {} ended the wait for shipping; the rest stays in the journal (the next run or `iaso-probe ship` sends it)", s.name());
+            s.exit_code()
+        }
+        (true, _) => report.exit_code(),
+        (false, _) => crate::summary::EXIT_OK,
     }
 }
 

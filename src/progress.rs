@@ -2,7 +2,7 @@
 //! plain `progress` log line every 10 s otherwise (log files, pipes, containers).
 
 use crate::actors::sink::SinkHandle;
-use crate::model::{Action, Outcome};
+use crate::model::{Action, JobResult};
 use crate::summary::Tally;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
@@ -46,12 +46,23 @@ pub struct Snapshot {
     pub environments: Vec<EnvSnapshot>,
 }
 
+/// Counted by the same [`EnvTally`](crate::summary::EnvTally) methods as the summary
+/// table's columns, so the progress and the summary never disagree.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct EnvSnapshot {
     pub env: String,
     pub launched: u64,
     pub ended: u64,
-    pub failures: u64,
+    /// Jobs ended `failure` (the summary's `failed`).
+    pub jobs_failed: u64,
+    /// Jobs ended `timeout` or `poll_failed` (the summary's `timeout`).
+    pub jobs_timed_out: u64,
+    /// Jobs ended `cancelled` (the summary's `cancelled`).
+    pub jobs_cancelled: u64,
+    /// Launches the portal refused.
+    pub launches_failed: u64,
+    /// Failed check results.
+    pub checks_failed: u64,
 }
 
 impl Snapshot {
@@ -63,10 +74,13 @@ impl Snapshot {
         for (env, t) in &tally.environments {
             let e = EnvSnapshot {
                 env: env.clone(),
-                launched: t.count(Action::BackupLaunch, Outcome::Success)
-                    + t.count(Action::RestoreLaunch, Outcome::Success),
+                launched: t.launched(),
                 ended: t.total(Action::JobEnd),
-                failures: t.failures(),
+                jobs_failed: t.jobs_failed(),
+                jobs_timed_out: t.jobs_timed_out(),
+                jobs_cancelled: t.jobs(JobResult::Cancelled),
+                launches_failed: t.launches_failed(),
+                checks_failed: t.checks_failed(),
             };
             s.launched += e.launched;
             s.ended += e.ended;
@@ -82,10 +96,21 @@ impl Snapshot {
             .environments
             .iter()
             .map(|e| {
-                format!(
+                let mut m = format!(
                     "{} {}/{} jobs, {} failed",
-                    e.env, e.ended, e.launched, e.failures
-                )
+                    e.env, e.ended, e.launched, e.jobs_failed
+                );
+                for (n, what) in [
+                    (e.jobs_timed_out, "timeout"),
+                    (e.jobs_cancelled, "cancelled"),
+                    (e.launches_failed, "launches refused"),
+                    (e.checks_failed, "checks failed"),
+                ] {
+                    if n > 0 {
+                        m.push_str(&format!(", {n} {what}"));
+                    }
+                }
+                m
             })
             .collect();
         format!("{} results · {}", self.results, envs.join(" · "))
@@ -153,7 +178,7 @@ async fn log_lines(sink: SinkHandle) {
             return;
         };
         for e in Snapshot::of(&tally).environments {
-            tracing::info!(env = %e.env, launched = e.launched, ended = e.ended, tracking = e.launched.saturating_sub(e.ended), failures = e.failures, "progress");
+            tracing::info!(env = %e.env, launched = e.launched, ended = e.ended, tracking = e.launched.saturating_sub(e.ended), jobs_failed = e.jobs_failed, jobs_timed_out = e.jobs_timed_out, jobs_cancelled = e.jobs_cancelled, launches_failed = e.launches_failed, checks_failed = e.checks_failed, "progress");
         }
     }
 }
@@ -181,10 +206,12 @@ mod tests {
         }
         let s = Snapshot::of(&tally);
         assert_eq!((s.launched, s.ended, s.results), (3, 1, 6));
-        assert_eq!(s.environments[0].failures, 1);
+        // The refused launch is a launch failure, not a failed job (as in the summary).
+        assert_eq!(s.environments[0].launches_failed, 1);
+        assert_eq!(s.environments[0].jobs_failed, 0);
         assert_eq!(
             s.message(),
-            "6 results · lab 1/3 jobs, 1 failed · prod 0/0 jobs, 0 failed"
+            "6 results · lab 1/3 jobs, 0 failed, 1 launches refused · prod 0/0 jobs, 0 failed"
         );
     }
 

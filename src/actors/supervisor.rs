@@ -59,6 +59,12 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Shipping to Elasticsearch, when configured.
     pub shipping: Option<ShippingReport>,
+    /// `[thresholds]` evaluated at the end (empty when none is set).
+    pub thresholds: Vec<crate::summary::Verdict>,
+    /// True when `[thresholds]` sets at least one threshold: they decide the exit code.
+    pub thresholds_set: bool,
+    /// The run's metrics (what `/metrics` served), as they stood at the end.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where shipping stood when the run ended.
@@ -72,9 +78,44 @@ pub struct ShippingReport {
 }
 
 impl RunReport {
-    /// 0 all passed, 1 some probe failed (or was skipped).
+    /// 2 on an internal error; with `[thresholds]`: 0 when every threshold held, 99 when
+    /// one failed; without: 0 all passed, 1 some probe failed (or was skipped).
     pub fn exit_code(&self) -> i32 {
-        self.tally.exit_code()
+        let code = self.tally.exit_code();
+        if code == crate::summary::EXIT_SETUP || !self.thresholds_set {
+            return code;
+        }
+        if self.thresholds.iter().all(|v| v.passed) {
+            crate::summary::EXIT_OK
+        } else {
+            crate::summary::EXIT_THRESHOLDS
+        }
+    }
+
+    /// Shipping as the summaries show it.
+    pub fn shipping_summary(&self) -> Option<crate::summary::ShippingSummary> {
+        self.shipping
+            .as_ref()
+            .map(|s| crate::summary::ShippingSummary {
+                stored: s.counters.stored,
+                duplicates: s.counters.duplicates,
+                dead_lettered: s.counters.dead_lettered,
+                unshipped: s.unshipped,
+                interrupted: s.interrupted,
+            })
+    }
+
+    /// The `--summary-json` document, with the exit code the process ends with.
+    pub fn summary_json(&self, exit_code: i32) -> serde_json::Value {
+        crate::summary::summary_json(
+            &self.run_id,
+            &self.tally,
+            self.shipping_summary().as_ref(),
+            &self.thresholds,
+            self.thresholds_set,
+            self.interrupted,
+            exit_code,
+        )
     }
 }
 
@@ -441,6 +482,14 @@ pub async fn run(
     if let Some(server) = metrics_server {
         server.stop().await;
     }
+    let thresholds = crate::summary::evaluate(
+        &cfg.thresholds,
+        &tally,
+        shipping.as_ref().map(|s| s.unshipped),
+    );
+    for v in thresholds.iter().filter(|v| !v.passed) {
+        tracing::warn!(threshold = v.threshold, environment = ?v.environment, check = ?v.check, limit = v.limit, value = ?v.value, "threshold failed");
+    }
     Ok(RunReport {
         run_id,
         tally,
@@ -448,6 +497,9 @@ pub async fn run(
         environments,
         interrupted,
         shipping,
+        thresholds,
+        thresholds_set: cfg.thresholds.any(),
+        metrics,
     })
 }
 
