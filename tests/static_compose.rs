@@ -301,6 +301,54 @@ fn elasticsearch_is_a_secured_single_node_with_heap_data_volume_and_healthcheck(
 }
 
 #[test]
+fn probers_serve_metrics_and_are_health_checked_on_readyz() {
+    let compose = compose();
+    for name in ["iaso-probe", "iaso-probe-demo"] {
+        let s = service(&compose, name);
+        let listen = environment(s)
+            .get("IASO_PROBE_METRICS__LISTEN")
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} does not enable [metrics] listen"));
+        let port = listen
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_owned())
+            .unwrap_or_default();
+        assert!(
+            listen.starts_with("0.0.0.0:"),
+            "{name}: the listener must be reachable in the container network: {listen}"
+        );
+        let test = strings(&s["healthcheck"]["test"]);
+        assert_eq!(
+            test.first().map(String::as_str),
+            Some("CMD"),
+            "{name}: {test:?}"
+        );
+        let joined = test.join(" ");
+        assert!(
+            joined.contains("curl -fsS")
+                && joined.contains(&format!("http://127.0.0.1:{port}/readyz")),
+            "{name}: the healthcheck asks /readyz on the listen port and fails on 503: {joined}"
+        );
+        for key in ["interval", "timeout", "retries", "start_period"] {
+            assert!(
+                s["healthcheck"].get(key).is_some(),
+                "{name}: healthcheck.{key} missing"
+            );
+        }
+    }
+    // The main prober's endpoint is published on loopback only.
+    let ports = strings(&service(&compose, "iaso-probe")["ports"]);
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.starts_with("127.0.0.1:") && p.ends_with(":9464")),
+        "{ports:?}"
+    );
+    // And the image has curl for it.
+    assert!(read("Dockerfile").contains("curl"));
+}
+
+#[test]
 fn kibana_is_checked_on_its_status_api_and_never_uses_the_elastic_user() {
     let compose = compose();
     let kibana = service(&compose, "kibana");
