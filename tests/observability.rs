@@ -4,6 +4,7 @@
 //! against docs/summary.schema.json, and the operator's WARN/ERROR lines of a run.
 
 mod harness;
+mod support;
 
 use harness::*;
 use iaso_probe::model::{Action, Outcome};
@@ -529,4 +530,59 @@ fn unshipped_results_fail_the_unshipped_threshold_when_elasticsearch_is_unreacha
     assert!(text.contains("unshipped_max run: "), "{text}");
     // The operator was told once that shipping paused, with the backlog.
     assert_eq!(text.matches("shipping paused").count(), 1, "{text}");
+}
+
+#[test]
+fn an_elasticsearch_outage_is_one_paused_and_one_resumed_line_with_the_backlog() {
+    let emu = support::es_emulator::EsEmulator::start();
+    emu.set_down(true);
+    let d = tempfile::tempdir().unwrap();
+    let es = format!(
+        "[elasticsearch]\nurls = [\"{}\"]\nsetup_on_start = false\nonce_ship_deadline_secs = 30\nretry_initial_ms = 20\nretry_max_ms = 200\nbatch_max_wait_ms = 20\n",
+        emu.url()
+    );
+    let toml = file_config(
+        d.path(),
+        "[thresholds]\nunshipped_max = 0\navailability_min = 0.5\n",
+        &es,
+    );
+    std::fs::write(d.path().join("probe.toml"), toml).unwrap();
+    let child = bin(d.path())
+        .args(["--config", "probe.toml", "run", "--once", "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Down for the whole pass and a little more, then back.
+    std::thread::sleep(Duration::from_secs(3));
+    emu.set_down(false);
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0 still unshipped"), "{text}");
+    let paused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("shipping paused"))
+        .collect();
+    let resumed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("shipping resumed"))
+        .collect();
+    assert_eq!((paused.len(), resumed.len()), (1, 1), "{text}");
+    assert!(paused[0].contains("backlog="), "{}", paused[0]);
+    let backlog: u64 = resumed[0]
+        .split("backlog=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", resumed[0]));
+    assert!(backlog > 0, "{}", resumed[0]);
+    assert!(resumed[0].contains("paused_for_s="), "{}", resumed[0]);
+    eprintln!("{}\n{}", paused[0], resumed[0]);
+    // The per-retry lines stay out of the operator's way.
+    assert!(!text.contains("bulk request failed, will retry"), "{text}");
 }
