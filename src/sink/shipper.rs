@@ -64,6 +64,12 @@ pub struct ShipperCounters {
     pub rejections_logged_at: Option<std::time::Instant>,
     #[serde(skip)]
     pub outage_logged_at: Option<std::time::Instant>,
+    /// The current outage was announced ("shipping paused"): its end is too.
+    #[serde(skip)]
+    pub outage_announced: bool,
+    /// Short outages not announced (they came within a minute of the last line).
+    #[serde(skip)]
+    pub outages_unlogged: u64,
 }
 
 /// Item rejections are logged at most once per this interval (with the count since the last line).
@@ -551,19 +557,7 @@ async fn send_all(
                 let dead_before = dead.len();
                 {
                     let mut c = counters.lock().unwrap();
-                    if c.outage_since.is_some() || c.paused.is_some() {
-                        let down_for = c
-                            .outage_since
-                            .map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0));
-                        let docs = backlog.documents(&c);
-                        tracing::warn!(
-                            paused_for_s = down_for,
-                            backlog = docs,
-                            "shipping resumed: Elasticsearch answers again; sending the backlog"
-                        );
-                        c.outage_since = None;
-                        c.outage_logged_at = None;
-                    }
+                    note_answer(&mut c, &backlog);
                     c.paused = None;
                     c.last_error = None;
                     for (doc, v) in batch.into_iter().zip(verdicts) {
@@ -676,20 +670,57 @@ async fn send_all(
     dead
 }
 
+/// An answer with items: the end of an outage, announced if its start was. Returns whether
+/// a "shipping resumed" line was written.
+fn note_answer(c: &mut ShipperCounters, backlog: &Backlog) -> bool {
+    if c.outage_since.is_none() && c.paused.is_none() {
+        return false;
+    }
+    let announced = c.outage_announced || c.paused.is_some();
+    if announced {
+        let down_for = c
+            .outage_since
+            .map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0));
+        let docs = backlog.documents(c);
+        tracing::warn!(
+            paused_for_s = down_for,
+            backlog = docs,
+            "shipping resumed: Elasticsearch answers again; sending the backlog"
+        );
+    }
+    c.outage_since = None;
+    c.outage_announced = false;
+    announced
+}
+
 /// The first whole-request failure of an outage: one WARN "shipping paused" with the reason
 /// and the backlog; while it lasts, a reminder every [`OUTAGE_REMINDER_INTERVAL`] (the
 /// per-retry lines are debug: a long outage would otherwise log every retry of every batch).
+/// Outages starting within that interval of the last such line (a cluster answering 429 to
+/// every other request) are counted and announced only once they last: never a pair of
+/// lines per batch.
 fn note_outage(c: &mut ShipperCounters, why: &str, backlog: &Backlog) {
     let now = std::time::Instant::now();
-    match (c.outage_since, c.outage_logged_at) {
-        (None, _) => {
+    let quiet = |c: &ShipperCounters| {
+        c.outage_logged_at
+            .is_none_or(|t| now.duration_since(t) >= OUTAGE_REMINDER_INTERVAL)
+    };
+    match c.outage_since {
+        None => {
             c.outage_since = Some(chrono::Utc::now());
-            c.outage_logged_at = Some(now);
-            let docs = backlog.documents(c);
-            tracing::warn!(error = %why, backlog = docs, "shipping paused: Elasticsearch unavailable; the journal keeps every result and shipping retries with backoff");
+            if quiet(c) {
+                c.outage_logged_at = Some(now);
+                c.outage_announced = true;
+                let docs = backlog.documents(c);
+                let earlier_short_outages = std::mem::take(&mut c.outages_unlogged);
+                tracing::warn!(error = %why, backlog = docs, earlier_short_outages, "shipping paused: Elasticsearch unavailable; the journal keeps every result and shipping retries with backoff");
+            } else {
+                c.outages_unlogged += 1;
+            }
         }
-        (Some(since), last) => {
-            if last.is_none_or(|t| now.duration_since(t) >= OUTAGE_REMINDER_INTERVAL) {
+        Some(since) => {
+            if quiet(c) {
+                c.outage_announced = true;
                 c.outage_logged_at = Some(now);
                 let docs = backlog.documents(c);
                 let paused_for_s = (chrono::Utc::now() - since).num_seconds().max(0);
@@ -737,4 +768,50 @@ pub fn unshipped(journal_dir: &Path) -> io::Result<u64> {
 /// Complete journal lines after `pos` (a shipper's own [`Shipper::position`]).
 pub fn unshipped_from(journal_dir: &Path, pos: Position) -> io::Result<u64> {
     JournalReader::count_remaining(journal_dir, pos)
+}
+
+#[cfg(test)]
+mod outage_tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_cluster_is_announced_once_a_minute_not_per_batch() {
+        let backlog = Backlog {
+            base: 10,
+            metrics: None,
+        };
+        let mut c = ShipperCounters::default();
+        let mut resumed = 0;
+        // 100 × (whole request refused, then an answer), within a second.
+        for _ in 0..100 {
+            note_outage(&mut c, "429", &backlog);
+            resumed += u32::from(note_answer(&mut c, &backlog));
+        }
+        assert_eq!(resumed, 1, "only the announced outage gets its end line");
+        assert_eq!(c.outages_unlogged, 99);
+        assert!(c.outage_since.is_none() && !c.outage_announced);
+        // A lasting outage after the quiet interval is announced, with the flaps counted.
+        c.outage_logged_at = Some(std::time::Instant::now() - OUTAGE_REMINDER_INTERVAL);
+        note_outage(&mut c, "connection refused", &backlog);
+        assert!(c.outage_announced);
+        assert_eq!(c.outages_unlogged, 0);
+        assert!(note_answer(&mut c, &backlog));
+    }
+
+    #[test]
+    fn an_outage_still_unannounced_is_announced_when_the_interval_passes() {
+        let backlog = Backlog {
+            base: 0,
+            metrics: None,
+        };
+        let mut c = ShipperCounters {
+            outage_logged_at: Some(std::time::Instant::now()),
+            ..Default::default()
+        };
+        note_outage(&mut c, "503", &backlog);
+        assert!(!c.outage_announced);
+        c.outage_logged_at = Some(std::time::Instant::now() - OUTAGE_REMINDER_INTERVAL);
+        note_outage(&mut c, "503", &backlog);
+        assert!(c.outage_announced, "the reminder announces it");
+    }
 }
