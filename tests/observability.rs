@@ -586,3 +586,35 @@ fn an_elasticsearch_outage_is_one_paused_and_one_resumed_line_with_the_backlog()
     // The per-retry lines stay out of the operator's way.
     assert!(!text.contains("bulk request failed, will retry"), "{text}");
 }
+
+#[test]
+fn item_rejections_are_a_warn_at_most_once_per_interval() {
+    let emu = support::es_emulator::EsEmulator::start();
+    emu.set_item_429_ratio(0.5, 21);
+    let d = tempfile::tempdir().unwrap();
+    let es = format!(
+        "[elasticsearch]\nurls = [\"{}\"]\nsetup_on_start = false\nonce_ship_deadline_secs = 30\nretry_initial_ms = 5\nretry_max_ms = 20\nbatch_max_docs = 10\nbatch_max_wait_ms = 20\n",
+        emu.url()
+    );
+    let started = Instant::now();
+    let (code, doc, text) = run_bin(
+        d.path(),
+        &file_config(d.path(), "[thresholds]\nunshipped_max = 0\n", &es),
+    );
+    let elapsed = started.elapsed().as_secs();
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(doc["unshipped"], 0);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Elasticsearch rejected documents"))
+        .collect();
+    assert!(!lines.is_empty(), "{text}");
+    assert!(
+        lines.len() as u64 <= elapsed / 10 + 1,
+        "{} lines in {elapsed} s:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(lines[0].contains("rejected="), "{}", lines[0]);
+    eprintln!("{}", lines[0]);
+}
