@@ -315,8 +315,9 @@ pub fn job_status(ep: &JobEndpoint, status: u16, body: &[u8]) -> Result<JobState
         status,
         percent: num(&ep.percent_pointer).map(|f| f.clamp(0.0, 100.0)),
         elapsed_s: num(&ep.elapsed_pointer).map(|f| (f.max(0.0) as u64).min(MAX_ELAPSED_S)),
-        phase: text(&ep.phase_pointer),
-        failure_reason: text(&ep.failure_reason_pointer),
+        // An empty phase or reason (Commvault's `pendingReason: ""`) is no value.
+        phase: text(&ep.phase_pointer).filter(|s| !s.is_empty()),
+        failure_reason: text(&ep.failure_reason_pointer).filter(|s| !s.is_empty()),
     })
 }
 
