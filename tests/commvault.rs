@@ -428,7 +428,7 @@ fn neither_the_password_nor_its_base64_form_is_in_the_journal_the_log_or_elastic
     assert!(report.shipping.is_some());
     let creds = &mut cfg.environments.get_mut("commvault").unwrap().credentials;
     creds.password_env = None;
-    creds.password = Some(Secret::new(&format!("{PASSWORD}-wrong")));
+    creds.password = Some(Secret::new(format!("{PASSWORD}-wrong")));
     run(cfg);
     // Dropping the guards writes out every buffered log line.
     drop(guards);
