@@ -1300,6 +1300,116 @@ mod tests {
     }
 
     #[test]
+    fn parses_host_variables_in_a_hosts_file_and_rejects_bad_ones() {
+        let h = parse_hosts(
+            "web01 FULL subclient_id=101 # c\ndb01 subclient_id=102 app=fs\n",
+            BackupLevel::Incremental,
+        )
+        .unwrap();
+        assert_eq!(h[0].level, Some(BackupLevel::Full));
+        assert_eq!(h[0].vars["subclient_id"], "101");
+        assert_eq!(h[1].level, Some(BackupLevel::Incremental));
+        assert_eq!(
+            (
+                h[1].vars["subclient_id"].as_str(),
+                h[1].vars["app"].as_str()
+            ),
+            ("102", "fs")
+        );
+        for (bad, why) in [
+            ("web01 FULL extra", "unexpected `extra`"),
+            ("web01 a=1 a=2", "`a` is given twice"),
+            ("web01 host=x", "built-in placeholder"),
+            ("web01 a-b=1", "not a variable name"),
+        ] {
+            let (line, m) = parse_hosts(bad, BackupLevel::Full).unwrap_err();
+            assert!(line == 1 && m.contains(why), "{bad}: {m}");
+        }
+    }
+
+    const CV_HOSTS: &str = "[[environments.lab.hosts]]\nname = \"web01\"\nvars = { subclient_id = \"101\" }\n[[environments.lab.hosts]]\nname = \"db01\"\nvars = { subclient_id = \"102\" }\n";
+
+    #[test]
+    fn accepts_host_variables_every_host_defines() {
+        let e = problems(&env_toml(&format!(
+            "{CV_HOSTS}[environments.lab.api.backup]\npath = \"/Subclient/{{subclient_id}}/action/backup?backupLevel={{level}}\"\nbody = {{}}\nheaders = {{ X-Sub = \"{{subclient_id}}\", Authtoken = \"{{token}}\" }}"
+        )));
+        assert_eq!(e, "");
+    }
+
+    #[test]
+    fn rejects_a_host_variable_some_host_lacks_naming_the_host() {
+        let e = problems(&env_toml(&format!(
+            "{CV_HOSTS}[[environments.lab.hosts]]\nname = \"fail01\"\n[environments.lab.api.backup]\npath = \"/Subclient/{{subclient_id}}/action/backup\""
+        )));
+        assert!(
+            e.contains("environments.lab.api.backup.path")
+                && e.contains(
+                    "`{subclient_id}` is a host variable that host `fail01` does not define"
+                ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_a_placeholder_no_host_defines_and_token_outside_token_headers() {
+        let e = problems(&env_toml(&format!(
+            "{CV_HOSTS}[environments.lab.api.backup.body]\nid = \"{{client_id}}\"\n[environments.lab.api.auth]\nheaders = {{ Authtoken = \"{{token}}\" }}\n[environments.lab.api]\nheaders = {{ X-T = \"{{token}}\" }}"
+        )));
+        assert!(
+            e.contains("api.backup.body.id") && e.contains("unknown placeholder `{client_id}`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("api.auth.headers.Authtoken") && e.contains("`{token}`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("api.headers.X-T") && e.contains("`{token}`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_a_typed_placeholder_that_is_not_a_whole_body_string() {
+        let e = problems(&env_toml(
+            "[environments.lab.api.backup]\npath = \"/b/{host:number}\"\nbody = { n = \"x{level:bool}\", ok = \"{host:number}\" }",
+        ));
+        assert!(
+            e.contains("api.backup.path") && e.contains("must be the whole string"),
+            "{e}"
+        );
+        assert!(
+            e.contains("api.backup.body.n") && e.contains("must be the whole string"),
+            "{e}"
+        );
+        assert!(!e.contains("api.backup.body.ok"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_error_pointers_header_names_value_maps_and_credentials_in_the_login_body() {
+        let e = problems(&env_toml(
+            "[environments.lab.api]\nheaders = { \"Bad Header\" = \"x\" }\nvalue_maps = { lvl = { FULL = \"Full\" } }\n[environments.lab.api.backup]\nerrors = { code_pointer = \"errorCode\" }\n[environments.lab.api.auth]\nbody = { password = \"x\" }",
+        ));
+        for want in [
+            "api.headers.Bad Header",
+            "api.value_maps.lvl",
+            "api.backup.errors.code_pointer",
+            "api.auth.body.password",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn accepts_a_health_check_without_components() {
+        let e = problems(&env_toml(
+            "[environments.lab.api.health]\ncomponents_pointer = \"\"\noverall_pointer = \"\"\nsend_token = true",
+        ));
+        assert_eq!(e, "");
+    }
+
+    #[test]
     fn rejects_duplicate_hosts_in_a_file() {
         let e = parse_hosts("a\nb\na\n", BackupLevel::Full).unwrap_err();
         assert_eq!(e.0, 3);

@@ -1083,6 +1083,166 @@ mod tests {
     }
 
     #[test]
+    fn commvault_paths_route_under_the_web_service_root() {
+        let r = |m: Method, p: &str| route(Dialect::Commvault, &m, p);
+        assert_eq!(
+            r(Method::GET, "/commandcenter/api/"),
+            endpoint(Endpoint::Alive, None)
+        );
+        assert_eq!(
+            r(Method::GET, "/commandcenter/api"),
+            endpoint(Endpoint::Alive, None)
+        );
+        assert_eq!(
+            r(Method::POST, "/commandcenter/api/Login"),
+            endpoint(Endpoint::Auth, None)
+        );
+        assert_eq!(
+            r(Method::GET, "/webconsole/api/CommServ"),
+            endpoint(Endpoint::Health, None)
+        );
+        assert_eq!(
+            r(
+                Method::POST,
+                "/commandcenter/api/Subclient/101/action/backup"
+            ),
+            endpoint(Endpoint::Backups, Some("101"))
+        );
+        assert_eq!(
+            r(Method::GET, "/commandcenter/api/Job/149801"),
+            endpoint(Endpoint::JobStatus, Some("149801"))
+        );
+        assert_eq!(
+            r(Method::POST, "/commandcenter/api/CreateTask"),
+            endpoint(Endpoint::Restores, None)
+        );
+        assert_eq!(r(Method::GET, "/api/v1/alive"), Route::NotFound);
+        assert!(Endpoint::Health.needs_token_in(Dialect::Commvault));
+        assert!(!Endpoint::Health.needs_token_in(Dialect::Reference));
+    }
+
+    #[test]
+    fn commvault_takes_a_qsdk_authtoken_and_a_base64_password() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            HeaderName::from_static("authtoken"),
+            HeaderValue::from_static("QSDK abc"),
+        );
+        assert_eq!(token(Dialect::Commvault, &h), Some("abc".to_owned()));
+        h.insert(
+            HeaderName::from_static("authtoken"),
+            HeaderValue::from_static("abc"),
+        );
+        assert_eq!(token(Dialect::Commvault, &h), None);
+        let login =
+            |b: &str| parse_request(Dialect::Commvault, Endpoint::Auth, None, "", b.as_bytes());
+        assert_eq!(
+            login(r#"{"username":"u","password":"cHJvYmUtc2VjcmV0","mode":4}"#),
+            Ok(Call::Login {
+                username: "u".into(),
+                password: "probe-secret".into()
+            })
+        );
+        let Ok(Call::Login { password, .. }) =
+            login(r#"{"username":"u","password":"probe-secret"}"#)
+        else {
+            panic!("not a login");
+        };
+        assert_ne!(password, "probe-secret", "a plain password must not match");
+    }
+
+    #[test]
+    fn commvault_backup_levels_come_in_the_query_spelt_as_commvault_does() {
+        let b = |q: &str| parse_request(Dialect::Commvault, Endpoint::Backups, Some("101"), q, b"");
+        assert_eq!(
+            b("backupLevel=Full"),
+            Ok(Call::LaunchSubclient {
+                kind: JobKind::Backup,
+                subclient_id: Some(101),
+                client: None
+            })
+        );
+        assert!(b("backupLevel=FULL")
+            .unwrap_err()
+            .contains("Full, Incremental"));
+        assert!(b("").is_ok(), "no level: the server's default");
+    }
+
+    #[test]
+    fn commvault_create_task_wants_numbers_and_the_files() {
+        let t = |b: &str| {
+            parse_request(
+                Dialect::Commvault,
+                Endpoint::Restores,
+                None,
+                "",
+                b.as_bytes(),
+            )
+        };
+        let ok = r#"{"taskInfo":{"associations":[{"clientName":"web01","subclientId":101}],
+            "subTasks":[{"subTask":{"subTaskType":3,"operationType":1001},
+            "options":{"restoreOptions":{"destination":{"destClient":{"clientName":"web01"}},
+            "fileOption":{"sourceItem":["/var/www/index.html"]}}}}]}}"#;
+        assert_eq!(
+            t(ok),
+            Ok(Call::LaunchSubclient {
+                kind: JobKind::Restore,
+                subclient_id: Some(101),
+                client: Some("web01".into())
+            })
+        );
+        let as_text = ok.replace("\"subclientId\":101", "\"subclientId\":\"101\"");
+        assert!(t(&as_text)
+            .unwrap_err()
+            .contains("subclientId must be a number"));
+        let no_files = ok.replace("[\"/var/www/index.html\"]", "[]");
+        assert!(t(&no_files).unwrap_err().contains("sourceItem"));
+    }
+
+    #[test]
+    fn commvault_answers_errors_inside_200_and_xml_unless_json_is_asked() {
+        let auth = endpoint(Endpoint::Auth, None);
+        let refused = Answer::error(401, "invalid credentials");
+        let (status, ct, body) = commvault_answer(&auth, &refused, true);
+        assert_eq!((status, ct), (200, "application/json"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["errList"][0]["errLogMessage"],
+            "Invalid Username or Password"
+        );
+        let backup = endpoint(Endpoint::Backups, Some("9"));
+        let (status, _, body) =
+            commvault_answer(&backup, &Answer::error(404, "Subclient not found"), true);
+        assert_eq!(status, 200);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"errorCode": 2, "errorMessage": "Subclient not found"})
+        );
+        let (status, _, body) = commvault_answer(
+            &backup,
+            &Answer::error(401, "invalid or expired token"),
+            true,
+        );
+        assert_eq!(
+            (status, body.as_str()),
+            (401, r#"{"errorCode":5,"errorMessage":"Access denied"}"#)
+        );
+        let (_, _, body) = commvault_answer(&backup, &Answer::Launched { job_id: 1 }, true);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"taskId": 30001, "jobIds": ["149801"]})
+        );
+        let (status, ct, xml) = commvault_answer(&backup, &Answer::Launched { job_id: 1 }, false);
+        assert_eq!((status, ct), (200, "application/xml; charset=utf-8"));
+        assert_eq!(
+            xml,
+            r#"<?xml version="1.0" encoding="UTF-8"?><TMMsg_CreateTaskResp taskId="30001"><jobIds>149801</jobIds></TMMsg_CreateTaskResp>"#
+        );
+        assert_eq!(http_status(Dialect::Commvault, &auth, &refused), 200);
+        assert_eq!(http_status(Dialect::Reference, &auth, &refused), 401);
+    }
+
+    #[test]
     fn malformed_body_is_not_json() {
         assert!(serde_json::from_str::<Value>(MALFORMED_BODY).is_err());
     }
