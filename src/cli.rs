@@ -140,6 +140,9 @@ pub struct SimulateArgs {
     /// Seed of the simulator's randomness.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Shape of the API: `reference`, `alt` or `commvault` (over the settings file's).
+    #[arg(long)]
+    pub dialect: Option<crate::simulator::Dialect>,
 }
 
 /// Exit code of a configuration or setup error.
@@ -391,6 +394,9 @@ fn simulate(args: &SimulateArgs) -> i32 {
     };
     if let Some(seed) = args.seed {
         cfg.seed = seed;
+    }
+    if let Some(dialect) = args.dialect {
+        cfg.dialect = dialect;
     }
     if let Err(m) = cfg.validate() {
         eprintln!("iaso-probe: simulator config: {m}");

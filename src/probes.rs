@@ -4,7 +4,7 @@
 
 use crate::actors::sink::SinkHandle;
 use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease, TokenManager};
-use crate::config::{EnvironmentConfig, HostSpec, RestoreSpec, StatusClass};
+use crate::config::{EnvironmentConfig, HostSpec, RestoreSpec, Secret, StatusClass};
 use crate::limiter::EnvLimits;
 use crate::model::result::{IasoBackup, IasoHealth, IasoJob, IasoRestore};
 use crate::model::{
@@ -164,12 +164,51 @@ pub mod fault_injection {
     }
 }
 
+/// A check's call, with the token when its endpoint has `send_token` (a lease first, its
+/// login reported as `auth`; one re-login after a 401); without a token when the login
+/// failed, the check fails with the login's error.
+async fn with_token<T, F, Fut>(
+    rt: &EnvRuntime,
+    client: &ApiClient,
+    (send, method, path): (bool, &str, &str),
+    f: F,
+) -> Call<T>
+where
+    F: Fn(Option<Secret>) -> Fut,
+    Fut: std::future::Future<Output = Call<T>>,
+{
+    if !send {
+        return f(None).await;
+    }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let lease = match rt.lease(client).await {
+            Ok(l) => l,
+            Err(e) => return client.unsent(method, path, e),
+        };
+        let call = f(Some(lease.token.clone())).await;
+        if matches!(call.outcome, Err(ApiError::Unauthorized(401))) && tries == 1 {
+            rt.tokens.invalidate(lease.generation);
+            continue;
+        }
+        return call;
+    }
+}
+
 /// Liveness: one result.
 pub async fn liveness(rt: &EnvRuntime) -> ProbeResult {
     fault_injection::hit(&rt.name, "liveness");
     let client = rt.client();
     let attempts = rt.cfg.checks.liveness.attempts;
-    let (call, n) = with_attempts(attempts, || client.liveness()).await;
+    let ep = &rt.cfg.api.liveness;
+    let (call, n) = with_attempts(attempts, || {
+        with_token(rt, &client, (ep.send_token, &ep.method, &ep.path), |t| {
+            let client = &client;
+            async move { client.liveness_with(t.as_ref()).await }
+        })
+    })
+    .await;
     base(rt, Action::Liveness, &call.exchange, &call.outcome).with_monitor(
         monitor_id(rt, "liveness"),
         n,
@@ -182,7 +221,14 @@ pub async fn liveness(rt: &EnvRuntime) -> ProbeResult {
 pub async fn health(rt: &EnvRuntime) -> Vec<ProbeResult> {
     let client = rt.client();
     let attempts = rt.cfg.checks.health.attempts;
-    let (call, n) = with_attempts(attempts, || client.health()).await;
+    let ep = &rt.cfg.api.health;
+    let (call, n) = with_attempts(attempts, || {
+        with_token(rt, &client, (ep.send_token, &ep.method, &ep.path), |t| {
+            let client = &client;
+            async move { client.health_with(t.as_ref()).await }
+        })
+    })
+    .await;
     let ex = &call.exchange;
     let mut out = Vec::new();
     match &call.outcome {
@@ -368,6 +414,7 @@ pub fn backup_spec(rt: &EnvRuntime, h: &HostSpec) -> JobSpec {
         host: h.name.clone(),
         level: Some(rt.level_of(h)),
         restore: None,
+        vars: h.vars.clone(),
     }
 }
 
@@ -378,6 +425,7 @@ pub fn restore_spec(r: &RestoreSpec) -> JobSpec {
         host: r.host.clone(),
         level: None,
         restore: Some(r.clone()),
+        vars: r.vars.clone(),
     }
 }
 
@@ -417,11 +465,12 @@ pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
             }
         };
         let call = client
-            .launch(
+            .launch_with_vars(
                 spec.kind,
                 &spec.host,
                 spec.level,
                 spec.restore.as_ref(),
+                &spec.vars,
                 &lease.token,
             )
             .await;
@@ -541,7 +590,12 @@ pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> P
             }
         };
         let call = client
-            .job_status(&p.job.job_id, &p.job.spec.host, &lease.token)
+            .job_status_with_vars(
+                &p.job.job_id,
+                &p.job.spec.host,
+                &p.job.spec.vars,
+                &lease.token,
+            )
             .await;
         if matches!(call.outcome, Err(ApiError::Unauthorized(401))) && tries == 1 {
             rt.tokens.invalidate(lease.generation);

@@ -95,6 +95,7 @@ pub fn select(
                         .unwrap_or(HostSpec {
                             name: h.clone(),
                             level: None,
+                            vars: Default::default(),
                         })
                 })
                 .collect()
@@ -108,15 +109,37 @@ pub fn select(
             }
             hosts
         };
+        let mut env = env.clone();
+        with_host_vars(&mut env.restores, &hosts, &env.hosts);
         if let Some(shard) = sel.shard {
             hosts.retain(|h| shard.owns(&h.name));
         }
-        out.push((name.clone(), env.clone(), hosts));
+        out.push((name.clone(), env, hosts));
     }
     if out.is_empty() {
         return Err("no environment selected (all are disabled)".into());
     }
     Ok(out)
+}
+
+/// Gives each restore the `vars` of its host (from the run's hosts, else the configured
+/// ones), under its own: a restore names the host's variables like its backup does.
+fn with_host_vars(
+    restores: &mut [crate::config::RestoreSpec],
+    hosts: &[HostSpec],
+    configured: &[HostSpec],
+) {
+    for r in restores {
+        let host = hosts
+            .iter()
+            .chain(configured)
+            .find(|h| h.name == r.host && !h.vars.is_empty());
+        if let Some(h) = host {
+            for (k, v) in &h.vars {
+                r.vars.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub struct HandedOffJob {
     pub level: Option<BackupLevel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vars: std::collections::BTreeMap<String, String>,
     pub job_id: String,
     pub trace_id: String,
     pub launched_at: DateTime<Utc>,
@@ -47,6 +49,7 @@ impl HandedOffJob {
             host: spec.host.clone(),
             level: spec.level,
             restore: spec.restore.clone(),
+            vars: spec.vars.clone(),
             job_id: p.job.job_id.clone(),
             trace_id: p.job.trace_id.clone(),
             launched_at: p.job.launched_at,
@@ -67,6 +70,7 @@ impl HandedOffJob {
                 host: self.host,
                 level: self.level,
                 restore: self.restore,
+                vars: self.vars,
             },
             job_id: self.job_id,
             trace_id: self.trace_id,
@@ -181,6 +185,7 @@ mod tests {
             host: "h1".into(),
             level: Some(BackupLevel::Full),
             restore: None,
+            vars: Default::default(),
             job_id: id.into(),
             trace_id: "t".into(),
             launched_at: Utc::now() - chrono::Duration::seconds(90),

@@ -299,6 +299,7 @@ mod tests {
             host: host.into(),
             level: Some(level),
             restore: None,
+            vars: Default::default(),
         }
     }
 

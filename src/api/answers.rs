@@ -5,7 +5,9 @@
 
 use super::ApiError;
 use crate::config::Secret;
-use crate::config::{AuthEndpoint, HealthEndpoint, JobEndpoint, LaunchEndpoint, LivenessEndpoint};
+use crate::config::{
+    AuthEndpoint, ErrorMapping, HealthEndpoint, JobEndpoint, LaunchEndpoint, LivenessEndpoint,
+};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -74,10 +76,14 @@ pub fn liveness(ep: &LivenessEndpoint, status: u16, body: &[u8]) -> Result<(), A
             ep.expect_http_status
         )));
     }
-    if ep.status_pointer.is_empty() {
+    if ep.status_pointer.is_empty() && ep.errors.is_off() {
         return Ok(());
     }
     let v = parse_json(body)?;
+    check_errors(&ep.errors, &v)?;
+    if ep.status_pointer.is_empty() {
+        return Ok(());
+    }
     match v.pointer(&ep.status_pointer).map(scalar_text) {
         Some(Some(s)) if s == ep.expect_status => Ok(()),
         Some(Some(s)) => Err(ApiError::Assertion(format!(
@@ -93,15 +99,38 @@ pub fn liveness(ep: &LivenessEndpoint, status: u16, body: &[u8]) -> Result<(), A
     }
 }
 
-/// Health: one entry per component, plus the overall status when configured.
+/// Health: one entry per component, plus the overall status when configured. Without a
+/// component list, the overall status alone (it must then be in the answer); with neither
+/// pointer, the answer itself: `_overall` is healthy (the first of `healthy_values`).
 pub fn health(ep: &HealthEndpoint, status: u16, body: &[u8]) -> Result<HealthReport, ApiError> {
     expect_2xx(status, body)?;
     let v = parse_json(body)?;
+    check_errors(&ep.errors, &v)?;
     let overall = if ep.overall_pointer.is_empty() {
         None
     } else {
         v.pointer(&ep.overall_pointer).and_then(scalar_text)
     };
+    if ep.components_pointer.is_empty() {
+        let overall = match overall {
+            Some(s) => s,
+            None if ep.overall_pointer.is_empty() => ep
+                .healthy_values
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "healthy".into()),
+            None => {
+                return Err(ApiError::Decode(format!(
+                    "no overall status at {}",
+                    ep.overall_pointer
+                )))
+            }
+        };
+        return Ok(HealthReport {
+            overall: Some(overall),
+            components: Vec::new(),
+        });
+    }
     let list = v
         .pointer(&ep.components_pointer)
         .and_then(Value::as_array)
@@ -151,6 +180,9 @@ pub fn login(
     }
     expect_2xx(status, body)?;
     let v = parse_json(body)?;
+    if let Some(m) = portal_error(&ep.errors, &v) {
+        return Err(ApiError::LoginRefused(m));
+    }
     let token = v
         .pointer(&ep.token_pointer)
         .and_then(Value::as_str)
@@ -208,6 +240,7 @@ fn lifetime(v: &Value, ptr: &str) -> Result<(Option<Duration>, Option<f64>), Api
 pub fn launch(ep: &LaunchEndpoint, status: u16, body: &[u8]) -> Result<Launched, ApiError> {
     expect_2xx(status, body)?;
     let v = parse_json(body)?;
+    check_errors(&ep.errors, &v)?;
     let job_id = match v.pointer(&ep.job_id_pointer) {
         None | Some(Value::Null) => {
             return Err(ApiError::Decode(format!(
@@ -255,6 +288,7 @@ pub fn job_id(v: &Value) -> Result<String, String> {
 pub fn job_status(ep: &JobEndpoint, status: u16, body: &[u8]) -> Result<JobState, ApiError> {
     expect_2xx(status, body)?;
     let v = parse_json(body)?;
+    check_errors(&ep.errors, &v)?;
     let text = |p: &str| {
         if p.is_empty() {
             None
@@ -281,8 +315,9 @@ pub fn job_status(ep: &JobEndpoint, status: u16, body: &[u8]) -> Result<JobState
         status,
         percent: num(&ep.percent_pointer).map(|f| f.clamp(0.0, 100.0)),
         elapsed_s: num(&ep.elapsed_pointer).map(|f| (f.max(0.0) as u64).min(MAX_ELAPSED_S)),
-        phase: text(&ep.phase_pointer),
-        failure_reason: text(&ep.failure_reason_pointer),
+        // An empty phase or reason (Commvault's `pendingReason: ""`) is no value.
+        phase: text(&ep.phase_pointer).filter(|s| !s.is_empty()),
+        failure_reason: text(&ep.failure_reason_pointer).filter(|s| !s.is_empty()),
     })
 }
 
@@ -312,8 +347,95 @@ fn short(s: &str) -> String {
     }
 }
 
+/// Start of the message of an answer that is not JSON (the client adds the content type).
+const NOT_JSON: &str = "not JSON (";
+
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::Decode(format!("invalid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        let start: String = String::from_utf8_lossy(&body[..body.len().min(60)])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let start = if body.is_empty() {
+            "the body is empty".to_owned()
+        } else if body.len() > 60 {
+            format!("the body starts with `{start}…`")
+        } else {
+            format!("the body is `{start}`")
+        };
+        ApiError::Decode(format!("{NOT_JSON}{start}): {e}"))
+    })
+}
+
+/// A "not JSON" failure with the answer's content type in it (an XML answer reads as
+/// such: the portal may want `Accept: application/json`, see `api.headers`).
+pub fn with_content_type(e: ApiError, content_type: Option<&str>) -> ApiError {
+    match e {
+        ApiError::Decode(m) if m.starts_with(NOT_JSON) => {
+            let ct: String = content_type
+                .unwrap_or("none")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect();
+            ApiError::Decode(format!(
+                "{NOT_JSON}content type `{ct}`, {}",
+                &m[NOT_JSON.len()..]
+            ))
+        }
+        other => other,
+    }
+}
+
+/// `Portal` when the answer carries an error per `m`.
+fn check_errors(m: &ErrorMapping, v: &Value) -> Result<(), ApiError> {
+    match portal_error(m, v) {
+        Some(msg) => Err(ApiError::Portal(msg)),
+        None => Ok(()),
+    }
+}
+
+/// The portal's error inside a 2xx answer, as `message (code N)`: the code at
+/// `code_pointer` when present and not a success code, else a non-empty message at
+/// `message_pointer` alone. None: no error (or nothing configured).
+pub fn portal_error(m: &ErrorMapping, v: &Value) -> Option<String> {
+    if m.is_off() {
+        return None;
+    }
+    let at = |p: &str| {
+        if p.is_empty() {
+            None
+        } else {
+            v.pointer(p).filter(|x| !x.is_null())
+        }
+    };
+    let message = at(&m.message_pointer)
+        .map(|x| scalar_text(x).unwrap_or_else(|| x.to_string()))
+        .map(|s| one_line(&s, 300))
+        .filter(|s| !s.is_empty());
+    match at(&m.code_pointer) {
+        Some(c) => {
+            let code = scalar_text(c).unwrap_or_else(|| c.to_string());
+            if m.success_codes.iter().any(|s| s.trim() == code.trim()) {
+                return None;
+            }
+            let code = one_line(&code, 50);
+            Some(match message {
+                Some(msg) => format!("{msg} (code {code})"),
+                None => format!("error code {code} at {}", m.code_pointer),
+            })
+        }
+        None => message,
+    }
+}
+
+/// `s` on one line, at most `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
 }
 
 /// A string, number or boolean as text (status words).
@@ -460,6 +582,107 @@ mod tests {
             expect_2xx(503, b"down\n  now"),
             Err(ApiError::HttpStatus { status: 503, ref excerpt }) if excerpt == "down now"
         ));
+    }
+
+    #[test]
+    fn an_xml_answer_says_it_is_not_json_with_its_content_type_and_first_bytes() {
+        let a = ApiMapping::default();
+        let e = launch(&a.backup, 200, b"<?xml version=\"1.0\"?><App_Resp/>").unwrap_err();
+        let e = with_content_type(e, Some("application/xml"));
+        let m = e.to_string();
+        assert!(
+            m.contains("not JSON (content type `application/xml`, the body is `<?xml version")
+                && m.contains("line 1 column 1"),
+            "{m}"
+        );
+        let e = with_content_type(job_status(&a.job_status, 200, b"").unwrap_err(), None);
+        assert!(
+            e.to_string()
+                .contains("content type `none`, the body is empty"),
+            "{e}"
+        );
+    }
+
+    fn cv_errors() -> ErrorMapping {
+        ErrorMapping {
+            code_pointer: "/errorCode".into(),
+            message_pointer: "/errorMessage".into(),
+            success_codes: vec!["0".into()],
+        }
+    }
+
+    #[test]
+    fn an_error_inside_a_200_is_the_portals_message_and_code() {
+        let mut ep = ApiMapping::default().backup;
+        ep.errors = cv_errors();
+        ep.job_id_pointer = "/jobIds/0".into();
+        let e = launch(
+            &ep,
+            200,
+            br#"{"errorCode": 2, "errorMessage": "Subclient not found"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e, ApiError::Portal("Subclient not found (code 2)".into()));
+        assert_eq!(e.error_type(), crate::model::ErrorType::ApiError);
+        // A success code, or no code and no message, is no error.
+        for ok in [
+            r#"{"errorCode": 0, "jobIds": ["7"]}"#,
+            r#"{"taskId": 1, "jobIds": ["7"]}"#,
+            r#"{"errorCode": "0", "errorMessage": "", "jobIds": ["7"]}"#,
+        ] {
+            assert_eq!(launch(&ep, 200, ok.as_bytes()).unwrap().job_id, "7", "{ok}");
+        }
+        // A message without a code is an error; a code without a message names the pointer.
+        let e = launch(&ep, 200, br#"{"errorMessage": "no\nway"}"#).unwrap_err();
+        assert_eq!(e, ApiError::Portal("no way".into()));
+        let e = launch(&ep, 200, br#"{"errorCode": 9}"#).unwrap_err();
+        assert_eq!(e, ApiError::Portal("error code 9 at /errorCode".into()));
+    }
+
+    #[test]
+    fn a_login_refused_inside_a_200_is_auth_with_the_portals_message() {
+        let mut a = ApiMapping::default();
+        a.auth.errors = ErrorMapping {
+            code_pointer: "/errList/0/errorCode".into(),
+            message_pointer: "/errList/0/errLogMessage".into(),
+            success_codes: vec!["0".into()],
+        };
+        let body = br#"{"errList": [{"errorCode": 1116, "errLogMessage": "Invalid Username or Password"}]}"#;
+        let e = login(&a.auth, &a.token_header, &a.token_format, 200, body)
+            .err()
+            .unwrap();
+        assert_eq!(e.error_type(), crate::model::ErrorType::Auth);
+        assert_eq!(
+            e.to_string(),
+            "authentication refused: Invalid Username or Password (code 1116)"
+        );
+        let ok = br#"{"errList": [], "token": "QSDK 1a2b", "expiresIn": 60}"#;
+        assert!(login(&a.auth, &a.token_header, &a.token_format, 200, ok).is_ok());
+    }
+
+    #[test]
+    fn a_health_check_without_components_reports_the_overall_status_or_the_answer() {
+        let mut ep = ApiMapping::default().health;
+        ep.components_pointer = String::new();
+        let r = health(&ep, 200, br#"{"status": "unhealthy"}"#).unwrap();
+        assert_eq!(
+            (r.overall.as_deref(), r.components.len()),
+            (Some("unhealthy"), 0)
+        );
+        assert!(
+            health(&ep, 200, br#"{}"#).is_err(),
+            "overall pointer given but absent"
+        );
+        ep.overall_pointer = String::new();
+        let r = health(&ep, 200, br#"{"commcell": {"commCellName": "cs"}}"#).unwrap();
+        assert_eq!(r.overall.as_deref(), Some("healthy"));
+        ep.errors = cv_errors();
+        let e = health(
+            &ep,
+            200,
+            br#"{"errorCode": 5, "errorMessage": "Access denied"}"#,
+        );
+        assert_eq!(e, Err(ApiError::Portal("Access denied (code 5)".into())));
     }
 
     #[test]

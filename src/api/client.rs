@@ -4,7 +4,9 @@
 
 use super::answers::{self, HealthReport, JobState, Launched, Token};
 use super::ApiError;
-use crate::config::{ApiMapping, EnvironmentConfig, LaunchEndpoint, RestoreSpec, Secret};
+use crate::config::{
+    ApiMapping, EnvironmentConfig, Headers, LaunchEndpoint, PasswordEncoding, RestoreSpec, Secret,
+};
 use crate::limiter::EnvLimits;
 use crate::model::{BackupLevel, JobKind};
 use serde_json::{json, Map, Value};
@@ -41,26 +43,88 @@ impl<T> Call<T> {
     }
 }
 
-/// Values substituted into paths and bodies.
+/// Values substituted into paths, headers and bodies.
 #[derive(Debug, Clone, Default)]
 pub struct Vars<'a> {
     pub host: Option<&'a str>,
     pub level: Option<BackupLevel>,
     pub job_id: Option<&'a str>,
     pub restore: Option<&'a RestoreSpec>,
+    /// The host's (or restore's) own `vars`.
+    pub extra: Option<&'a BTreeMap<String, String>>,
+    /// The token, for `{token}` in header values only.
+    pub token: Option<&'a Secret>,
+    /// `api.value_maps`: a placeholder's value → the value sent.
+    pub maps: Option<&'a BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 impl Vars<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        match name {
+        let raw = match name {
             "host" => self.host.map(str::to_owned),
             "level" => self.level.map(|l| l.as_str().to_owned()),
             "job_id" => self.job_id.map(str::to_owned),
             "file_name" => self.restore.map(|r| r.file_name.clone()),
             "source_path" => self.restore.map(|r| r.source_path.clone()),
             "destination_path" => self.restore.map(|r| r.destination_path.clone()),
-            _ => None,
+            "token" => self.token.map(|t| t.expose().to_owned()),
+            _ => self.extra.and_then(|e| e.get(name)).cloned(),
+        }?;
+        match self
+            .maps
+            .and_then(|m| m.get(name))
+            .and_then(|m| m.get(&raw))
+        {
+            Some(mapped) => Some(mapped.clone()),
+            None => Some(raw),
         }
+    }
+
+    /// Like [`render`](Self::render), but a placeholder without a value is a `config`
+    /// failure naming it (a host from `--hosts` without the variable a path needs).
+    fn render_strict(&self, template: &str, encode: bool) -> Result<String, ApiError> {
+        for name in crate::config::placeholder_names(template) {
+            if self.get(name).is_none() {
+                return Err(self.missing(name));
+            }
+        }
+        Ok(self.render(template, encode))
+    }
+
+    fn missing(&self, name: &str) -> ApiError {
+        match self.host {
+            Some(h) => ApiError::Config(format!(
+                "no value for `{{{name}}}`: host `{h}` has no such variable (give it in `vars`)"
+            )),
+            None => ApiError::Config(format!("no value for `{{{name}}}` in this request")),
+        }
+    }
+
+    /// A body value: strings rendered (`{name:number}` / `{name:bool}` alone in a string
+    /// become a number / boolean), arrays and tables walked, other values as they are.
+    fn render_value(&self, v: &Value) -> Result<Value, ApiError> {
+        Ok(match v {
+            Value::String(s) => match crate::config::typed_placeholder(s) {
+                Some((name, kind)) => {
+                    let raw = self.get(name).ok_or_else(|| self.missing(name))?;
+                    typed_value(name, kind, &raw)?
+                }
+                None => Value::String(self.render_strict(s, false)?),
+            },
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.render_value(i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, i)| Ok((k.clone(), self.render_value(i)?)))
+                    .collect::<Result<_, ApiError>>()?,
+            ),
+            other => other.clone(),
+        })
     }
 
     /// Replaces `{name}` placeholders; unknown or absent ones are left as they are.
@@ -87,6 +151,56 @@ impl Vars<'_> {
         }
         out.push_str(rest);
         out
+    }
+}
+
+/// `raw` as the JSON number or boolean `{name:kind}` asks for.
+fn typed_value(name: &str, kind: &str, raw: &str) -> Result<Value, ApiError> {
+    let bad = |what: &str| {
+        ApiError::Config(format!(
+            "`{{{name}:{kind}}}`: `{}` is not {what}",
+            raw.chars().take(50).collect::<String>()
+        ))
+    };
+    let t = raw.trim();
+    match kind {
+        "number" => {
+            if let Ok(i) = t.parse::<i64>() {
+                Ok(Value::from(i))
+            } else if let Ok(u) = t.parse::<u64>() {
+                Ok(Value::from(u))
+            } else {
+                t.parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| bad("a number"))
+            }
+        }
+        _ => {
+            if t.eq_ignore_ascii_case("true") {
+                Ok(Value::Bool(true))
+            } else if t.eq_ignore_ascii_case("false") {
+                Ok(Value::Bool(false))
+            } else {
+                Err(bad("true or false"))
+            }
+        }
+    }
+}
+
+/// What came back, before it is interpreted.
+struct Answer {
+    status: u16,
+    body: bytes::Bytes,
+    content_type: Option<String>,
+}
+
+impl Answer {
+    /// Interprets the answer with `f`; a body that is not JSON says its content type.
+    fn read<T>(self, f: impl FnOnce(u16, &[u8]) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        f(self.status, &self.body)
+            .map_err(|e| answers::with_content_type(e, self.content_type.as_deref()))
     }
 }
 
@@ -150,22 +264,49 @@ impl ApiClient {
 
     /// Liveness: HTTP status and the answer's status field must match.
     pub async fn liveness(&self) -> Call<()> {
+        self.liveness_with(None).await
+    }
+
+    /// Liveness, with the token when `api.liveness.send_token` asks for it.
+    pub async fn liveness_with(&self, token: Option<&Secret>) -> Call<()> {
         let ep = &self.api().liveness;
         let (exchange, res) = self
-            .call(&ep.method, &ep.path, None, None, &Vars::default())
+            .call(&ep.method, &ep.path, None, &ep.headers, token, &self.vars())
             .await;
-        let outcome = res.and_then(|(status, body)| answers::liveness(ep, status, &body));
+        let outcome = res.and_then(|a| a.read(|s, b| answers::liveness(ep, s, b)));
         Call { exchange, outcome }
     }
 
     /// Health: one entry per component, plus the overall status when configured.
     pub async fn health(&self) -> Call<HealthReport> {
+        self.health_with(None).await
+    }
+
+    /// Health, with the token when `api.health.send_token` asks for it.
+    pub async fn health_with(&self, token: Option<&Secret>) -> Call<HealthReport> {
         let ep = &self.api().health;
         let (exchange, res) = self
-            .call(&ep.method, &ep.path, None, None, &Vars::default())
+            .call(&ep.method, &ep.path, None, &ep.headers, token, &self.vars())
             .await;
-        let outcome = res.and_then(|(status, body)| answers::health(ep, status, &body));
+        let outcome = res.and_then(|a| a.read(|s, b| answers::health(ep, s, b)));
         Call { exchange, outcome }
+    }
+
+    /// A call to `method path` that failed before anything was sent (no token for a check
+    /// that needs one): the result still names the URL it was for.
+    pub fn unsent<T>(&self, method: &str, path: &str, e: ApiError) -> Call<T> {
+        Call {
+            exchange: unsent_exchange(method, format!("{}{path}", self.base)),
+            outcome: Err(e),
+        }
+    }
+
+    /// Empty placeholder values, with the environment's value maps.
+    fn vars(&self) -> Vars<'_> {
+        Vars {
+            maps: Some(&self.api().value_maps),
+            ..Default::default()
+        }
     }
 
     /// True when `status` is one of the configured healthy values.
@@ -179,29 +320,39 @@ impl ApiClient {
 
     /// Response time: GET `path`, any 2xx; the caller compares the duration to the limit.
     pub async fn timed_get(&self, path: &str) -> Call<()> {
-        let (exchange, res) = self.call("GET", path, None, None, &Vars::default()).await;
-        let outcome = res.and_then(|(status, body)| answers::timed(status, &body));
+        let (exchange, res) = self
+            .call("GET", path, None, &Headers::new(), None, &self.vars())
+            .await;
+        let outcome = res.and_then(|a| a.read(answers::timed));
         Call { exchange, outcome }
     }
 
     /// Authentication: credentials in, token out.
     pub async fn login(&self, username: &str, password: &Secret) -> Call<Token> {
         let ep = &self.api().auth;
-        let mut body = Map::new();
+        let mut body: Map<String, Value> = ep.body.clone();
         body.insert(ep.username_field.clone(), json!(username));
-        body.insert(ep.password_field.clone(), json!(password.expose()));
+        let password = match ep.password_encoding {
+            PasswordEncoding::Plain => json!(password.expose()),
+            PasswordEncoding::Base64 => {
+                use base64::Engine as _;
+                json!(base64::engine::general_purpose::STANDARD.encode(password.expose()))
+            }
+        };
+        body.insert(ep.password_field.clone(), password);
         let (exchange, res) = self
             .call(
                 &ep.method,
                 &ep.path,
                 Some(Value::Object(body)),
+                &ep.headers,
                 None,
-                &Vars::default(),
+                &self.vars(),
             )
             .await;
         let api = self.api();
-        let outcome = res.and_then(|(status, body)| {
-            answers::login(ep, &api.token_header, &api.token_format, status, &body)
+        let outcome = res.and_then(|a| {
+            a.read(|s, b| answers::login(ep, &api.token_header, &api.token_format, s, b))
         });
         if let Ok(Token {
             clamped_from: Some(announced),
@@ -223,6 +374,21 @@ impl ApiClient {
         restore: Option<&RestoreSpec>,
         token: &Secret,
     ) -> Call<Launched> {
+        let none = BTreeMap::new();
+        self.launch_with_vars(kind, host, level, restore, &none, token)
+            .await
+    }
+
+    /// [`launch`](Self::launch) with the host's (or restore's) own placeholder values.
+    pub async fn launch_with_vars(
+        &self,
+        kind: JobKind,
+        host: &str,
+        level: Option<BackupLevel>,
+        restore: Option<&RestoreSpec>,
+        extra: &BTreeMap<String, String>,
+        token: &Secret,
+    ) -> Call<Launched> {
         let ep: &LaunchEndpoint = match kind {
             JobKind::Backup => &self.api().backup,
             JobKind::Restore => &self.api().restore,
@@ -230,32 +396,98 @@ impl ApiClient {
         let vars = Vars {
             host: Some(host),
             level,
-            job_id: None,
             restore,
+            extra: Some(extra),
+            ..self.vars()
         };
-        let body = render_body(&ep.body, &vars);
         let (exchange, res) = self
-            .call(&ep.method, &ep.path, body, Some(token), &vars)
+            .call_with_body(&ep.method, &ep.path, &ep.body, &ep.headers, token, &vars)
             .await;
-        let outcome = res.and_then(|(status, body)| answers::launch(ep, status, &body));
+        let outcome = res.and_then(|a| a.read(|s, b| answers::launch(ep, s, b)));
         Call { exchange, outcome }
     }
 
     /// Reads a job's status.
     pub async fn job_status(&self, job_id: &str, host: &str, token: &Secret) -> Call<JobState> {
+        let none = BTreeMap::new();
+        self.job_status_with_vars(job_id, host, &none, token).await
+    }
+
+    /// [`job_status`](Self::job_status) with the job's own placeholder values.
+    pub async fn job_status_with_vars(
+        &self,
+        job_id: &str,
+        host: &str,
+        extra: &BTreeMap<String, String>,
+        token: &Secret,
+    ) -> Call<JobState> {
         let ep = &self.api().job_status;
         let vars = Vars {
             host: Some(host),
-            level: None,
             job_id: Some(job_id),
-            restore: None,
+            extra: Some(extra),
+            ..self.vars()
         };
-        let body = render_body(&ep.body, &vars);
         let (exchange, res) = self
-            .call(&ep.method, &ep.path, body, Some(token), &vars)
+            .call_with_body(&ep.method, &ep.path, &ep.body, &ep.headers, token, &vars)
             .await;
-        let outcome = res.and_then(|(status, body)| answers::job_status(ep, status, &body));
+        let outcome = res.and_then(|a| a.read(|s, b| answers::job_status(ep, s, b)));
         Call { exchange, outcome }
+    }
+
+    /// A call whose body is rendered first: a body that cannot be (a placeholder without
+    /// a value, `{x:number}` of a non-number) fails as `config` before anything is sent.
+    async fn call_with_body(
+        &self,
+        method: &str,
+        path: &str,
+        body: &crate::config::Body,
+        headers: &Headers,
+        token: &Secret,
+        vars: &Vars<'_>,
+    ) -> (Exchange, Result<Answer, ApiError>) {
+        let rendered = if body.is_empty() {
+            Ok(None)
+        } else {
+            vars.render_value(&Value::Object(body.clone())).map(Some)
+        };
+        match rendered {
+            Ok(b) => self.call(method, path, b, headers, Some(token), vars).await,
+            Err(e) => {
+                let url = format!("{}{}", self.base, vars.render(path, true));
+                (unsent_exchange(method, url), Err(e))
+            }
+        }
+    }
+
+    /// The request headers: the environment's, then the endpoint's (same name, any case,
+    /// replaced), rendered; a value holding the token is marked sensitive.
+    fn headers(
+        &self,
+        endpoint: &Headers,
+        vars: &Vars<'_>,
+        token: Option<&Secret>,
+    ) -> Result<reqwest::header::HeaderMap, ApiError> {
+        let mut out = reqwest::header::HeaderMap::new();
+        let vars = Vars {
+            token,
+            ..vars.clone()
+        };
+        for (name, template) in self.api().headers.iter().chain(endpoint) {
+            let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ApiError::Config(format!("`{name}` is not a header name")))?;
+            let value = vars.render_strict(template, false)?;
+            let mut v = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                ApiError::Config(format!(
+                    "header `{name}` cannot be sent (not a valid header value)"
+                ))
+            })?;
+            if template.contains("{token}") {
+                v.set_sensitive(true);
+            }
+            out.insert(n, v);
+        }
+        Ok(out)
     }
 
     /// The token header, or a `config` failure naming the header (never the token).
@@ -287,25 +519,26 @@ impl ApiClient {
         method: &str,
         path_template: &str,
         body: Option<Value>,
+        headers: &Headers,
         token: Option<&Secret>,
         vars: &Vars<'_>,
-    ) -> (Exchange, Result<(u16, bytes::Bytes), ApiError>) {
+    ) -> (Exchange, Result<Answer, ApiError>) {
         let url = format!("{}{}", self.base, vars.render(path_template, true));
         let method_v =
             reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
         // A call that fails before anything is sent: no status, no duration.
-        let unsent = |url: String, e: ApiError| {
-            let exchange = Exchange {
-                method: method.to_owned(),
-                url,
-                status: None,
-                duration: Duration::ZERO,
-            };
-            (exchange, Err(e))
-        };
+        let unsent = |url: String, e: ApiError| (unsent_exchange(method, url), Err(e));
         let http = match &self.http {
             Ok(h) => h,
             Err(e) => return unsent(url, e.clone()),
+        };
+        // A path whose placeholder has no value (a host without the variable) is not sent.
+        if let Err(e) = vars.render_strict(path_template, true) {
+            return unsent(url, e);
+        }
+        let header_map = match self.headers(headers, vars, token) {
+            Ok(h) => h,
+            Err(e) => return unsent(url, e),
         };
         // A token that cannot be a header value fails here, as `config`, before any permit
         // is spent (the login refuses such tokens already; this is the last guard).
@@ -316,11 +549,13 @@ impl ApiClient {
         let _permit = self.limits.acquire().await;
         let start = Instant::now();
         let mut req = http.request(method_v, &url);
-        if let Some((name, value)) = auth_header {
-            req = req.header(name, value);
-        }
         if let Some(b) = body {
             req = req.json(&b);
+        }
+        // After the body: `json` sets Content-Type, which a configured header replaces.
+        req = req.headers(header_map);
+        if let Some((name, value)) = auth_header {
+            req = req.header(name, value);
         }
         let res = match req.send().await {
             // A 3xx the redirect policy did not follow (see `net::redirect_policy`).
@@ -336,6 +571,10 @@ impl ApiClient {
             }
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                let content_type = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                 let retry_after = resp
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
@@ -347,7 +586,11 @@ impl ApiClient {
                         drop(bytes);
                         Err((Some(status), ApiError::RateLimited { retry_after }))
                     }
-                    Ok(bytes) => Ok((status, bytes)),
+                    Ok(body) => Ok(Answer {
+                        status,
+                        body,
+                        content_type,
+                    }),
                     Err(e) => Err((Some(status), e)),
                 }
             }
@@ -355,7 +598,7 @@ impl ApiClient {
         };
         let duration = start.elapsed();
         let (status, outcome) = match res {
-            Ok((s, b)) => (Some(s), Ok((s, b))),
+            Ok(a) => (Some(a.status), Ok(a)),
             Err((s, e)) => (s, Err(e)),
         };
         let exchange = Exchange {
@@ -405,16 +648,14 @@ fn location_text(raw: &str) -> String {
         .collect()
 }
 
-fn render_body(fields: &BTreeMap<String, String>, vars: &Vars<'_>) -> Option<Value> {
-    if fields.is_empty() {
-        return None;
+/// The exchange of a call that failed before anything was sent: no status, no duration.
+fn unsent_exchange(method: &str, url: String) -> Exchange {
+    Exchange {
+        method: method.to_owned(),
+        url,
+        status: None,
+        duration: Duration::ZERO,
     }
-    Some(Value::Object(
-        fields
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(vars.render(v, false))))
-            .collect(),
-    ))
 }
 
 /// Reads the body, refusing more than `max` bytes (check the declared length, then count).

@@ -40,6 +40,13 @@ pub enum ApiError {
     /// Same-origin redirects past `max_redirects` (or a loop).
     #[error("too many redirects: {0}")]
     TooManyRedirects(String),
+    /// The portal reported an error inside a 2xx answer (the endpoint's `errors` pointers);
+    /// the text is the portal's own message and code.
+    #[error("the portal answered an error: {0}")]
+    Portal(String),
+    /// The login was refused inside a 2xx answer (`api.auth.errors`): the portal's message.
+    #[error("authentication refused: {0}")]
+    LoginRefused(String),
 }
 
 fn excerpt_suffix(e: &str) -> String {
@@ -74,6 +81,8 @@ impl ApiError {
             ApiError::Config(_) => ErrorType::Config,
             ApiError::Tls(_) => ErrorType::Tls,
             ApiError::Redirect { .. } | ApiError::TooManyRedirects(_) => ErrorType::Redirect,
+            ApiError::Portal(_) => ErrorType::ApiError,
+            ApiError::LoginRefused(_) => ErrorType::Auth,
         }
     }
 
@@ -200,6 +209,20 @@ mod tests {
         );
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert_eq!(tls_cause(&plain), None);
+    }
+
+    #[test]
+    fn errors_inside_2xx_answers_are_api_error_or_auth_and_not_transient() {
+        let e = ApiError::Portal("Subclient not found (code 2)".into());
+        assert_eq!(e.error_type(), ErrorType::ApiError);
+        assert_eq!(ErrorType::ApiError.as_str(), "api_error");
+        assert_eq!(
+            e.to_string(),
+            "the portal answered an error: Subclient not found (code 2)"
+        );
+        let l = ApiError::LoginRefused("Invalid Username or Password".into());
+        assert_eq!(l.error_type(), ErrorType::Auth);
+        assert!(!e.is_transient() && !l.is_transient());
     }
 
     #[test]

@@ -8,8 +8,10 @@ pub mod load;
 mod secret;
 mod validate;
 
+pub use api::{body_strings, placeholder_names, typed_placeholder};
 pub use api::{
-    ApiMapping, AuthEndpoint, HealthEndpoint, JobEndpoint, LaunchEndpoint, LivenessEndpoint,
+    ApiMapping, AuthEndpoint, Body, ErrorMapping, Headers, HealthEndpoint, JobEndpoint,
+    LaunchEndpoint, LivenessEndpoint, PasswordEncoding,
 };
 pub use load::{load, ConfigError, ConfigSource, LoadedConfig, ENV_PREFIX};
 pub use secret::Secret;
@@ -338,7 +340,8 @@ pub struct EnvironmentConfig {
     /// Hosts to back up.
     #[serde(default)]
     pub hosts: Vec<HostSpec>,
-    /// File of hosts, one per line: `hostname [LEVEL]`; `#` starts a comment.
+    /// File of hosts, one per line: `hostname [LEVEL] [name=value ...]` (the `name=value`
+    /// pairs are the host's `vars`); `#` starts a comment.
     #[serde(default)]
     pub hosts_file: Option<PathBuf>,
     /// Level used for hosts that do not name one.
@@ -413,6 +416,10 @@ pub struct HostSpec {
     /// Backup level (default: the environment's `default_backup_level`).
     #[serde(default)]
     pub level: Option<BackupLevel>,
+    /// The host's own values for placeholders (`{ subclient_id = "101" }` fills
+    /// `{subclient_id}` in its backups, job polls and restores).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// A file restore to launch.
@@ -427,6 +434,10 @@ pub struct RestoreSpec {
     pub source_path: String,
     /// Where to restore it.
     pub destination_path: String,
+    /// Values for placeholders of this restore; the restore's host's `vars` fill in the
+    /// others (a name given in both takes the restore's value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// The periodic checks of one environment.

@@ -535,77 +535,320 @@ fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: 
     }
 }
 
-/// Every `{name}` in a path, body value or token format must be one that endpoint fills in:
-/// an unknown one (`{hostt}`) would be sent literally.
+/// Every `{name}` in a path, header, body string or token format must be one that endpoint
+/// fills in (an unknown one, `{hostt}`, would be sent literally): a built-in one, or a
+/// variable every host (restore) it is used for defines.
 fn check_placeholders(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+    use super::api::{body_strings, placeholder_names, typed_placeholder};
+    use serde_json::Value;
     const NONE: &[&str] = &[];
     const BACKUP: &[&str] = &["host", "level"];
     const RESTORE: &[&str] = &["host", "file_name", "source_path", "destination_path"];
     const JOB: &[&str] = &["host", "job_id"];
     let a = &e.api;
-    let mut templates: Vec<(String, &str, &[&str])> = vec![
-        (
-            "api.token_format".into(),
-            a.token_format.as_str(),
-            &["token"],
+    let hosts = all_hosts(e);
+    let restores = restore_vars(e, &hosts);
+    let host_vars: Vec<(String, &std::collections::BTreeMap<String, String>)> = hosts
+        .iter()
+        .map(|h| (format!("host `{}`", h.name), &h.vars))
+        .collect();
+    let restore_providers: Vec<(String, &std::collections::BTreeMap<String, String>)> =
+        if restores.is_empty() {
+            host_vars.clone()
+        } else {
+            restores
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("restores[{i}]"), v))
+                .collect()
+        };
+    let job_providers: Vec<_> = host_vars
+        .iter()
+        .chain(if restores.is_empty() {
+            &[][..]
+        } else {
+            &restore_providers[..]
+        })
+        .cloned()
+        .collect();
+    // Which templates, with which built-in names, whose variables, whether the token.
+    struct Use<'a> {
+        key: String,
+        template: &'a str,
+        known: &'a [&'a str],
+        vars: Option<&'a [(String, &'a std::collections::BTreeMap<String, String>)]>,
+        token: bool,
+        whole_string: bool,
+    }
+    let mut uses: Vec<Use> = vec![Use {
+        key: "api.token_format".into(),
+        template: a.token_format.as_str(),
+        known: &["token"],
+        vars: None,
+        token: false,
+        whole_string: false,
+    }];
+    type Vars<'a> = Option<&'a [(String, &'a std::collections::BTreeMap<String, String>)]>;
+    struct Endpoint<'a> {
+        name: &'a str,
+        path: &'a str,
+        headers: &'a crate::config::Headers,
+        body: Option<&'a super::Body>,
+        known: &'a [&'a str],
+        vars: Vars<'a>,
+        token: bool,
+    }
+    let endpoint = |name, path, headers, body, known, vars, token| Endpoint {
+        name,
+        path,
+        headers,
+        body,
+        known,
+        vars,
+        token,
+    };
+    let endpoints = [
+        endpoint(
+            "liveness",
+            &a.liveness.path,
+            &a.liveness.headers,
+            None,
+            NONE,
+            None,
+            a.liveness.send_token,
         ),
-        ("api.liveness.path".into(), &a.liveness.path, NONE),
-        ("api.health.path".into(), &a.health.path, NONE),
-        ("api.auth.path".into(), &a.auth.path, NONE),
-        ("api.backup.path".into(), &a.backup.path, BACKUP),
-        ("api.restore.path".into(), &a.restore.path, RESTORE),
-        ("api.job_status.path".into(), &a.job_status.path, JOB),
+        endpoint(
+            "health",
+            &a.health.path,
+            &a.health.headers,
+            None,
+            NONE,
+            None,
+            a.health.send_token,
+        ),
+        endpoint(
+            "auth",
+            &a.auth.path,
+            &a.auth.headers,
+            Some(&a.auth.body),
+            NONE,
+            None,
+            false,
+        ),
+        endpoint(
+            "backup",
+            &a.backup.path,
+            &a.backup.headers,
+            Some(&a.backup.body),
+            BACKUP,
+            Some(&host_vars[..]),
+            true,
+        ),
+        endpoint(
+            "restore",
+            &a.restore.path,
+            &a.restore.headers,
+            Some(&a.restore.body),
+            RESTORE,
+            Some(&restore_providers[..]),
+            true,
+        ),
+        endpoint(
+            "job_status",
+            &a.job_status.path,
+            &a.job_status.headers,
+            Some(&a.job_status.body),
+            JOB,
+            Some(&job_providers[..]),
+            true,
+        ),
     ];
-    for (ep, body, known) in [
-        ("backup", &a.backup.body, BACKUP),
-        ("restore", &a.restore.body, RESTORE),
-        ("job_status", &a.job_status.body, JOB),
-    ] {
-        for (field, v) in body {
-            templates.push((format!("api.{ep}.body.{field}"), v, known));
+    let mut bodies: Vec<(String, Value)> = Vec::new();
+    for Endpoint {
+        name: ep,
+        path,
+        headers,
+        body,
+        known,
+        vars,
+        token,
+    } in endpoints
+    {
+        uses.push(Use {
+            key: format!("api.{ep}.path"),
+            template: path,
+            known,
+            vars,
+            token: false,
+            whole_string: false,
+        });
+        for (name, v) in headers {
+            uses.push(Use {
+                key: format!("api.{ep}.headers.{name}"),
+                template: v,
+                known,
+                vars,
+                token,
+                whole_string: false,
+            });
+        }
+        if let Some(b) = body {
+            bodies.push((format!("api.{ep}.body"), Value::Object(b.clone())));
         }
     }
-    for (i, path) in e.checks.response_time_paths.iter().enumerate() {
-        templates.push((format!("checks.response_time_paths[{i}]"), path, NONE));
+    let mut strings: Vec<(String, &str)> = Vec::new();
+    for (prefix, v) in &bodies {
+        body_strings(prefix, v, &mut strings);
     }
-    for (key, template, known) in templates {
-        for name in placeholders(template) {
-            if !known.contains(&name) {
-                let known = if known.is_empty() {
-                    "none is filled in here".to_owned()
-                } else {
-                    format!(
-                        "known here: {}",
-                        known
-                            .iter()
-                            .map(|n| format!("{{{n}}}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                p.push(Problem::new(
-                    k(&key),
-                    format!("unknown placeholder `{{{name}}}` ({known})"),
-                ));
+    for (key, template) in &strings {
+        let ep = key.split('.').nth(1).unwrap_or_default();
+        let (known, vars): (&[&str], Vars) = match ep {
+            "backup" => (BACKUP, Some(&host_vars[..])),
+            "restore" => (RESTORE, Some(&restore_providers[..])),
+            "job_status" => (JOB, Some(&job_providers[..])),
+            _ => (NONE, None),
+        };
+        uses.push(Use {
+            key: key.clone(),
+            template,
+            known,
+            vars,
+            token: false,
+            whole_string: true,
+        });
+    }
+    for (name, v) in &a.headers {
+        uses.push(Use {
+            key: format!("api.headers.{name}"),
+            template: v,
+            known: NONE,
+            vars: None,
+            token: false,
+            whole_string: false,
+        });
+    }
+    for (i, path) in e.checks.response_time_paths.iter().enumerate() {
+        uses.push(Use {
+            key: format!("checks.response_time_paths[{i}]"),
+            template: path,
+            known: NONE,
+            vars: None,
+            token: false,
+            whole_string: false,
+        });
+    }
+    for u in uses {
+        for raw in placeholder_names(u.template) {
+            let name = match raw.split_once(':') {
+                Some((n, _)) if u.whole_string && typed_placeholder(u.template).is_some() => n,
+                Some(_) => {
+                    p.push(Problem::new(
+                        k(&u.key),
+                        format!(
+                            "`{{{raw}}}`: a typed placeholder (`{{name:number}}`, `{{name:bool}}`) must be the whole string of a body value"
+                        ),
+                    ));
+                    continue;
+                }
+                None => raw,
+            };
+            if u.known.contains(&name) || (u.token && name == "token") {
+                continue;
             }
+            let providers = u.vars.unwrap_or(&[]);
+            let lacking: Vec<&str> = providers
+                .iter()
+                .filter(|(_, v)| !v.contains_key(name))
+                .map(|(who, _)| who.as_str())
+                .collect();
+            if !providers.is_empty() && lacking.len() < providers.len() {
+                let shown = lacking
+                    .iter()
+                    .take(5)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let more = if lacking.len() > 5 {
+                    format!(" and {} more", lacking.len() - 5)
+                } else {
+                    String::new()
+                };
+                if !lacking.is_empty() {
+                    p.push(Problem::new(
+                        k(&u.key),
+                        format!("`{{{name}}}` is a host variable that {shown}{more} does not define (give it in their `vars`)"),
+                    ));
+                }
+                continue;
+            }
+            let mut names: Vec<String> = u.known.iter().map(|n| format!("{{{n}}}")).collect();
+            if u.token {
+                names.push("{token}".into());
+            }
+            let known = if names.is_empty() {
+                "none is filled in here".to_owned()
+            } else if u.vars.is_some() {
+                format!(
+                    "known here: {}, or a variable every host defines in `vars`",
+                    names.join(", ")
+                )
+            } else {
+                format!("known here: {}", names.join(", "))
+            };
+            p.push(Problem::new(
+                k(&u.key),
+                format!("unknown placeholder `{{{name}}}` ({known})"),
+            ));
+        }
+    }
+    let mut all_names: std::collections::BTreeSet<&str> =
+        BACKUP.iter().chain(RESTORE).chain(JOB).copied().collect();
+    for h in &hosts {
+        all_names.extend(h.vars.keys().map(String::as_str));
+    }
+    for r in &restores {
+        all_names.extend(r.keys().map(String::as_str));
+    }
+    for name in a.value_maps.keys() {
+        if !all_names.contains(name.as_str()) {
+            p.push(Problem::new(
+                k(&format!("api.value_maps.{name}")),
+                format!(
+                    "no placeholder `{{{name}}}` to map (neither built in nor a host variable)"
+                ),
+            ));
         }
     }
 }
 
-/// The names between `{` and `}` in `template` (as `Vars::render` reads them).
-fn placeholders(template: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        match rest[open..].find('}') {
-            Some(close) => {
-                out.push(&rest[open + 1..open + close]);
-                rest = &rest[open + close + 1..];
-            }
-            None => break,
+/// The hosts of the configuration: inline, then the hosts file (when it can be read).
+fn all_hosts(e: &EnvironmentConfig) -> Vec<HostSpec> {
+    let mut hosts = e.hosts.clone();
+    if let Some(f) = &e.hosts_file {
+        if let Ok(more) = read_hosts_file(f, e.default_backup_level) {
+            hosts.extend(more);
         }
     }
-    out
+    hosts
+}
+
+/// Each restore's placeholder values: its own `vars` over its host's.
+fn restore_vars(
+    e: &EnvironmentConfig,
+    hosts: &[HostSpec],
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    e.restores
+        .iter()
+        .map(|r| {
+            let mut v = hosts
+                .iter()
+                .find(|h| h.name == r.host)
+                .map(|h| h.vars.clone())
+                .unwrap_or_default();
+            v.extend(r.vars.clone());
+            v
+        })
+        .collect()
 }
 
 /// The service-mode schedule of the job scenarios: windows and their time zone.
@@ -680,7 +923,7 @@ fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<P
         (
             "health.components_pointer",
             &a.health.components_pointer,
-            true,
+            false,
         ),
         ("auth.token_pointer", &a.auth.token_pointer, true),
         ("auth.expires_in_pointer", &a.auth.expires_in_pointer, false),
@@ -724,8 +967,74 @@ fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<P
             ));
         }
     }
+    for (name, errors) in [
+        ("liveness", &a.liveness.errors),
+        ("health", &a.health.errors),
+        ("auth", &a.auth.errors),
+        ("backup", &a.backup.errors),
+        ("restore", &a.restore.errors),
+        ("job_status", &a.job_status.errors),
+    ] {
+        for (field, ptr) in [
+            ("code_pointer", &errors.code_pointer),
+            ("message_pointer", &errors.message_pointer),
+        ] {
+            if !ptr.is_empty() && !ptr.starts_with('/') {
+                p.push(Problem::new(
+                    k(&format!("api.{name}.errors.{field}")),
+                    format!("`{ptr}` is not a JSON pointer (must start with /)"),
+                ));
+            }
+        }
+    }
+    let header_tables = [
+        ("api.headers".to_owned(), &a.headers),
+        ("api.liveness.headers".to_owned(), &a.liveness.headers),
+        ("api.health.headers".to_owned(), &a.health.headers),
+        ("api.auth.headers".to_owned(), &a.auth.headers),
+        ("api.backup.headers".to_owned(), &a.backup.headers),
+        ("api.restore.headers".to_owned(), &a.restore.headers),
+        ("api.job_status.headers".to_owned(), &a.job_status.headers),
+    ];
+    for (key, headers) in header_tables {
+        for name in headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.push(Problem::new(
+                    k(&format!("{key}.{name}")),
+                    format!("`{name}` is not a valid header name"),
+                ));
+            }
+        }
+    }
+    for field in [&a.auth.username_field, &a.auth.password_field] {
+        if a.auth.body.contains_key(field) {
+            p.push(Problem::new(
+                k(&format!("api.auth.body.{field}")),
+                format!("`{field}` is the credentials field (api.auth.username_field / password_field): it is filled in by the prober"),
+            ));
+        }
+    }
+    for (i, h) in e.hosts.iter().enumerate() {
+        for name in h.vars.keys() {
+            if let Err(m) = check_var_name(name) {
+                p.push(Problem::new(k(&format!("hosts[{i}].vars.{name}")), m));
+            }
+        }
+    }
+    for (i, r) in e.restores.iter().enumerate() {
+        for name in r.vars.keys() {
+            if let Err(m) = check_var_name(name) {
+                p.push(Problem::new(k(&format!("restores[{i}].vars.{name}")), m));
+            }
+        }
+    }
+    let job_body = serde_json::Value::Object(a.job_status.body.clone());
+    let mut job_strings = Vec::new();
+    super::api::body_strings("body", &job_body, &mut job_strings);
     let mentions_job = a.job_status.path.contains("{job_id}")
-        || a.job_status.body.values().any(|v| v.contains("{job_id}"));
+        || job_strings
+            .iter()
+            .any(|(_, v)| v.contains("{job_id}") || v.contains("{job_id:"));
     if !mentions_job {
         p.push(Problem::new(
             k("api.job_status"),
@@ -790,6 +1099,32 @@ fn check_password_source(c: &Credentials) -> Result<(), String> {
     }
 }
 
+/// Names filled in by the prober itself: a host variable cannot take one of them.
+const BUILT_IN_PLACEHOLDERS: [&str; 7] = [
+    "host",
+    "level",
+    "job_id",
+    "file_name",
+    "source_path",
+    "destination_path",
+    "token",
+];
+
+/// A host or restore variable name: letters, digits and `_`, not a built-in placeholder.
+fn check_var_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "`{name}` is not a variable name (letters, digits and _)"
+        ));
+    }
+    if BUILT_IN_PLACEHOLDERS.contains(&name) {
+        return Err(format!(
+            "`{name}` is a built-in placeholder: a variable cannot replace it"
+        ));
+    }
+    Ok(())
+}
+
 fn check_host_name(h: &str) -> Result<(), String> {
     if h.is_empty() {
         return Err("host name is empty".into());
@@ -800,7 +1135,8 @@ fn check_host_name(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a hosts file: one `hostname [LEVEL]` per line, `#` comments, blank lines ignored.
+/// Parses a hosts file: one `hostname [LEVEL] [name=value ...]` per line, `#` comments,
+/// blank lines ignored.
 /// Errors name the file and line.
 pub fn read_hosts_file(path: &Path, default: BackupLevel) -> Result<Vec<HostSpec>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -815,17 +1151,27 @@ fn parse_hosts(text: &str, default: BackupLevel) -> Result<Vec<HostSpec>, (usize
         if line.is_empty() {
             continue;
         }
-        let mut parts = line.split_whitespace();
+        let mut parts = line.split_whitespace().peekable();
         let name = parts.next().unwrap_or_default();
-        let level = match parts.next() {
-            Some(l) => l.parse::<BackupLevel>().map_err(|m| (i + 1, m))?,
-            None => default,
+        let level = match parts.peek() {
+            Some(l) if !l.contains('=') => {
+                let l = parts.next().unwrap_or_default();
+                l.parse::<BackupLevel>().map_err(|m| (i + 1, m))?
+            }
+            _ => default,
         };
-        if let Some(extra) = parts.next() {
-            return Err((
-                i + 1,
-                format!("unexpected `{extra}` (expected `hostname [LEVEL]`)"),
-            ));
+        let mut vars = std::collections::BTreeMap::new();
+        for extra in parts {
+            let Some((k, v)) = extra.split_once('=') else {
+                return Err((
+                    i + 1,
+                    format!("unexpected `{extra}` (expected `hostname [LEVEL] [name=value ...]`)"),
+                ));
+            };
+            check_var_name(k).map_err(|m| (i + 1, m))?;
+            if vars.insert(k.to_owned(), v.to_owned()).is_some() {
+                return Err((i + 1, format!("variable `{k}` is given twice")));
+            }
         }
         check_host_name(name).map_err(|m| (i + 1, m))?;
         if !seen.insert(name.to_owned()) {
@@ -834,6 +1180,7 @@ fn parse_hosts(text: &str, default: BackupLevel) -> Result<Vec<HostSpec>, (usize
         out.push(HostSpec {
             name: name.to_owned(),
             level: Some(level),
+            vars,
         });
     }
     if out.is_empty() {
@@ -1012,6 +1359,116 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].level, Some(BackupLevel::Incremental));
         assert_eq!(h[1].level, Some(BackupLevel::Full));
+    }
+
+    #[test]
+    fn parses_host_variables_in_a_hosts_file_and_rejects_bad_ones() {
+        let h = parse_hosts(
+            "web01 FULL subclient_id=101 # c\ndb01 subclient_id=102 app=fs\n",
+            BackupLevel::Incremental,
+        )
+        .unwrap();
+        assert_eq!(h[0].level, Some(BackupLevel::Full));
+        assert_eq!(h[0].vars["subclient_id"], "101");
+        assert_eq!(h[1].level, Some(BackupLevel::Incremental));
+        assert_eq!(
+            (
+                h[1].vars["subclient_id"].as_str(),
+                h[1].vars["app"].as_str()
+            ),
+            ("102", "fs")
+        );
+        for (bad, why) in [
+            ("web01 FULL extra", "unexpected `extra`"),
+            ("web01 a=1 a=2", "`a` is given twice"),
+            ("web01 host=x", "built-in placeholder"),
+            ("web01 a-b=1", "not a variable name"),
+        ] {
+            let (line, m) = parse_hosts(bad, BackupLevel::Full).unwrap_err();
+            assert!(line == 1 && m.contains(why), "{bad}: {m}");
+        }
+    }
+
+    const CV_HOSTS: &str = "[[environments.lab.hosts]]\nname = \"web01\"\nvars = { subclient_id = \"101\" }\n[[environments.lab.hosts]]\nname = \"db01\"\nvars = { subclient_id = \"102\" }\n";
+
+    #[test]
+    fn accepts_host_variables_every_host_defines() {
+        let e = problems(&env_toml(&format!(
+            "{CV_HOSTS}[environments.lab.api.backup]\npath = \"/Subclient/{{subclient_id}}/action/backup?backupLevel={{level}}\"\nbody = {{}}\nheaders = {{ X-Sub = \"{{subclient_id}}\", Authtoken = \"{{token}}\" }}"
+        )));
+        assert_eq!(e, "");
+    }
+
+    #[test]
+    fn rejects_a_host_variable_some_host_lacks_naming_the_host() {
+        let e = problems(&env_toml(&format!(
+            "{CV_HOSTS}[[environments.lab.hosts]]\nname = \"fail01\"\n[environments.lab.api.backup]\npath = \"/Subclient/{{subclient_id}}/action/backup\""
+        )));
+        assert!(
+            e.contains("environments.lab.api.backup.path")
+                && e.contains(
+                    "`{subclient_id}` is a host variable that host `fail01` does not define"
+                ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_a_placeholder_no_host_defines_and_token_outside_token_headers() {
+        let e = problems(&env_toml(&format!(
+            "{CV_HOSTS}[environments.lab.api.backup.body]\nid = \"{{client_id}}\"\n[environments.lab.api.auth]\nheaders = {{ Authtoken = \"{{token}}\" }}\n[environments.lab.api]\nheaders = {{ X-T = \"{{token}}\" }}"
+        )));
+        assert!(
+            e.contains("api.backup.body.id") && e.contains("unknown placeholder `{client_id}`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("api.auth.headers.Authtoken") && e.contains("`{token}`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("api.headers.X-T") && e.contains("`{token}`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_a_typed_placeholder_that_is_not_a_whole_body_string() {
+        let e = problems(&env_toml(
+            "[environments.lab.api.backup]\npath = \"/b/{host:number}\"\nbody = { n = \"x{level:bool}\", ok = \"{host:number}\" }",
+        ));
+        assert!(
+            e.contains("api.backup.path") && e.contains("must be the whole string"),
+            "{e}"
+        );
+        assert!(
+            e.contains("api.backup.body.n") && e.contains("must be the whole string"),
+            "{e}"
+        );
+        assert!(!e.contains("api.backup.body.ok"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_error_pointers_header_names_value_maps_and_credentials_in_the_login_body() {
+        let e = problems(&env_toml(
+            "[environments.lab.api]\nheaders = { \"Bad Header\" = \"x\" }\nvalue_maps = { lvl = { FULL = \"Full\" } }\n[environments.lab.api.backup]\nerrors = { code_pointer = \"errorCode\" }\n[environments.lab.api.auth]\nbody = { password = \"x\" }",
+        ));
+        for want in [
+            "api.headers.Bad Header",
+            "api.value_maps.lvl",
+            "api.backup.errors.code_pointer",
+            "api.auth.body.password",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn accepts_a_health_check_without_components() {
+        let e = problems(&env_toml(
+            "[environments.lab.api.health]\ncomponents_pointer = \"\"\noverall_pointer = \"\"\nsend_token = true",
+        ));
+        assert_eq!(e, "");
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct JobSpec {
     pub host: String,
     pub level: Option<BackupLevel>,
     pub restore: Option<crate::config::RestoreSpec>,
+    /// Placeholder values of this job: the host's `vars` (a restore's own over its host's).
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// How a tracked job ended (`iaso.job.result`).

@@ -122,6 +122,8 @@ pub enum ErrorType {
     Tls,
     /// A 3xx not followed (or too many redirects).
     Redirect,
+    /// The portal reported an error inside a 2xx answer (its own code and message).
+    ApiError,
 }
 
 impl ErrorType {
@@ -145,6 +147,7 @@ impl ErrorType {
             ErrorType::Internal => "internal",
             ErrorType::Tls => "tls",
             ErrorType::Redirect => "redirect",
+            ErrorType::ApiError => "api_error",
         }
     }
 }

@@ -278,6 +278,7 @@ mod tests {
                 host: format!("host-{i:05}"),
                 level: Some(BackupLevel::Incremental),
                 restore: None,
+                vars: Default::default(),
             })
             .collect()
     }

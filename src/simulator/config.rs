@@ -57,9 +57,15 @@ pub struct SimulatorConfig {
     pub components: Vec<String>,
     /// Chance that a component is reported unhealthy on a health request, between 0 and 1.
     pub unhealthy_ratio: f64,
-    /// Shape of the API: `reference` (the IASO portal, `/api/v1/...`) or `alt` (a
-    /// differently shaped portal, `/rest/...`, to test configurable endpoint mappings).
+    /// Shape of the API: `reference` (the IASO portal, `/api/v1/...`), `alt` (a
+    /// differently shaped portal, `/rest/...`, to test configurable endpoint mappings) or
+    /// `commvault` (Commvault's own REST API under `/commandcenter/api`, see
+    /// `config/commvault.toml`).
     pub dialect: Dialect,
+    /// `commvault` dialect: the subclients it knows, by id; a backup of another id answers
+    /// `Subclient not found` (inside an HTTP 200, as Commvault does). Default: 101 `web01`,
+    /// 102 `db01`, 103 `fail01` (whose jobs always fail).
+    pub subclients: Vec<SimSubclient>,
     /// Number of HTTP worker threads (one serves tens of thousands of jobs).
     pub workers: usize,
 }
@@ -72,6 +78,20 @@ pub struct SimCredential {
     pub username: String,
     /// Password.
     pub password: String,
+}
+
+/// A subclient of the `commvault` dialect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSubclient {
+    /// Subclient id (the `{id}` of `/Subclient/{id}/action/backup`).
+    pub id: u64,
+    /// Client (host) the subclient belongs to.
+    pub client: String,
+    /// Every job of this subclient ends `Failed` (with a failure reason), whatever
+    /// `job_failure_ratio` says.
+    #[serde(default)]
+    pub always_fails: bool,
 }
 
 /// An inclusive range of milliseconds, written `{ min = 1, max = 5 }`.
@@ -118,6 +138,23 @@ pub enum Dialect {
     Reference,
     /// A differently shaped portal (`/rest/...`, `X-Auth-Token`, numeric job ids).
     Alt,
+    /// Commvault's own REST API (`/commandcenter/api/...`): XML unless `Accept:
+    /// application/json`, Base64 password, `Authtoken: QSDK …`, errors inside HTTP 200.
+    Commvault,
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reference" => Ok(Self::Reference),
+            "alt" => Ok(Self::Alt),
+            "commvault" => Ok(Self::Commvault),
+            _ => Err(format!(
+                "unknown dialect `{s}` (expected reference, alt or commvault)"
+            )),
+        }
+    }
 }
 
 fn default_seed() -> u64 {
@@ -168,6 +205,21 @@ fn default_components() -> Vec<String> {
     .collect()
 }
 
+fn default_subclients() -> Vec<SimSubclient> {
+    [
+        (101, "web01", false),
+        (102, "db01", false),
+        (103, "fail01", true),
+    ]
+    .into_iter()
+    .map(|(id, client, always_fails)| SimSubclient {
+        id,
+        client: client.to_owned(),
+        always_fails,
+    })
+    .collect()
+}
+
 fn default_workers() -> usize {
     1
 }
@@ -194,6 +246,7 @@ impl Default for SimulatorConfig {
             components: default_components(),
             unhealthy_ratio: 0.0,
             dialect: Dialect::default(),
+            subclients: default_subclients(),
             workers: default_workers(),
         }
     }
@@ -255,6 +308,15 @@ impl SimulatorConfig {
         check_ratio("unhealthy_ratio", self.unhealthy_ratio, &mut errors);
         if self.workers == 0 {
             errors.push("workers must be at least 1".to_owned());
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, s) in self.subclients.iter().enumerate() {
+            if s.client.is_empty() {
+                errors.push(format!("subclients[{i}].client must not be empty"));
+            }
+            if !ids.insert(s.id) {
+                errors.push(format!("subclients[{i}].id {} is listed twice", s.id));
+            }
         }
         if errors.is_empty() {
             Ok(())

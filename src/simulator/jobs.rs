@@ -127,6 +127,20 @@ impl JobPlan {
         }
     }
 
+    /// The same plan ending `Failed` (a subclient that always fails): it stops between 10
+    /// and 90 % with one of the failure reasons.
+    pub fn failed(self) -> Self {
+        let stop_percent = match self.fate {
+            Fate::Failed => self.stop_percent,
+            _ => 10 + (self.duration_ms % 81) as u8,
+        };
+        Self {
+            fate: Fate::Failed,
+            stop_percent,
+            ..self
+        }
+    }
+
     /// The job's status `elapsed_ms` after its launch.
     pub fn status_at(&self, kind: JobKind, elapsed_ms: u64) -> JobView {
         let d = self.duration_ms;

@@ -28,7 +28,9 @@ use std::thread::JoinHandle;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
-pub use config::{Dialect, FaultConfig, RangeMs, SimCredential, SimulatorConfig, ENDPOINT_NAMES};
+pub use config::{
+    Dialect, FaultConfig, RangeMs, SimCredential, SimSubclient, SimulatorConfig, ENDPOINT_NAMES,
+};
 pub use counters::{CountersSnapshot, EndpointCounters, OTHER_ENDPOINT};
 pub use dialect::BACKUP_LEVELS;
 pub use server::COUNTERS_PATH;

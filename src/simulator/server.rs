@@ -73,14 +73,16 @@ pub async fn dispatch(
     let call = match &route {
         Route::Endpoint {
             endpoint, param, ..
-        } => Some(dialect::parse_call(
+        } => Some(dialect::parse_request(
             dialect,
             *endpoint,
             param.as_deref(),
+            req.query_string(),
             &body,
         )),
         Route::NotFound => None,
     };
+    let json = dialect::wants_json(req.headers());
     let reply = {
         let mut state = shared.lock();
         // Read the clock under the lock, so that request offsets are recorded in order.
@@ -89,6 +91,17 @@ pub async fn dispatch(
     };
     if reply.delay_ms > 0 {
         actix_rt::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+    }
+    if dialect == Dialect::Commvault {
+        let (status, content_type, body) = dialect::commvault_answer(&route, &reply.answer, json);
+        return with_retry_after(
+            HttpResponse::build(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            )
+            .content_type(content_type)
+            .body(body),
+            &reply.answer,
+        );
     }
     respond(dialect, &reply.answer)
 }
@@ -117,7 +130,12 @@ fn control(req: &HttpRequest, shared: &Shared) -> HttpResponse {
 
 fn respond(dialect: Dialect, answer: &Answer) -> HttpResponse {
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json_response(status, dialect::render_body(dialect, answer));
+    let response = json_response(status, dialect::render_body(dialect, answer));
+    with_retry_after(response, answer)
+}
+
+/// The `Retry-After` header of a rate-limited answer.
+fn with_retry_after(mut response: HttpResponse, answer: &Answer) -> HttpResponse {
     if let Answer::RateLimited { retry_after_secs } = answer {
         if let Ok(value) = retry_after_secs.to_string().try_into() {
             response

@@ -88,7 +88,8 @@ impl State {
         self.counters.record_request(name, now_ms);
         let latency_ms = self.draw_latency(self.cfg.latency_for(name));
         let reply = self.decide(now_ms, route, token, call, latency_ms);
-        self.counters.record_status(name, reply.answer.status());
+        let status = super::dialect::http_status(self.cfg.dialect, route, &reply.answer);
+        self.counters.record_status(name, status);
         reply
     }
 
@@ -119,7 +120,9 @@ impl State {
         if let Some(fault) = self.draw_fault(endpoint, latency_ms) {
             return fault;
         }
-        if endpoint.needs_token() && !token.is_some_and(|t| self.token_is_valid(t, now_ms)) {
+        if endpoint.needs_token_in(self.cfg.dialect)
+            && !token.is_some_and(|t| self.token_is_valid(t, now_ms))
+        {
             return reply(Answer::error(401, "invalid or expired token"));
         }
         let call = match call {
@@ -187,7 +190,12 @@ impl State {
                 Answer::Health { services }
             }
             Call::Login { username, password } => self.login(now_ms, &username, &password),
-            Call::Launch { kind, host } => self.launch(now_ms, kind, host),
+            Call::Launch { kind, host } => self.launch(now_ms, kind, host, false),
+            Call::LaunchSubclient {
+                kind,
+                subclient_id,
+                client,
+            } => self.launch_subclient(now_ms, kind, subclient_id, client),
             Call::Status { job_id, host } => self.status(now_ms, job_id, host.as_deref()),
         }
     }
@@ -213,6 +221,7 @@ impl State {
         Answer::Token {
             token,
             expires_in_secs: self.cfg.token_ttl_ms / 1000,
+            username: username.to_owned(),
         }
     }
 
@@ -222,7 +231,40 @@ impl State {
             .is_some_and(|expires_ms| now_ms < *expires_ms)
     }
 
-    fn launch(&mut self, now_ms: u64, kind: JobKind, host: String) -> Answer {
+    /// A `commvault` launch: the subclient must be known (and belong to the client when
+    /// both are named); by client name alone, the client's first subclient decides the fate.
+    fn launch_subclient(
+        &mut self,
+        now_ms: u64,
+        kind: JobKind,
+        subclient_id: Option<u64>,
+        client: Option<String>,
+    ) -> Answer {
+        let subs = &self.cfg.subclients;
+        let (host, fails) = match (subclient_id, client) {
+            (Some(id), client) => match subs.iter().find(|s| s.id == id) {
+                None => return Answer::error(404, "Subclient not found"),
+                Some(s) if client.as_ref().is_some_and(|c| *c != s.client) => {
+                    return Answer::error(
+                        400,
+                        format!(
+                            "Subclient {id} does not belong to client {}",
+                            client.unwrap_or_default()
+                        ),
+                    )
+                }
+                Some(s) => (s.client.clone(), s.always_fails),
+            },
+            (None, Some(c)) => {
+                let fails = subs.iter().any(|s| s.client == c && s.always_fails);
+                (c, fails)
+            }
+            (None, None) => return Answer::error(404, "Subclient not found"),
+        };
+        self.launch(now_ms, kind, host, fails)
+    }
+
+    fn launch(&mut self, now_ms: u64, kind: JobKind, host: String, always_fails: bool) -> Answer {
         let index = match self.host_index.get(&host) {
             Some(i) => *i,
             None => {
@@ -243,7 +285,10 @@ impl State {
         };
         let nth = *launches;
         *launches += 1;
-        let plan = JobPlan::derive(&self.cfg, kind, &entry.name, nth);
+        let mut plan = JobPlan::derive(&self.cfg, kind, &entry.name, nth);
+        if always_fails {
+            plan = plan.failed();
+        }
         self.jobs.push(Job {
             launched_ms: now_ms,
             plan,
