@@ -159,7 +159,8 @@ fn run_id() -> String {
     )
 }
 
-fn observer_hostname() -> String {
+/// This machine's name: `observer.hostname`, and the pod name `--shard-from-hostname` reads.
+pub fn observer_hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -260,7 +261,8 @@ pub async fn run(
         let rate = NonZeroU32::new(env_cfg.rate_limit_per_sec).expect("validated > 0");
         let burst = NonZeroU32::new(env_cfg.rate_limit_burst).expect("validated > 0");
         let limits = Arc::new(EnvLimits::new(&name, rate, burst, env_cfg.max_in_flight));
-        let restores = if opts.selection.hosts.is_empty() && opts.selection.hosts_file.is_none() {
+        let mut restores = if opts.selection.hosts.is_empty() && opts.selection.hosts_file.is_none()
+        {
             env_cfg.restores.clone()
         } else {
             // A host selection narrows restores to the selected hosts too.
@@ -271,6 +273,15 @@ pub async fn run(
                 .cloned()
                 .collect()
         };
+        let mut env_cfg = env_cfg;
+        if let Some(shard) = opts.selection.shard {
+            // A restore belongs to the shard of its host (the same hash), and only the
+            // checks owner runs the checks: N shards write one copy of each.
+            restores.retain(|r| shard.owns(&r.host));
+            if !shard.runs_checks(opts.selection.checks_owner) {
+                env_cfg.checks.disable_all();
+            }
+        }
         let rt = Arc::new(EnvRuntime {
             name: name.as_str().into(),
             tokens: TokenManager::new(
@@ -280,7 +291,8 @@ pub async fn run(
             cfg: Arc::new(env_cfg),
             base_url,
             limits,
-            ctx: ResultContext::new(&run_id, &name, &observer),
+            ctx: ResultContext::new(&run_id, &name, &observer)
+                .with_shard(opts.selection.shard.map(|s| s.to_string())),
             sink: sink.clone(),
             hosts,
         });
