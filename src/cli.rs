@@ -110,19 +110,55 @@ pub struct SelectArgs {
     /// Back up the hosts of this file (`hostname [LEVEL]` per line).
     #[arg(long = "hosts", value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
-    /// Take only shard I of N of the hosts (stable hash of the host name).
-    #[arg(long, value_name = "I/N")]
+    /// Take only shard I of N: its hosts and restores (stable hash of the host name); the
+    /// checks run on the checks owner only.
+    #[arg(
+        long,
+        value_name = "I/N",
+        env = "IASO_PROBE_SHARD",
+        conflicts_with = "shard_from_hostname"
+    )]
     pub shard: Option<Shard>,
+    /// Take the shard from this machine's hostname, as a StatefulSet names its pods
+    /// (`iaso-probe-3` → shard 3/N).
+    #[arg(long, value_name = "N", env = "IASO_PROBE_SHARD_FROM_HOSTNAME")]
+    pub shard_from_hostname: Option<u32>,
+    /// The shard that runs the checks of every environment.
+    #[arg(
+        long,
+        value_name = "I",
+        default_value_t = 0,
+        env = "IASO_PROBE_CHECKS_OWNER"
+    )]
+    pub checks_owner: u32,
 }
 
 impl SelectArgs {
-    fn selection(&self) -> Selection {
-        Selection {
+    fn selection(&self) -> Result<Selection, String> {
+        let shard = match (self.shard, self.shard_from_hostname) {
+            (Some(s), _) => Some(s),
+            (None, Some(n)) => Some(Shard::from_hostname(
+                &crate::actors::supervisor::observer_hostname(),
+                n,
+            )?),
+            (None, None) => None,
+        };
+        if let Some(s) = shard {
+            if self.checks_owner >= s.count {
+                return Err(format!(
+                    "--checks-owner {}: no such shard (shards are 0 to {})",
+                    self.checks_owner,
+                    s.count - 1
+                ));
+            }
+        }
+        Ok(Selection {
             envs: self.envs.clone(),
             hosts: self.hosts.clone(),
             hosts_file: self.hosts_file.clone(),
-            shard: self.shard,
-        }
+            shard,
+            checks_owner: self.checks_owner,
+        })
     }
 }
 
@@ -180,7 +216,25 @@ fn check_config(cli: &Cli, sel: &SelectArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match crate::selection::select(&loaded.config, &sel.selection()) {
+    let selection = match sel.selection() {
+        Ok(s) => s,
+        Err(m) => {
+            eprintln!("iaso-probe: {m}");
+            return EXIT_SETUP;
+        }
+    };
+    if let Some(s) = selection.shard {
+        let checks = if s.runs_checks(selection.checks_owner) {
+            "runs the checks"
+        } else {
+            "no checks (shard {owner} runs them)"
+        };
+        println!(
+            "shard {s}: its hosts and restores; {}",
+            checks.replace("{owner}", &selection.checks_owner.to_string())
+        );
+    }
+    match crate::selection::select(&loaded.config, &selection) {
         Ok(plan) => {
             for (name, env, hosts) in plan {
                 let target = match (&env.simulator, &env.base_url) {
@@ -254,6 +308,13 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    let selection = match args.select.selection() {
+        Ok(s) => s,
+        Err(m) => {
+            eprintln!("iaso-probe: {m}");
+            return EXIT_SETUP;
+        }
+    };
     let cfg = loaded.config;
     let _guards = match logging::init(&cfg.log) {
         Ok(g) => g,
@@ -264,7 +325,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
     };
     let opts = RunOptions {
         once: args.once,
-        selection: args.select.selection(),
+        selection,
         seed: None,
         shutdown_deadline: None,
         live_progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),

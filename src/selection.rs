@@ -1,5 +1,10 @@
 //! What a run covers: `--env`, `--host`, `--hosts FILE` and `--shard I/N` applied to the
 //! configuration, giving each selected environment its host list.
+//!
+//! Sharding splits one configuration over N instances: each host and each restore belongs to
+//! exactly one shard (the same stable hash of the host name), and the checks of every
+//! environment run on one shard only (the checks owner, shard 0 unless told otherwise), so N
+//! instances write one copy of each check result.
 
 use crate::config::{read_hosts_file, Config, EnvironmentConfig, HostSpec};
 use std::path::PathBuf;
@@ -14,8 +19,10 @@ pub struct Selection {
     pub hosts: Vec<String>,
     /// File of hosts to back up instead of the configured ones.
     pub hosts_file: Option<PathBuf>,
-    /// Only the hosts of this shard.
+    /// Only the hosts and restores of this shard (checks only on the checks owner).
     pub shard: Option<Shard>,
+    /// The shard that runs the checks (0 by default).
+    pub checks_owner: u32,
 }
 
 /// `I/N`: this instance takes the hosts whose stable hash modulo N is I.
@@ -46,7 +53,36 @@ impl FromStr for Shard {
     }
 }
 
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 impl Shard {
+    /// `--shard-from-hostname N`: the ordinal a StatefulSet gives its pods (`iaso-probe-3` →
+    /// 3/N). The ordinal must be below N: a pod beyond the replica count named in the
+    /// configuration would otherwise take nobody's hosts, or somebody else's.
+    pub fn from_hostname(hostname: &str, count: u32) -> Result<Shard, String> {
+        let digits = hostname.rsplit_once('-').map(|(_, d)| d).unwrap_or("");
+        let index: u32 = digits.parse().map_err(|_| {
+            format!(
+                "--shard-from-hostname: hostname `{hostname}` does not end in -<ordinal> (a StatefulSet pod name such as iaso-probe-3)"
+            )
+        })?;
+        if count == 0 || index >= count {
+            return Err(format!(
+                "--shard-from-hostname {count}: hostname `{hostname}` gives ordinal {index}, need 0 <= ordinal < {count} (replicas and N disagree?)"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether this shard runs the checks (`owner` is the checks owner's index).
+    pub fn runs_checks(&self, owner: u32) -> bool {
+        self.index == owner
+    }
+
     /// Stable across processes and versions (FNV-1a of the host name).
     pub fn owns(&self, host: &str) -> bool {
         let mut h: u64 = 0xcbf29ce484222325;

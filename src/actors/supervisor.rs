@@ -205,7 +205,8 @@ fn run_id() -> String {
     )
 }
 
-fn observer_hostname() -> String {
+/// This machine's name: `observer.hostname`, and the pod name `--shard-from-hostname` reads.
+pub fn observer_hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -324,7 +325,8 @@ pub async fn run(
         let burst = NonZeroU32::new(env_cfg.rate_limit_burst).expect("validated > 0");
         let limits = Arc::new(EnvLimits::new(&name, rate, burst, env_cfg.max_in_flight));
         metrics.track_limiter(&name, limits.clone());
-        let restores = if opts.selection.hosts.is_empty() && opts.selection.hosts_file.is_none() {
+        let mut restores = if opts.selection.hosts.is_empty() && opts.selection.hosts_file.is_none()
+        {
             env_cfg.restores.clone()
         } else {
             // A host selection narrows restores to the selected hosts too.
@@ -335,6 +337,15 @@ pub async fn run(
                 .cloned()
                 .collect()
         };
+        let mut env_cfg = env_cfg;
+        if let Some(shard) = opts.selection.shard {
+            // A restore belongs to the shard of its host (the same hash), and only the
+            // checks owner runs the checks: N shards write one copy of each.
+            restores.retain(|r| shard.owns(&r.host));
+            if !shard.runs_checks(opts.selection.checks_owner) {
+                env_cfg.checks.disable_all();
+            }
+        }
         let rt = Arc::new(EnvRuntime {
             name: name.as_str().into(),
             tokens: TokenManager::new(
@@ -344,7 +355,8 @@ pub async fn run(
             cfg: Arc::new(env_cfg),
             base_url,
             limits,
-            ctx: ResultContext::new(&run_id, &name, &observer),
+            ctx: ResultContext::new(&run_id, &name, &observer)
+                .with_shard(opts.selection.shard.map(|s| s.to_string())),
             sink: sink.clone(),
             hosts,
         });

@@ -12,7 +12,14 @@ pub const ENV_PREFIX: &str = "IASO_PROBE_";
 /// `IASO_PROBE_*` variables that are not configuration: the test suite's
 /// (`IASO_PROBE_TEST_ES_URL`, `IASO_PROBE_REQUIRE_REAL_ES`, set by CI). Without this, a
 /// process started with them would refuse its configuration as having unknown keys.
-pub const NOT_CONFIGURATION: &[&str] = &["TEST_ES_URL", "REQUIRE_REAL_ES"];
+pub const NOT_CONFIGURATION: &[&str] = &[
+    "TEST_ES_URL",
+    "REQUIRE_REAL_ES",
+    // Command-line options read from the environment (clap), not configuration keys.
+    "SHARD",
+    "SHARD_FROM_HOSTNAME",
+    "CHECKS_OWNER",
+];
 
 /// The embedded default: three simulated environments, results to `./data/journal`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");

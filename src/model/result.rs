@@ -306,6 +306,9 @@ pub struct IasoHealth {
 #[serde(deny_unknown_fields)]
 pub struct Labels {
     pub run_id: String,
+    /// `I/N` when the run is shard I of N (`--shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,6 +372,8 @@ pub struct ResultContext {
     pub run_id: Arc<str>,
     pub environment: Arc<str>,
     pub observer_hostname: Arc<str>,
+    /// `labels.shard` of every result (`I/N`), when sharded.
+    pub shard: Option<Arc<str>>,
     sequence: Arc<AtomicU64>,
     traces: Arc<AtomicU64>,
 }
@@ -379,9 +384,16 @@ impl ResultContext {
             run_id: run_id.into(),
             environment: environment.into(),
             observer_hostname: observer_hostname.into(),
+            shard: None,
             sequence: Arc::new(AtomicU64::new(0)),
             traces: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Results labelled with the shard (`I/N`) of this instance.
+    pub fn with_shard(mut self, shard: Option<String>) -> Self {
+        self.shard = shard.map(Into::into);
+        self
     }
 
     /// A new number for a job flow (`trace.id` is derived from it).
@@ -426,6 +438,7 @@ impl ResultContext {
             iaso: Iaso::default(),
             labels: Labels {
                 run_id: self.run_id.to_string(),
+                shard: self.shard.as_deref().map(str::to_owned),
             },
             trace: None,
             observer: Observer {
