@@ -6,6 +6,12 @@
 #   benches/run-bench.sh tracked [N]    service mode until N jobs (default 100000) are
 #                                       tracked at once: peak RSS and CPU per tracked job,
 #                                       CPU of steady polling, time of a graceful stop
+#   benches/run-bench.sh polls [N]      the status endpoint of one simulator process, first
+#                                       driven by wrk (64 connections: the loopback ceiling),
+#                                       then by the prober tracking N jobs (default 20000)
+#                                       polled every 250 ms, limiter lifted: req/s, polls/s,
+#                                       CPU µs per request/poll, RSS per job, and the ratios
+#                                       (BENCH_SECS: length of each measurement, default 20)
 #
 # Builds the release binary first. Needs GNU time (/usr/bin/time) for `once`.
 set -euo pipefail
@@ -83,8 +89,80 @@ print(f"job.status results in the journal: {$polls}")
 print(f"graceful stop (SIGTERM to exit, {$handed} jobs handed over): {$ts1-$ts0:.1f} s")
 PY
   ;;
+polls)
+  command -v wrk >/dev/null || { echo "polls needs wrk (Debian: apt-get install wrk)" >&2; exit 2; }
+  n="${2:-20000}"
+  secs="${BENCH_SECS:-20}"
+  port=18081
+  url=http://127.0.0.1:$port
+  hosts=target/bench/hosts-$n.txt
+  benches/gen-hosts.sh "$n" > "$hosts"
+  rm -rf target/bench/journal-polls
+  "$bin" simulate --port $port --bind 127.0.0.1 --simulator-config benches/sim-polls.toml \
+    > target/bench/sim-polls.log 2>&1 &
+  sim=$!
+  probe=
+  trap 'kill $sim $probe 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do curl -fsS -o /dev/null $url/api/v1/alive && break; sleep 0.2; done
+  status_requests() {
+    curl -fsS $url/_sim/counters | python3 -c 'import json,sys;print(json.load(sys.stdin)["endpoints"].get("job_status",{}).get("requests",0))'
+  }
+  # wrk polls one real job (a login and a launch first), as the prober does.
+  token=$(curl -fsS -H 'Content-Type: application/json' -d '{"username":"probe","password":"bench-secret"}' \
+    $url/api/v1/auth/token | python3 -c 'import json,sys;print(json.load(sys.stdin)["token"])')
+  job=$(curl -fsS -H 'Content-Type: application/json' -H "Authorization: Bearer $token" \
+    -d '{"hostname":"wrk-host","backupLevel":"FULL"}' $url/api/v1/backups \
+    | python3 -c 'import json,sys;print(json.load(sys.stdin)["jobId"])')
+  cat > target/bench/poll.lua <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+wrk.body = '{"jobId":"$job","hostname":"wrk-host"}'
+LUA
+  s0=$(cpu_ticks $sim); c0=$(status_requests)
+  /usr/bin/time -f "%U %S" -o target/bench/wrk.time \
+    wrk -t1 -c64 -d${secs}s -s target/bench/poll.lua $url/api/v1/jobs/status > target/bench/wrk.out
+  s1=$(cpu_ticks $sim); c1=$(status_requests)
+  wrk_rps=$(awk '/Requests\/sec/{print $2}' target/bench/wrk.out)
+  read -r wrk_user wrk_sys < target/bench/wrk.time
+  wrk_n=$((c1 - c0))
+
+  "$bin" run --no-progress --config benches/run-polls.toml --hosts "$hosts" \
+    > target/bench/polls.out 2> target/bench/polls.err &
+  probe=$!
+  sleep 0.5
+  base_rss=$(awk '/VmRSS/{print $2}' /proc/$probe/status)
+  launched=0
+  while [ "$launched" -lt "$n" ]; do
+    sleep 1
+    kill -0 $probe || { echo "prober exited early"; cat target/bench/polls.err; exit 1; }
+    launched=$(cat target/bench/journal-polls/results-*.ndjson 2>/dev/null | grep -c '"action":"backup.launch"' || true)
+  done
+  sleep 3 # every job past its first poll
+  p0=$(cpu_ticks $probe); s2=$(cpu_ticks $sim); c2=$(status_requests)
+  sleep "$secs"
+  p1=$(cpu_ticks $probe); s3=$(cpu_ticks $sim); c3=$(status_requests)
+  rss=$(awk '/VmRSS/{print $2}' /proc/$probe/status)
+  ts0=$(date +%s.%N)
+  kill -TERM $probe
+  wait $probe || true
+  ts1=$(date +%s.%N)
+  probe=
+  python3 - <<PY
+hz=$hz; secs=$secs; n=$n
+wrk_n=$wrk_n; wrk_cpu=$wrk_user+$wrk_sys
+polls=$c3-$c2; probe_cpu=($p1-$p0)/hz
+print(f"wrk (64 connections, {secs} s): {$wrk_rps:,.0f} req/s; wrk CPU {wrk_cpu/wrk_n*1e6:.1f} µs per request "
+      f"({wrk_cpu/secs:.2f} cores); simulator {($s1-$s0)/hz/wrk_n*1e6:.1f} µs per request")
+print(f"iaso-probe ({n} jobs every 250 ms, {secs} s): {polls/secs:,.0f} polls/s; CPU {probe_cpu/polls*1e6:.1f} µs per poll "
+      f"({probe_cpu/secs:.2f} cores); simulator {($s3-$s2)/hz/polls*1e6:.1f} µs per request")
+print(f"RSS: {$base_rss/1024:.1f} MiB before launches, {$rss/1024:.1f} MiB tracking {n}: {($rss-$base_rss)*1024/n:.0f} bytes per job")
+print(f"ratio polls/s : wrk req/s = {polls/secs/$wrk_rps:.2f}; CPU per poll : wrk CPU per request = {probe_cpu/polls/(wrk_cpu/wrk_n):.1f}")
+print(f"graceful stop of {n} jobs: {$ts1-$ts0:.1f} s")
+PY
+  ;;
 *)
-  echo "usage: $0 once [N] | tracked [N]" >&2
+  echo "usage: $0 once [N] | tracked [N] | polls [N]" >&2
   exit 2
   ;;
 esac
