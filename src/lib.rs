@@ -29,6 +29,7 @@ pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod monitor_state;
 pub mod net;
 pub mod oplog;
 pub mod probes;

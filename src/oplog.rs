@@ -11,10 +11,15 @@
 //!   [`JOB_LINES_PER_INTERVAL`] in one [`JOB_LOG_INTERVAL`], one summary line per interval
 //!   with the count and the top reasons.
 //!
-//! Check state changes (up → down → up, flapping) are the state tracker's, not logged here.
+//! - WARN when a check (a monitor: one check of one environment, or one health component)
+//!   changes state: up → down with the error, down → up with how long it was down; a
+//!   flapping monitor gives one line when it starts flapping and one when it settles
+//!   ([`crate::monitor_state`], Heartbeat's flap threshold of 3).
+//!
 //! Messages and reasons come from result documents, which never hold a secret.
 
 use crate::model::{Action, ErrorType, JobResult, Outcome, ProbeResult};
+use crate::monitor_state::{MonitorStates, Status};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -63,6 +68,17 @@ pub enum OpLine {
         interval: Duration,
         top_reasons: String,
     },
+    CheckState {
+        env: String,
+        monitor: String,
+        /// None: the monitor's first check.
+        from: Option<Status>,
+        to: Status,
+        /// How long the previous state lasted.
+        lasted: Duration,
+        /// The error of the check that went down.
+        error: String,
+    },
 }
 
 impl OpLine {
@@ -109,6 +125,30 @@ impl OpLine {
             } => {
                 tracing::warn!(env = %env, more_jobs_failed = count, interval_s = interval.as_secs(), top_reasons = %top_reasons, "more jobs failed in the last interval than are logged one by one")
             }
+            OpLine::CheckState {
+                env,
+                monitor,
+                from,
+                to,
+                lasted,
+                error,
+            } => {
+                let from = from.map_or("new", Status::as_str);
+                match to {
+                    Status::Down => {
+                        tracing::warn!(env = %env, monitor = %monitor, from, error = %error, "check down")
+                    }
+                    Status::Up if from == "down" => {
+                        tracing::warn!(env = %env, monitor = %monitor, down_for_s = lasted.as_secs(), "check up again")
+                    }
+                    Status::Up => {
+                        tracing::warn!(env = %env, monitor = %monitor, from, flapped_for_s = lasted.as_secs(), "check up again (settled)")
+                    }
+                    Status::Flapping => {
+                        tracing::warn!(env = %env, monitor = %monitor, from, "check flapping: its status keeps changing; one more line when it settles")
+                    }
+                }
+            }
         }
     }
 }
@@ -128,6 +168,7 @@ struct EnvState {
 #[derive(Default)]
 pub struct OpLog {
     envs: HashMap<String, EnvState>,
+    monitors: MonitorStates,
 }
 
 fn is_transport_failure(r: &ProbeResult) -> Option<ErrorType> {
@@ -175,6 +216,26 @@ impl OpLog {
                 env: env_name.into(),
                 down_for: now.saturating_duration_since(since),
             });
+        }
+        // Check state.
+        if let Some(m) = r.monitor.as_ref().filter(|_| {
+            action.dataset() == crate::model::Dataset::Checks
+                && matches!(r.event.outcome, Outcome::Success | Outcome::Failure)
+        }) {
+            if let Some(t) = self.monitors.observe(&m.id, m.status == "up", now) {
+                emit(OpLine::CheckState {
+                    env: env_name.into(),
+                    monitor: m.id.clone(),
+                    from: t.from,
+                    to: t.to,
+                    lasted: t.lasted,
+                    error: r
+                        .error
+                        .as_ref()
+                        .map(|e| e.message.clone())
+                        .unwrap_or_default(),
+                });
+            }
         }
         // Login.
         if action == Action::Auth {
@@ -397,6 +458,108 @@ mod tests {
             n += collect(&mut log, &up, t0 + Duration::from_secs(cycle * 100 + 50)).len();
         }
         assert_eq!(n, 10, "5 × (unreachable + reachable)");
+    }
+
+    fn liveness(c: &ResultContext, up: bool) -> ProbeResult {
+        let r = if up {
+            c.result(Action::Liveness, Outcome::Success).with_http(
+                "GET",
+                "http://p/alive",
+                Some(200),
+            )
+        } else {
+            c.result(Action::Liveness, Outcome::Failure)
+                .with_http("GET", "http://p/alive", None)
+                .with_error(ErrorType::Connect, "connection refused")
+        };
+        r.with_monitor("prod-liveness".into(), 1, 1)
+    }
+
+    fn check_states(lines: &[OpLine]) -> Vec<(Option<Status>, Status, u64)> {
+        lines
+            .iter()
+            .filter_map(|l| match l {
+                OpLine::CheckState {
+                    from, to, lasted, ..
+                } => Some((*from, *to, lasted.as_secs())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_check_down_for_30_s_is_one_down_line_with_the_error_and_one_up_line_with_the_duration() {
+        let c = ctx();
+        let mut log = OpLog::default();
+        let t0 = Instant::now();
+        let mut lines = Vec::new();
+        // Up for a minute, down from 60 s to 90 s (a check every 5 s), then up again.
+        for i in 0..30u64 {
+            let up = !(12..18).contains(&i);
+            lines.extend(collect(
+                &mut log,
+                &liveness(&c, up),
+                t0 + Duration::from_secs(i * 5),
+            ));
+        }
+        assert_eq!(
+            check_states(&lines),
+            vec![
+                (Some(Status::Up), Status::Down, 60),
+                (Some(Status::Down), Status::Up, 30)
+            ]
+        );
+        let down_line = lines
+            .iter()
+            .find(|l| {
+                matches!(
+                    l,
+                    OpLine::CheckState {
+                        to: Status::Down,
+                        ..
+                    }
+                )
+            })
+            .unwrap();
+        assert!(
+            matches!(down_line, OpLine::CheckState { error, monitor, .. } if error == "connection refused" && monitor == "prod-liveness"),
+            "{down_line:?}"
+        );
+    }
+
+    #[test]
+    fn a_flapping_check_is_two_lines_while_it_flaps_and_one_when_it_settles() {
+        let c = ctx();
+        let mut log = OpLog::default();
+        let t0 = Instant::now();
+        let mut lines = Vec::new();
+        for i in 0..200u64 {
+            let up = i < 10 || i % 2 == 0;
+            lines.extend(collect(
+                &mut log,
+                &liveness(&c, up),
+                t0 + Duration::from_secs(i),
+            ));
+        }
+        let states = check_states(&lines);
+        assert_eq!(
+            states.iter().map(|s| s.1).collect::<Vec<_>>(),
+            vec![Status::Down, Status::Flapping],
+            "{states:?}"
+        );
+        for i in 200..210u64 {
+            lines.extend(collect(
+                &mut log,
+                &liveness(&c, true),
+                t0 + Duration::from_secs(i),
+            ));
+        }
+        let states = check_states(&lines);
+        assert_eq!(states.len(), 3, "{states:?}");
+        assert_eq!(
+            (states[2].0, states[2].1),
+            (Some(Status::Flapping), Status::Up)
+        );
     }
 
     #[test]

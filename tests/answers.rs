@@ -296,7 +296,9 @@ fn a_panic_in_a_job_poll_ends_that_job_as_an_internal_error_with_exit_code_2() {
 #[test]
 fn a_token_lifetime_of_20_s_costs_one_login_for_the_whole_pass() {
     let sim = simulator(
-        "seed = 5\ntoken_ttl_ms = 20000\nlatency_ms = { min = 0, max = 1 }\njob_duration_ms = { min = 50, max = 150 }\n",
+        // Jobs long enough for several polls each even on a loaded machine (a 50 ms job could
+        // end before its second poll, leaving fewer token calls than asserted).
+        "seed = 5\ntoken_ttl_ms = 20000\nlatency_ms = { min = 0, max = 1 }\njob_duration_ms = { min = 400, max = 600 }\n",
     );
     let dir = tempfile::tempdir().unwrap();
     let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &hosts("lab", 4));

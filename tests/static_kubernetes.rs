@@ -90,7 +90,10 @@ fn every_manifest_parses_with_kind_and_name() {
     let all = kustomized();
     assert!(all.len() >= 4);
     let mut files: Vec<(String, Value)> = all.clone();
-    files.push(("secret.example.yaml".into(), manifest("secret.example.yaml")));
+    files.push((
+        "secret.example.yaml".into(),
+        manifest("secret.example.yaml"),
+    ));
     for (name, m) in &files {
         assert!(m["apiVersion"].is_string(), "{name}: apiVersion");
         assert!(m["kind"].is_string(), "{name}: kind");
