@@ -127,6 +127,31 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// Every type, in declaration order (`ALL[t as usize] == t`): tables indexed by type
+    /// (the metrics' counters) are sized by it. Adding a variant without listing it here
+    /// fails `all_lists_every_error_type_in_order`.
+    pub const ALL: [ErrorType; 19] = [
+        ErrorType::Timeout,
+        ErrorType::Connect,
+        ErrorType::HttpStatus,
+        ErrorType::Decode,
+        ErrorType::Assertion,
+        ErrorType::Auth,
+        ErrorType::RateLimited,
+        ErrorType::Skipped,
+        ErrorType::BodyTooLarge,
+        ErrorType::JobFailed,
+        ErrorType::JobTimeout,
+        ErrorType::PollFailed,
+        ErrorType::Cancelled,
+        ErrorType::Network,
+        ErrorType::Config,
+        ErrorType::Internal,
+        ErrorType::Tls,
+        ErrorType::Redirect,
+        ErrorType::ApiError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorType::Timeout => "timeout",
@@ -561,6 +586,38 @@ mod tests {
         assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'));
         let back: ProbeResult = serde_json::from_str(&line).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn all_lists_every_error_type_in_order() {
+        for (i, t) in ErrorType::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{t:?}");
+        }
+        // No wildcard: a new variant makes this match fail to compile until it is listed.
+        fn listed(t: ErrorType) -> bool {
+            match t {
+                ErrorType::Timeout
+                | ErrorType::Connect
+                | ErrorType::HttpStatus
+                | ErrorType::Decode
+                | ErrorType::Assertion
+                | ErrorType::Auth
+                | ErrorType::RateLimited
+                | ErrorType::Skipped
+                | ErrorType::BodyTooLarge
+                | ErrorType::JobFailed
+                | ErrorType::JobTimeout
+                | ErrorType::PollFailed
+                | ErrorType::Cancelled
+                | ErrorType::Network
+                | ErrorType::Config
+                | ErrorType::Internal
+                | ErrorType::Tls
+                | ErrorType::Redirect
+                | ErrorType::ApiError => ErrorType::ALL.contains(&t),
+            }
+        }
+        assert!(ErrorType::ALL.iter().all(|t| listed(*t)));
     }
 
     #[test]
