@@ -78,6 +78,10 @@ pub struct SetupArgs {
     /// Wait this long for Kibana to become available before importing.
     #[arg(long, default_value_t = 300)]
     pub kibana_wait_secs: u64,
+    /// Import the dashboards even when Kibana has the same version (replaces edits made in
+    /// Kibana to our objects).
+    #[arg(long)]
+    pub force_dashboards: bool,
 }
 
 #[derive(Debug, Args)]
@@ -529,7 +533,9 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
     };
     let cfg = loaded.config;
     let _guards = logging::init_stderr(&cfg.log.level);
-    let plan = crate::setup::elasticsearch_plan(Some(&cfg.elasticsearch.ilm_delete_after));
+    let plan = crate::setup::elasticsearch_plan_with(&crate::setup::PlanOptions::from_config(
+        &cfg.elasticsearch,
+    ));
     let kibana = match kibana_target(&cfg) {
         Ok(k) => k,
         Err(m) => {
@@ -537,9 +543,19 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
             return EXIT_SETUP;
         }
     };
+    let rules = if cfg.kibana.alerts.enabled {
+        crate::setup::alert_rules(&cfg.kibana.alerts)
+    } else {
+        Vec::new()
+    };
     if args.dry_run {
         for line in crate::setup::dry_run_lines(&plan, kibana.as_ref()) {
             println!("{line}");
+        }
+        if let Some(target) = &kibana {
+            for line in crate::setup::rule_lines(target, &rules) {
+                println!("{line}");
+            }
         }
         return 0;
     }
@@ -555,6 +571,7 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
         }
     };
     let wait = std::time::Duration::from_secs(args.kibana_wait_secs);
+    let force = args.force_dashboards;
     let kibana_cfg = cfg.kibana.clone();
     let system = actix::System::new();
     let result: Result<(), String> = system.block_on(async move {
@@ -573,13 +590,25 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
             .await
             .map_err(|e| e.to_string())?;
             let files = crate::setup::kibana_files();
-            let n = crate::setup::import_kibana(&http, &target, &files)
+            let synced = crate::setup::sync_kibana(&http, &target, &files, force)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!(
-                "kibana: {n} saved objects imported from {} files",
-                files.len()
-            );
+            for (file, sync) in &synced {
+                println!("kibana: {}", sync.describe(file));
+            }
+            if rules.is_empty() {
+                println!("kibana: alerting rules disabled (kibana.alerts.enabled = false)");
+            }
+            for (id, sync) in crate::setup::install_rules(&http, &target, &rules)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let what = match sync {
+                    crate::setup::RuleSync::Created => "created",
+                    crate::setup::RuleSync::Updated => "updated",
+                };
+                println!("kibana: alerting rule {id} {what} (no action: add a connector in Kibana, README \"Alerts\")");
+            }
         } else {
             println!("kibana: no kibana.url configured, dashboards not imported");
         }
@@ -662,9 +691,9 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
         }
     };
     if cfg.elasticsearch.setup_on_start {
-        shipper.require_setup(crate::setup::elasticsearch_plan(Some(
-            &cfg.elasticsearch.ilm_delete_after,
-        )));
+        shipper.require_setup(crate::setup::elasticsearch_plan_with(
+            &crate::setup::PlanOptions::from_config(&cfg.elasticsearch),
+        ));
     }
     let counters = shipper.counters();
     let dead_letter_path = shipper.dead_letter_path().to_owned();

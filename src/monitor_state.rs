@@ -8,8 +8,14 @@
 //! check that alternates up and down on every run produces one "down" and one "flapping"
 //! transition, then nothing until it settles.
 //!
-//! Pure: the caller passes the observations and their time.
+//! A monitor's first state is not "young": a check seen up once and then down is down, not
+//! flapping (only a state that began with a change of status can be too young to trust).
+//!
+//! Pure: the caller passes the observations and their time (a monotonic instant for the
+//! durations of the log lines, the result's `@timestamp` for the state written into the
+//! documents, see [`StateView`]).
 
+use chrono::{DateTime, Utc};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -32,6 +38,15 @@ impl Status {
             Status::Flapping => "flapping",
         }
     }
+
+    /// The word Heartbeat writes in `state.status` (`up`, `down`, `flap`).
+    pub fn heartbeat_word(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Down => "down",
+            Status::Flapping => "flap",
+        }
+    }
 }
 
 /// A monitor's current state.
@@ -39,7 +54,16 @@ impl Status {
 struct State {
     status: Status,
     started_at: Instant,
+    /// Wall-clock start (the `@timestamp` of the check that began the state).
+    started_wall: DateTime<Utc>,
+    /// The monitor's first state: it began with the first check, not with a change of status,
+    /// so it is never too young to change plainly.
+    initial: bool,
+    /// Which state of this monitor this is (1 for the first), part of [`StateView::id`].
+    generation: u64,
     checks: usize,
+    up: usize,
+    down: usize,
     /// The last statuses seen while flapping (at most FLAP_THRESHOLD).
     recent: VecDeque<bool>,
 }
@@ -60,10 +84,33 @@ pub struct MonitorStates {
     states: HashMap<String, State>,
 }
 
+/// A monitor's current state as the documents carry it (Heartbeat's `state.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateView {
+    /// `<monitor id>-<start in ms, hex>-<generation>`: unique per state of a monitor.
+    pub id: String,
+    pub status: Status,
+    pub started_at: DateTime<Utc>,
+    /// From the state's start to the check just observed.
+    pub duration_ms: u64,
+    /// Checks in this state so far, the one just observed included.
+    pub checks: usize,
+    /// Of those checks, how many were up and how many down (they differ while flapping).
+    pub up: usize,
+    pub down: usize,
+}
+
 impl MonitorStates {
-    /// Records one check of `monitor` (`up` or not) at `now`; the transition it caused, if
-    /// any. A monitor first seen up is not a transition worth telling; first seen down is.
-    pub fn observe(&mut self, monitor: &str, up: bool, now: Instant) -> Option<Transition> {
+    /// Records one check of `monitor` (`up` or not) at `now` (`at` on the wall clock); the
+    /// transition it caused, if any. A monitor first seen up is not a transition worth
+    /// telling; first seen down is.
+    pub fn observe(
+        &mut self,
+        monitor: &str,
+        up: bool,
+        now: Instant,
+        at: DateTime<Utc>,
+    ) -> Option<Transition> {
         let seen = if up { Status::Up } else { Status::Down };
         let Some(st) = self.states.get_mut(monitor) else {
             self.states.insert(
@@ -71,7 +118,12 @@ impl MonitorStates {
                 State {
                     status: seen,
                     started_at: now,
+                    started_wall: at,
+                    initial: true,
+                    generation: 1,
                     checks: 1,
+                    up: up as usize,
+                    down: (!up) as usize,
                     recent: VecDeque::new(),
                 },
             );
@@ -89,13 +141,26 @@ impl MonitorStates {
             };
             st.status = to;
             st.started_at = now;
+            st.started_wall = at;
+            st.initial = false;
+            st.generation += 1;
             st.checks = 1;
+            st.up = up as usize;
+            st.down = (!up) as usize;
             st.recent.clear();
             Some(t)
         };
+        let counted = |st: &mut State| {
+            st.checks += 1;
+            if up {
+                st.up += 1;
+            } else {
+                st.down += 1;
+            }
+        };
         match st.status {
             Status::Flapping => {
-                st.checks += 1;
+                counted(st);
                 st.recent.push_back(up);
                 if st.recent.len() > FLAP_THRESHOLD {
                     st.recent.pop_front();
@@ -109,10 +174,10 @@ impl MonitorStates {
                 }
             }
             current if current == seen => {
-                st.checks += 1;
+                counted(st);
                 None
             }
-            _ if st.checks < FLAP_THRESHOLD => {
+            _ if st.checks < FLAP_THRESHOLD && !st.initial => {
                 let t = change(st, Status::Flapping);
                 st.recent.push_back(up);
                 t
@@ -120,11 +185,33 @@ impl MonitorStates {
             _ => change(st, seen),
         }
     }
+
+    /// The current state of `monitor` as of its last check at `at`.
+    pub fn view(&self, monitor: &str, at: DateTime<Utc>) -> Option<StateView> {
+        let st = self.states.get(monitor)?;
+        Some(StateView {
+            id: format!(
+                "{monitor}-{:x}-{}",
+                st.started_wall.timestamp_millis().max(0),
+                st.generation
+            ),
+            status: st.status,
+            started_at: st.started_wall,
+            duration_ms: (at - st.started_wall).num_milliseconds().max(0) as u64,
+            checks: st.checks,
+            up: st.up,
+            down: st.down,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wall(i: usize) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap()
+    }
 
     fn run(seq: &[bool]) -> Vec<Transition> {
         let mut m = MonitorStates::default();
@@ -132,7 +219,12 @@ mod tests {
         seq.iter()
             .enumerate()
             .filter_map(|(i, &up)| {
-                m.observe("lab-liveness", up, t0 + Duration::from_secs(i as u64))
+                m.observe(
+                    "lab-liveness",
+                    up,
+                    t0 + Duration::from_secs(i as u64),
+                    wall(i),
+                )
             })
             .collect()
     }
@@ -188,13 +280,51 @@ mod tests {
     #[test]
     fn monitors_are_independent() {
         let mut m = MonitorStates::default();
-        let t = Instant::now();
-        assert!(m.observe("a", true, t).is_none());
-        assert!(m.observe("b", false, t).is_some());
+        let (t, w) = (Instant::now(), wall(0));
+        assert!(m.observe("a", true, t, w).is_none());
+        assert!(m.observe("b", false, t, w).is_some());
         for _ in 0..3 {
-            assert!(m.observe("a", true, t).is_none());
+            assert!(m.observe("a", true, t, w).is_none());
         }
-        assert!(m.observe("a", false, t).is_some());
-        assert!(m.observe("b", false, t).is_none());
+        assert!(m.observe("a", false, t, w).is_some());
+        assert!(m.observe("b", false, t, w).is_none());
+    }
+
+    #[test]
+    fn a_check_seen_up_once_then_down_is_down_not_flapping() {
+        let t = run(&[true, false]);
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!((t[0].from, t[0].to), (Some(Status::Up), Status::Down));
+        // The state after a change is young: changing back at once is flapping.
+        let t = run(&[true, false, true]);
+        assert_eq!(
+            t.iter().map(|t| t.to).collect::<Vec<_>>(),
+            vec![Status::Down, Status::Flapping]
+        );
+    }
+
+    #[test]
+    fn the_view_counts_checks_of_the_current_state_and_its_age() {
+        let mut m = MonitorStates::default();
+        let t0 = Instant::now();
+        for (i, up) in [true, true, false, false, false].into_iter().enumerate() {
+            m.observe(
+                "lab-liveness",
+                up,
+                t0 + Duration::from_secs(i as u64),
+                wall(i),
+            );
+        }
+        let v = m.view("lab-liveness", wall(4)).unwrap();
+        assert_eq!(v.status, Status::Down);
+        assert_eq!((v.checks, v.up, v.down), (3, 0, 3));
+        assert_eq!(v.started_at, wall(2));
+        assert_eq!(v.duration_ms, 2000);
+        assert_eq!(
+            v.id,
+            format!("lab-liveness-{:x}-2", wall(2).timestamp_millis())
+        );
+        assert_eq!(Status::Flapping.heartbeat_word(), "flap");
+        assert!(m.view("other", wall(4)).is_none());
     }
 }

@@ -19,7 +19,7 @@
 //! Messages and reasons come from result documents, which never hold a secret.
 
 use crate::model::{Action, ErrorType, JobResult, Outcome, ProbeResult};
-use crate::monitor_state::{MonitorStates, Status};
+use crate::monitor_state::{MonitorStates, StateView, Status};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -184,6 +184,17 @@ fn is_transport_failure(r: &ProbeResult) -> Option<ErrorType> {
 }
 
 impl OpLog {
+    /// The state of check `monitor` as of its last result (at `at`): what the sink writes
+    /// into the result's `state.*`. The one tracker of check states is this log's, so the
+    /// documents and the WARN lines always agree.
+    pub fn check_state(
+        &self,
+        monitor: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<StateView> {
+        self.monitors.view(monitor, at)
+    }
+
     /// Looks at one result; `emit` receives the lines it calls for.
     pub fn observe(&mut self, r: &ProbeResult, now: Instant, mut emit: impl FnMut(OpLine)) {
         let env_name = r.service.environment.as_str();
@@ -222,7 +233,10 @@ impl OpLog {
             action.dataset() == crate::model::Dataset::Checks
                 && matches!(r.event.outcome, Outcome::Success | Outcome::Failure)
         }) {
-            if let Some(t) = self.monitors.observe(&m.id, m.status == "up", now) {
+            if let Some(t) = self
+                .monitors
+                .observe(&m.id, m.status == "up", now, r.timestamp)
+            {
                 emit(OpLine::CheckState {
                     env: env_name.into(),
                     monitor: m.id.clone(),
@@ -472,7 +486,8 @@ mod tests {
                 .with_http("GET", "http://p/alive", None)
                 .with_error(ErrorType::Connect, "connection refused")
         };
-        r.with_monitor("prod-liveness".into(), 1, 1)
+        let run = c.check_run("liveness", Duration::from_secs(30));
+        r.with_monitor(&run, "prod-liveness".into(), 1, 1)
     }
 
     fn check_states(lines: &[OpLine]) -> Vec<(Option<Status>, Status, u64)> {

@@ -6,7 +6,7 @@ use crate::actors::sink::SinkHandle;
 use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease, TokenManager};
 use crate::config::{EnvironmentConfig, HostSpec, RestoreSpec, Secret, StatusClass};
 use crate::limiter::EnvLimits;
-use crate::model::result::{IasoBackup, IasoHealth, IasoJob, IasoRestore};
+use crate::model::result::{CheckRun, IasoBackup, IasoHealth, IasoJob, IasoRestore};
 use crate::model::{
     Action, BackupLevel, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult,
     ResultContext,
@@ -81,6 +81,12 @@ fn base(
 
 fn monitor_id(rt: &EnvRuntime, check: &str) -> String {
     format!("{}-{check}", rt.name)
+}
+
+/// A new run of `check` (its documents share `monitor.check_group`), scheduled every
+/// `interval_secs`.
+fn check_run(rt: &EnvRuntime, check: &str, interval_secs: u64) -> CheckRun {
+    rt.ctx.check_run(check, Duration::from_secs(interval_secs))
 }
 
 /// Runs `attempts` times at most, until success; returns the deciding call and its attempt.
@@ -201,6 +207,7 @@ pub async fn liveness(rt: &EnvRuntime) -> ProbeResult {
     fault_injection::hit(&rt.name, "liveness");
     let client = rt.client();
     let attempts = rt.cfg.checks.liveness.attempts;
+    let run = check_run(rt, "liveness", rt.cfg.checks.liveness.interval_secs);
     let ep = &rt.cfg.api.liveness;
     let (call, n) = with_attempts(attempts, || {
         with_token(rt, &client, (ep.send_token, &ep.method, &ep.path), |t| {
@@ -210,6 +217,7 @@ pub async fn liveness(rt: &EnvRuntime) -> ProbeResult {
     })
     .await;
     base(rt, Action::Liveness, &call.exchange, &call.outcome).with_monitor(
+        &run,
         monitor_id(rt, "liveness"),
         n,
         attempts,
@@ -221,6 +229,7 @@ pub async fn liveness(rt: &EnvRuntime) -> ProbeResult {
 pub async fn health(rt: &EnvRuntime) -> Vec<ProbeResult> {
     let client = rt.client();
     let attempts = rt.cfg.checks.health.attempts;
+    let run = check_run(rt, "health", rt.cfg.checks.health.interval_secs);
     let ep = &rt.cfg.api.health;
     let (call, n) = with_attempts(attempts, || {
         with_token(rt, &client, (ep.send_token, &ep.method, &ep.path), |t| {
@@ -238,7 +247,7 @@ pub async fn health(rt: &EnvRuntime) -> Vec<ProbeResult> {
                 component: "_overall".into(),
                 status: "unknown".into(),
             });
-            out.push(r.with_monitor(monitor_id(rt, "health-_overall"), n, attempts));
+            out.push(r.with_monitor(&run, monitor_id(rt, "health-_overall"), n, attempts));
         }
         Ok(report) => {
             let max = rt.cfg.api.health.max_components;
@@ -262,13 +271,14 @@ pub async fn health(rt: &EnvRuntime) -> Vec<ProbeResult> {
                     status,
                 });
                 out.push(r.with_monitor(
+                    &run,
                     monitor_id(rt, &format!("health-{component}")),
                     n,
                     attempts,
                 ));
             }
             if let Some(r) = more_components(rt, &client, &report.components, max, ex) {
-                out.push(r.with_monitor(monitor_id(rt, "health-_more"), n, attempts));
+                out.push(r.with_monitor(&run, monitor_id(rt, "health-_more"), n, attempts));
             }
         }
     }
@@ -325,6 +335,11 @@ pub async fn response_time(rt: &EnvRuntime, path: &str) -> ProbeResult {
     let client = rt.client();
     let limit = Duration::from_millis(rt.cfg.checks.response_time_limit_ms);
     let attempts = rt.cfg.checks.response_time.attempts;
+    let run = check_run(
+        rt,
+        "response_time",
+        rt.cfg.checks.response_time.interval_secs,
+    );
     let (call, n) = with_attempts(attempts, || async {
         let mut call = client.timed_get(path).await;
         if call.outcome.is_ok() && call.exchange.duration > limit {
@@ -344,12 +359,14 @@ pub async fn response_time(rt: &EnvRuntime, path: &str) -> ProbeResult {
     } else {
         "response_time".into()
     };
-    r.with_monitor(monitor_id(rt, &id), n, attempts)
+    r.with_monitor(&run, monitor_id(rt, &id), n, attempts)
 }
 
 fn auth_result(rt: &EnvRuntime, call: &Call<()>) -> ProbeResult {
     let attempts = rt.cfg.checks.auth.attempts;
+    let run = check_run(rt, "auth", rt.cfg.checks.auth.interval_secs);
     base(rt, Action::Auth, &call.exchange, &call.outcome).with_monitor(
+        &run,
         monitor_id(rt, "auth"),
         1,
         attempts,

@@ -331,6 +331,8 @@ fn every_lens_layer_is_bound_to_a_data_view_and_its_columns_are_consistent() {
                 "secondaryMetricAccessor",
                 "maxAccessor",
                 "breakdownByAccessor",
+                "yAccessor",
+                "valueAccessor",
             ] {
                 columns.extend(vl.get(key).and_then(Value::as_str));
             }
@@ -425,7 +427,11 @@ fn operation_accepts(op: &str, es_type: &str) -> bool {
         "range" | "average" | "sum" | "median" | "percentile" | "percentile_rank"
         | "standard_deviation" | "min" | "max" => numeric,
         "terms" | "unique_count" | "count" | "last_value" => {
-            numeric || matches!(es_type, "keyword" | "date" | "boolean" | "ip")
+            numeric
+                || matches!(
+                    es_type,
+                    "keyword" | "constant_keyword" | "wildcard" | "date" | "boolean" | "ip"
+                )
         }
         _ => false,
     }
@@ -482,7 +488,7 @@ fn every_field_a_kibana_object_uses_is_mapped_with_a_fitting_type() {
                             m.es_type
                         ));
                     }
-                    let expected = if op == "count" {
+                    let expected = if matches!(op, "count" | "unique_count") {
                         "number"
                     } else {
                         data_type_of(&m.es_type)
@@ -632,8 +638,14 @@ fn data_view_titles_are_index_template_patterns_of_data_streams() {
             }
         }
     }
-    // And each data stream the prober writes (iaso-checks-<env>, iaso-jobs-<env>) is seen.
-    for stream in ["iaso-checks-prod", "iaso-jobs-lab"] {
+    // And each data stream the prober writes (<type>-<dataset>-<namespace>) is seen, and the
+    // legacy ones (iaso-checks-<env>, iaso-jobs-<env>) stay readable.
+    for stream in [
+        "synthetics-iaso.checks-prod",
+        "logs-iaso.jobs-lab",
+        "iaso-checks-prod",
+        "iaso-jobs-lab",
+    ] {
         let seen = objects
             .iter()
             .filter(|o| o.type_() == "index-pattern")
@@ -788,7 +800,12 @@ fn dashboards_show_what_ops_asked_for() {
             "IASO — service availability",
             &[
                 "summary.up",
-                "summary.down",
+                "summary.final_attempt",
+                "monitor.check_group",
+                "monitor.id",
+                "state.status",
+                "state.started_at",
+                "state.checks",
                 "event.duration",
                 "iaso.limit_ms",
                 "iaso.health.component",
@@ -799,7 +816,7 @@ fn dashboards_show_what_ops_asked_for() {
                 "event.action",
                 "@timestamp",
             ],
-            &["auth", "response_time", "health", "failure"],
+            &["auth", "response_time", "health", "failure", "down"],
         ),
         (
             "IASO — backup & restore jobs",
@@ -808,9 +825,12 @@ fn dashboards_show_what_ops_asked_for() {
                 "event.duration",
                 "host.name",
                 "iaso.job.failure_reason",
-                "error.message",
                 "iaso.job.status",
                 "iaso.job.id",
+                "trace.id",
+                "labels.run_id",
+                "error.type",
+                "error.message.keyword",
                 "service.environment",
                 "@timestamp",
             ],
@@ -908,4 +928,172 @@ fn dashboards_show_what_ops_asked_for() {
             "{title}: no options-list control on service.environment"
         );
     }
+    let host_control = objects
+        .iter()
+        .filter(|o| o.type_() == "dashboard")
+        .flat_map(controls)
+        .any(|(_, c)| c["explicitInput"]["fieldName"] == "host.name");
+    assert!(host_control, "no dashboard has a host control");
+}
+
+fn lens_by_id<'a>(objects: &'a [SavedObject], id: &str) -> &'a SavedObject {
+    objects
+        .iter()
+        .find(|o| o.type_() == "lens" && o.id() == id)
+        .unwrap_or_else(|| panic!("no lens {id}"))
+}
+
+fn layer_columns(lens: &SavedObject) -> Vec<Value> {
+    let layers = lens.attributes()["state"]["datasourceStates"]["formBased"]["layers"]
+        .as_object()
+        .unwrap();
+    let layer = layers.values().next().unwrap();
+    layer["columnOrder"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| layer["columns"][id.as_str().unwrap()].clone())
+        .collect()
+}
+
+/// The bugs of the first dashboards, each pinned: availability averaged over documents (a
+/// health pass weighing 6 times a liveness check), the latest status grouped on job ids the
+/// portal reuses in every environment and run.
+#[test]
+fn availability_is_per_monitor_and_per_check_run_and_jobs_group_on_their_flow() {
+    let objects = objects();
+    let per_monitor = layer_columns(lens_by_id(&objects, "iaso-availability-by-monitor"));
+    assert_eq!(per_monitor[0]["sourceField"], "monitor.id");
+    assert_eq!(per_monitor[0]["operationType"], "terms");
+    assert!(per_monitor
+        .iter()
+        .any(|c| c["operationType"] == "average" && c["sourceField"] == "summary.up"));
+    for id in ["iaso-availability-overall", "iaso-availability-by-check"] {
+        let cols = layer_columns(lens_by_id(&objects, id));
+        let formula = cols
+            .iter()
+            .find(|c| c["operationType"] == "formula")
+            .unwrap_or_else(|| panic!("{id}: no formula"));
+        let text = formula["params"]["formula"].as_str().unwrap();
+        assert!(
+            text.contains("unique_count(monitor.check_group"),
+            "{id}: availability is counted per check run: {text}"
+        );
+        assert!(
+            !cols
+                .iter()
+                .any(|c| c["operationType"] == "average" && c["sourceField"] == "summary.up"),
+            "{id}: no average over documents"
+        );
+    }
+    let latest = layer_columns(lens_by_id(&objects, "iaso-jobs-latest-status"));
+    assert_eq!(
+        (
+            latest[0]["operationType"].as_str(),
+            latest[0]["sourceField"].as_str()
+        ),
+        (Some("terms"), Some("trace.id")),
+        "one row per job flow, not per (reused) job id"
+    );
+    let status = layer_columns(lens_by_id(&objects, "iaso-current-status"));
+    assert!(status
+        .iter()
+        .any(|c| c["sourceField"] == "state.started_at" && c["dataType"] == "date"));
+    let heat = lens_by_id(&objects, "iaso-status-heatmap");
+    assert_eq!(heat.attributes()["visualizationType"], "lnsHeatmap");
+}
+
+/// `setup` imports a file again only when the version in its dashboard's description differs
+/// from Kibana's copy: the marker must be the hash of the file (with the marker blanked), so
+/// any change to a file changes it.
+#[test]
+fn each_dashboard_carries_the_version_of_its_file() {
+    use sha2::{Digest, Sha256};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kibana");
+    for (name, content) in iaso_probe::setup::kibana_files() {
+        let text = std::str::from_utf8(content).unwrap();
+        assert_eq!(std::fs::read(dir.join(name)).unwrap(), content);
+        let versions = iaso_probe::setup::kibana::file_versions(content);
+        if !text.contains("\"type\":\"dashboard\"") {
+            assert!(versions.is_empty(), "{name}");
+            continue;
+        }
+        assert_eq!(versions.len(), 1, "{name}: one version marker");
+        let (_, version) = &versions[0];
+        let blanked = text.replace(
+            &format!("[iaso-probe dashboards {version}]"),
+            "[iaso-probe dashboards <version>]",
+        );
+        let hash = hex::encode(Sha256::digest(blanked.as_bytes()));
+        assert_eq!(
+            version,
+            &hash[..12],
+            "{name}: rerun python3 tools/kibana_objects.py"
+        );
+    }
+}
+
+/// Every field a rule's query reads is mapped, with a type its query can use, by the template
+/// of the streams it reads; the down rule counts consecutive downs through `state.checks`.
+#[test]
+fn every_alert_rule_reads_mapped_fields() {
+    let templates = index_templates();
+    let rules = iaso_probe::setup::alert_rules(&iaso_probe::config::AlertsConfig::default());
+    assert_eq!(rules.len(), 2);
+    let mut errors = Vec::new();
+    for rule in &rules {
+        let params = &rule.create["params"];
+        let index = match params["index"].as_array() {
+            Some(i) => i[0].as_str().unwrap().to_owned(),
+            None => {
+                let esql = params["esqlQuery"]["esql"].as_str().unwrap();
+                esql.split_whitespace().nth(1).unwrap().to_owned()
+            }
+        };
+        let Some((_, _, fields)) = templates
+            .iter()
+            .find(|(_, patterns, _)| patterns.iter().any(|p| p == &index))
+        else {
+            errors.push(format!(
+                "rule {}: no index template has the pattern {index}",
+                rule.id
+            ));
+            continue;
+        };
+        let used = rule.query_fields();
+        assert!(used.len() >= 3, "rule {}: fields read: {used:?}", rule.id);
+        for f in &used {
+            match fields.get(f) {
+                None => errors.push(format!("rule {}: {f} is not mapped in {index}", rule.id)),
+                Some(m) if f == "@timestamp" && m.es_type != "date" => {
+                    errors.push(format!("rule {}: @timestamp is {}", rule.id, m.es_type))
+                }
+                Some(m) if m.es_type == "match_only_text" => errors.push(format!(
+                    "rule {}: {f} is match_only_text, not usable in a term or STATS BY",
+                    rule.id
+                )),
+                Some(_) => {}
+            }
+        }
+        assert_eq!(rule.create["rule_type_id"], ".es-query");
+        assert_eq!(
+            rule.create["actions"],
+            serde_json::json!([]),
+            "connector left to the operator"
+        );
+        assert!(
+            rule.update().get("rule_type_id").is_none(),
+            "PUT cannot change the type"
+        );
+    }
+    let down = &rules[0];
+    assert!(down.query_fields().contains(&"state.checks".to_owned()));
+    assert!(down.query_fields().contains(&"state.status".to_owned()));
+    assert!(rules[1]
+        .query_fields()
+        .contains(&"event.outcome".to_owned()));
+    assert!(rules[1]
+        .query_fields()
+        .contains(&"service.environment".to_owned()));
+    assert_no_errors(errors);
 }

@@ -14,6 +14,7 @@ Formats (Kibana 8.x saved objects, see README.md, "Run the stack"):
 Kibana >= 8.9 imports all of them and migrates them forward.
 """
 
+import hashlib
 import json
 import os
 
@@ -85,17 +86,19 @@ def data_view(id_, title, name, formats):
 DATA_VIEWS = [
     data_view(
         CHECKS_DV,
-        "iaso-checks-*",
+        # New streams (<type>-<dataset>-<namespace>) and the legacy ones (read only).
+        "synthetics-iaso.checks-*,iaso-checks-*",
         "IASO checks",
         {
             "event.duration": duration_format("nanoseconds"),
             "monitor.duration.us": duration_format("microseconds"),
+            "state.duration_ms": duration_format("milliseconds"),
             "iaso.limit_ms": duration_format("milliseconds"),
         },
     ),
     data_view(
         JOBS_DV,
-        "iaso-jobs-*",
+        "logs-iaso.jobs-*,iaso-jobs-*",
         "IASO backup & restore jobs",
         {
             "event.duration": duration_format("nanoseconds"),
@@ -210,7 +213,7 @@ def last_value(field, label, data_type="string"):
         "operationType": "last_value",
         "sourceField": field,
         "isBucketed": False,
-        "scale": "ordinal" if data_type == "string" else "ratio",
+        "scale": {"string": "ordinal", "number": "ratio", "date": "interval"}[data_type],
         "filter": kql(f"{field}: *"),
         "params": {"sortField": "@timestamp", "showArrayValues": False},
     }
@@ -263,6 +266,88 @@ def formula(col_id, label, text, parts, op, operands, fmt):
         "references": [math_id],
     }
     return columns, ids + [math_id]
+
+
+def formula_ast(col_id, label, text, parts, ast, fmt):
+    """A Lens formula column of any tinymath AST: `ast` is nested tuples (op, arg, arg) whose
+    leaves are part indexes (int) or numbers ({"number": n})."""
+    columns = {}
+    ids = []
+    for i, part in enumerate(parts):
+        sub = dict(part, label=f"Part of {label}", customLabel=True)
+        sub_id = f"{col_id}X{i}"
+        columns[sub_id] = sub
+        ids.append(sub_id)
+
+    def node(n):
+        if isinstance(n, int):
+            return ids[n]
+        if isinstance(n, dict):
+            return n["number"]
+        op, *args = n
+        return {
+            "type": "function",
+            "name": op,
+            "args": [node(a) for a in args],
+            "location": {"min": 0, "max": len(text)},
+            "text": text,
+        }
+
+    math_id = f"{col_id}X{len(parts)}"
+    columns[math_id] = {
+        "label": f"Part of {label}",
+        "customLabel": True,
+        "dataType": "number",
+        "operationType": "math",
+        "isBucketed": False,
+        "scale": "ratio",
+        "params": {"tinymathAst": node(ast)},
+        "references": ids,
+    }
+    columns[col_id] = {
+        "label": label,
+        "customLabel": True,
+        "dataType": "number",
+        "operationType": "formula",
+        "isBucketed": False,
+        "scale": "ratio",
+        "params": {"formula": text, "isFormulaBroken": False, "format": fmt},
+        "references": [math_id],
+    }
+    return columns, ids + [math_id]
+
+
+def unique_count(field, label, query=None):
+    col = {
+        "label": label,
+        "customLabel": True,
+        "dataType": "number",
+        "operationType": "unique_count",
+        "sourceField": field,
+        "isBucketed": False,
+        "scale": "ratio",
+        "params": {"emptyAsNull": False},
+    }
+    if query:
+        col["filter"] = kql(query)
+    return col
+
+
+DOWN = 'monitor.status : "down"'
+
+
+def run_availability(col_id, label="Availability (per check run)"):
+    """1 - runs with a down document / all runs, a run being one `monitor.check_group`: a
+    health pass (one document per component) counts once, like a liveness check."""
+    text = f"1 - unique_count(monitor.check_group, kql='{DOWN}') / unique_count(monitor.check_group)"
+    return formula_ast(
+        col_id,
+        label,
+        text,
+        [unique_count("monitor.check_group", "", DOWN), unique_count("monitor.check_group", "")],
+        ("subtract", {"number": 1}, ("divide", 0, 1)),
+        PERCENT,
+    )
 
 
 def percentile_ms(col_id, pct):
@@ -384,6 +469,26 @@ def xy_vis(series, x, accessors, split=None, colors=None):
     return dict(XY_DEFAULTS, preferredSeriesType=series, layers=[layer])
 
 
+def heatmap_vis(x, y, value):
+    return {
+        "layerId": LAYER,
+        "layerType": "data",
+        "shape": "heatmap",
+        "xAccessor": x,
+        "yAccessor": y,
+        "valueAccessor": value,
+        "legend": {"isVisible": True, "position": "right", "type": "heatmap_legend"},
+        "gridConfig": {
+            "type": "heatmap_grid",
+            "isCellLabelVisible": False,
+            "isYAxisLabelVisible": True,
+            "isXAxisLabelVisible": True,
+            "isYAxisTitleVisible": False,
+            "isXAxisTitleVisible": False,
+        },
+    }
+
+
 def table_vis(columns, sort_by=None, direction="desc"):
     vis = {
         "layerId": LAYER,
@@ -407,12 +512,13 @@ def availability_lenses():
     out = []
 
     layer = Layer()
-    a = layer.add("availability", metric("average", "summary.up", "Availability", PERCENT))
+    a = layer.add_formula(run_availability("availability", "Availability"))
     out.append(
         lens(
             "iaso-availability-overall",
-            "Availability (all checks)",
-            "Share of checks that were up (summary.up averaged over every check result).",
+            "Availability per check run (all checks)",
+            "Share of check runs (monitor.check_group) with no monitor down: a health pass counts "
+            "once, whatever its number of components.",
             CHECKS_DV,
             "lnsMetric",
             metric_vis(a),
@@ -421,12 +527,12 @@ def availability_lenses():
     )
 
     layer = Layer()
-    d = layer.add("down", metric("sum", "summary.down", "Checks down", NUMBER0))
+    d = layer.add("down", count("Checks down", DOWN))
     out.append(
         lens(
             "iaso-checks-down-total",
             "Checks down",
-            "Number of check results that declared the service down (summary.down).",
+            "Number of check results that declared a monitor down (monitor.status down).",
             CHECKS_DV,
             "lnsMetric",
             metric_vis(d),
@@ -465,36 +571,79 @@ def availability_lenses():
     )
 
     layer = Layer()
-    env = layer.add("env", terms("service.environment", "Environment", 20))
-    check = layer.add("check", terms("event.action", "Check", 10))
-    avail = layer.add("availability", metric("average", "summary.up", "Availability", PERCENT))
-    up = layer.add("up", metric("sum", "summary.up", "Up", NUMBER0))
-    down = layer.add("down", metric("sum", "summary.down", "Down", NUMBER0))
+    mon = layer.add("monitor", terms("monitor.id", "Monitor", 200))
+    env = layer.add("env", last_value("service.environment", "Environment"))
+    status = layer.add("status", last_value("state.status", "Status"))
+    since = layer.add("since", last_value("state.started_at", "Since (down since when down)", "date"))
+    checks = layer.add("checks", last_value("state.checks", "Checks in this state", "number"))
+    last = layer.add("last", last_value("@timestamp", "Last check", "date"))
+    err = layer.add("error", last_value("error.message.keyword", "Last error"))
     out.append(
         lens(
-            "iaso-availability-by-check",
-            "Availability per environment and check",
-            "Availability % = up / (up + down) per environment (service.environment) and check "
-            "(event.action).",
+            "iaso-current-status",
+            "Current status per monitor (down since)",
+            "Latest state of each monitor (state.status up / down / flap, Heartbeat's flap "
+            "threshold of 3), since when it holds (state.started_at: for a down monitor, down "
+            "since), how many checks it lasted, the last check and its error.",
             CHECKS_DV,
             "lnsDatatable",
-            table_vis([env, check, avail, up, down], sort_by=avail, direction="asc"),
+            table_vis([mon, env, status, since, checks, last, err], sort_by=status, direction="asc"),
             layer,
         )
     )
 
     layer = Layer()
-    ts = layer.add("ts", date_histogram())
-    up = layer.add("up", metric("sum", "summary.up", "Up", NUMBER0))
-    down = layer.add("down", metric("sum", "summary.down", "Down", NUMBER0))
+    mon = layer.add("monitor", terms("monitor.id", "Monitor", 200))
+    avail = layer.add("availability", metric("average", "summary.up", "Availability", PERCENT))
+    runs = layer.add("runs", unique_count("monitor.check_group", "Check runs"))
+    down = layer.add("down", count("Down", DOWN))
     out.append(
         lens(
-            "iaso-up-down-over-time",
-            "Checks up / down over time",
-            "Check results per time bucket, up (summary.up) and down (summary.down).",
+            "iaso-availability-by-monitor",
+            "Availability per monitor",
+            "Per monitor (monitor.id: environment + check, or health component), the share of "
+            "its check runs that were up (summary.up, final attempts only): one liveness outage "
+            "is 0 % for that liveness monitor, whatever the other checks did.",
             CHECKS_DV,
-            "lnsXY",
-            xy_vis("bar_stacked", ts, [up, down], colors={up: GREEN, down: RED}),
+            "lnsDatatable",
+            table_vis([mon, avail, runs, down], sort_by=avail, direction="asc"),
+            layer,
+            "summary.final_attempt : true",
+        )
+    )
+
+    layer = Layer()
+    ts = layer.add("ts", date_histogram())
+    mon = layer.add("monitor", terms("monitor.id", "Monitor", 50))
+    worst = layer.add("worst", metric("min", "summary.up", "Up (0 = down in the interval)", NUMBER0))
+    out.append(
+        lens(
+            "iaso-status-heatmap",
+            "Status over time per monitor",
+            "One row per monitor, one cell per time interval: 1 when every check of the "
+            "interval was up, 0 when at least one was down (min of summary.up).",
+            CHECKS_DV,
+            "lnsHeatmap",
+            heatmap_vis(ts, mon, worst),
+            layer,
+        )
+    )
+
+    layer = Layer()
+    env = layer.add("env", terms("service.environment", "Environment", 20))
+    check = layer.add("check", terms("event.action", "Check", 10))
+    avail = layer.add_formula(run_availability("availability"))
+    runs = layer.add("runs", unique_count("monitor.check_group", "Check runs"))
+    down = layer.add("down", unique_count("monitor.check_group", "Runs with a monitor down", DOWN))
+    out.append(
+        lens(
+            "iaso-availability-by-check",
+            "Availability per environment and check (per check run)",
+            "Per environment and check (event.action), the share of check runs "
+            "(monitor.check_group) without any monitor down.",
+            CHECKS_DV,
+            "lnsDatatable",
+            table_vis([env, check, avail, runs, down], sort_by=avail, direction="asc"),
             layer,
         )
     )
@@ -573,6 +722,7 @@ LATEST_ERRORS = saved_object(
             "error.message",
             "http.response.status_code",
             "monitor.id",
+            "state.status",
         ],
         "description": "Latest check results carrying an error, newest first.",
         "grid": {},
@@ -773,35 +923,38 @@ def jobs_lenses():
     )
 
     layer = Layer()
+    etype = layer.add("type", terms("error.type", "Error type", 10, order_by="failures", missing=True))
     reason = layer.add(
         "reason",
         terms("iaso.job.failure_reason", "Failure reason (API)", 20, order_by="failures", missing=True),
     )
     message = layer.add(
         "message",
-        terms("error.message", "Error message", 20, order_by="failures", missing=True),
+        terms("error.message.keyword", "Error message", 20, order_by="failures", missing=True),
     )
     layer.add("failures", count("Failures"))
     out.append(
         lens(
             "iaso-job-failure-reasons",
             "Failure reasons",
-            "Failure reason reported by the API (iaso.job.failure_reason) and the prober's error "
-            "message, for failed jobs and launches.",
+            "Error type, failure reason reported by the API (iaso.job.failure_reason) and the "
+            "prober's error message, for failed jobs and launches.",
             JOBS_DV,
             "lnsDatatable",
-            table_vis([reason, message, "failures"], sort_by="failures"),
+            table_vis([etype, reason, message, "failures"], sort_by="failures"),
             layer,
             FAILED_ANY,
         )
     )
 
     layer = Layer()
-    job = layer.add(
-        "job", terms("iaso.job.id", "Job id", 50, order_by="ended", direction="asc")
+    trace = layer.add(
+        "trace", terms("trace.id", "Job flow (trace.id)", 50, order_by="ended", direction="asc")
     )
-    host = layer.add("host", last_value("host.name", "Host"))
     env = layer.add("env", last_value("service.environment", "Environment"))
+    run = layer.add("run", last_value("labels.run_id", "Run"))
+    job = layer.add("job", last_value("iaso.job.id", "Job id"))
+    host = layer.add("host", last_value("host.name", "Host"))
     kind = layer.add("kind", last_value("iaso.job.kind", "Kind"))
     status = layer.add("status", last_value("iaso.job.status", "Latest status"))
     pct = layer.add("percent", last_value("iaso.job.percent", "Percent", "number"))
@@ -810,11 +963,53 @@ def jobs_lenses():
         lens(
             "iaso-jobs-latest-status",
             "Latest status per job (running first)",
-            "Latest iaso.job.status per iaso.job.id; jobs with no job.end yet (Ended = 0) are "
-            "still running and come first.",
+            "Latest iaso.job.status per job flow (trace.id: one per launch, so job ids the "
+            "portal reuses across environments and runs never merge); jobs with no job.end "
+            "yet (Ended = 0) are still running and come first.",
             JOBS_DV,
             "lnsDatatable",
-            table_vis([job, env, host, kind, status, pct, end], sort_by=end, direction="asc"),
+            table_vis(
+                [trace, env, run, job, host, kind, status, pct, end], sort_by=end, direction="asc"
+            ),
+            layer,
+        )
+    )
+
+    layer = Layer()
+    host = layer.add("host", terms("host.name", "Host", 100, order_by="when", direction="desc"))
+    when = layer.add("when", last_value("@timestamp", "Last failure", "date"))
+    env = layer.add("env", last_value("service.environment", "Environment"))
+    etype = layer.add("type", last_value("error.type", "Error type"))
+    msg = layer.add("message", last_value("error.message.keyword", "Error message"))
+    job = layer.add("job", last_value("iaso.job.id", "Job id"))
+    out.append(
+        lens(
+            "iaso-last-failure-per-host",
+            "Last failure per host",
+            "For each host (host.name), its latest failed job or launch: when, error type and "
+            "message, job id.",
+            JOBS_DV,
+            "lnsDatatable",
+            table_vis([host, when, env, etype, msg, job], sort_by=when, direction="desc"),
+            layer,
+            FAILED_ANY,
+        )
+    )
+
+    layer = Layer()
+    host = layer.add("host", terms("host.name", "Host", 100))
+    env = layer.add("env", terms("service.environment", "Environment", 20))
+    s = job_series(layer)
+    rate = layer.add_formula(ratio("success-rate", "Success rate", ended("success"), ENDED))
+    out.append(
+        lens(
+            "iaso-jobs-by-host",
+            "Jobs per host",
+            "Per host and environment: launched, ended by result and success rate (pick hosts "
+            "with the Host control above).",
+            JOBS_DV,
+            "lnsDatatable",
+            table_vis([host, env] + list(s.values()) + [rate], sort_by=rate, direction="asc"),
             layer,
         )
     )
@@ -825,7 +1020,17 @@ def jobs_lenses():
 # Dashboards
 
 
-def dashboard(id_, title, description, data_view_id, rows):
+# The dashboards' version: `setup` reads it back from Kibana and imports a file again only when
+# it differs (edits made in Kibana survive a re-run of setup). It is the hash of the file with
+# the marker itself replaced by VERSION_PLACEHOLDER (tests/static_kibana.rs recomputes it).
+VERSION_PLACEHOLDER = "<version>"
+
+
+def version_marker(version):
+    return f"[iaso-probe dashboards {version}]"
+
+
+def dashboard(id_, title, description, data_view_id, rows, controls_=(("environment", "service.environment", "Environment"),)):
     """`rows`: list of rows, each a list of (saved object, width) placed left to right; the
     row height is the tallest of its panels' natural heights."""
     panels, references = [], []
@@ -849,29 +1054,28 @@ def dashboard(id_, title, description, data_view_id, rows):
             )
             x += width
         y += height
-    control = "environment"
-    controls = {
-        control: {
-            "order": 0,
+    controls = {}
+    for order, (control, field, label) in enumerate(controls_):
+        controls[control] = {
+            "order": order,
             "width": "medium",
             "grow": True,
             "type": "optionsListControl",
             "explicitInput": {
                 "id": control,
-                "fieldName": "service.environment",
-                "title": "Environment",
+                "fieldName": field,
+                "title": label,
                 "selectedOptions": [],
                 "enhancements": {},
             },
         }
-    }
-    references.append(
-        {
-            "id": data_view_id,
-            "name": f"controlGroup_{control}:optionsListDataView",
-            "type": "index-pattern",
-        }
-    )
+        references.append(
+            {
+                "id": data_view_id,
+                "name": f"controlGroup_{control}:optionsListDataView",
+                "type": "index-pattern",
+            }
+        )
     return saved_object(
         "dashboard",
         id_,
@@ -889,7 +1093,7 @@ def dashboard(id_, title, description, data_view_id, rows):
                 ),
                 "panelsJSON": compact(controls),
             },
-            "description": description,
+            "description": f"{description} {version_marker(VERSION_PLACEHOLDER)}",
             "kibanaSavedObjectMeta": {
                 "searchSourceJSON": compact({"query": kql(""), "filter": []})
             },
@@ -916,9 +1120,13 @@ def dashboard(id_, title, description, data_view_id, rows):
 
 def write(name, objects):
     path = os.path.join(OUT, name)
+    text = "".join(compact(obj) + "\n" for obj in objects)
+    placeholder = version_marker(VERSION_PLACEHOLDER)
+    if placeholder in text:
+        version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+        text = text.replace(placeholder, version_marker(version))
     with open(path, "w", encoding="utf-8") as f:
-        for obj in objects:
-            f.write(compact(obj) + "\n")
+        f.write(text)
     print(f"wrote {len(objects)} objects to kibana/{name}")
 
 
@@ -930,8 +1138,9 @@ def main():
     service = dashboard(
         "iaso-service-availability",
         "IASO — service availability",
-        "Liveness, health, response time and authentication checks of the IASO API, per "
-        "environment.",
+        "Liveness, health, response time and authentication checks of the IASO API: "
+        "availability per monitor and per check run, current status with down since, status "
+        "over time.",
         CHECKS_DV,
         [
             (
@@ -944,13 +1153,20 @@ def main():
                 ],
             ),
             (
+                15,
+                [
+                    (by_id["iaso-current-status"], 30),
+                    (by_id["iaso-availability-by-monitor"], 18),
+                ],
+            ),
+            (14, [(by_id["iaso-status-heatmap"], 48)]),
+            (
                 13,
                 [
                     (by_id["iaso-availability-by-check"], 20),
-                    (by_id["iaso-up-down-over-time"], 28),
+                    (by_id["iaso-response-time-percentiles"], 28),
                 ],
             ),
-            (14, [(by_id["iaso-response-time-percentiles"], 48)]),
             (
                 13,
                 [
@@ -960,6 +1176,10 @@ def main():
             ),
             (15, [(LATEST_ERRORS, 48)]),
         ],
+        (
+            ("environment", "service.environment", "Environment"),
+            ("monitor", "monitor.id", "Monitor"),
+        ),
     )
 
     jobs = jobs_lenses()
@@ -967,8 +1187,8 @@ def main():
     jobs_dash = dashboard(
         "iaso-backup-restore-jobs",
         "IASO — backup & restore jobs",
-        "Backups and restores launched by the prober: outcomes, durations, failing hosts and "
-        "jobs still running, per environment.",
+        "Backups and restores launched by the prober: outcomes, durations, failure reasons, "
+        "last failure per host and jobs still running, per environment and host.",
         JOBS_DV,
         [
             (
@@ -990,13 +1210,24 @@ def main():
                 ],
             ),
             (
+                14,
+                [
+                    (by_id["iaso-last-failure-per-host"], 28),
+                    (by_id["iaso-jobs-by-host"], 20),
+                ],
+            ),
+            (
                 15,
                 [
-                    (by_id["iaso-job-failure-reasons"], 24),
-                    (by_id["iaso-jobs-latest-status"], 24),
+                    (by_id["iaso-job-failure-reasons"], 20),
+                    (by_id["iaso-jobs-latest-status"], 28),
                 ],
             ),
         ],
+        (
+            ("environment", "service.environment", "Environment"),
+            ("host", "host.name", "Host"),
+        ),
     )
 
     write("iaso-data-views.ndjson", DATA_VIEWS)

@@ -10,6 +10,7 @@
 
 use crate::config::JournalConfig;
 use crate::metrics::Metrics;
+use crate::model::result::MonitorStateDoc;
 use crate::model::ProbeResult;
 use crate::oplog::OpLog;
 use crate::sink::disk::RetryBackoff;
@@ -280,18 +281,39 @@ impl Actor for Sink {
 impl Handler<Publish> for Sink {
     type Result = ();
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
-        match serde_json::to_vec(&msg.0) {
+        let mut r = msg.0;
+        self.oplog
+            .observe(&r, std::time::Instant::now(), |l| l.log());
+        stamp_state(&self.oplog, &mut r);
+        match serde_json::to_vec(&r) {
             Ok(line) => {
-                self.tally.add(&msg.0);
-                self.metrics.record(&msg.0);
-                self.oplog
-                    .observe(&msg.0, std::time::Instant::now(), |l| l.log());
+                self.tally.add(&r);
+                self.metrics.record(&r);
                 self.write_line(line);
             }
             // Cannot happen for our own types; say so loudly rather than drop silently.
             Err(e) => tracing::error!(error = %e, "result could not be encoded"),
         }
     }
+}
+
+/// Writes the monitor's state (Heartbeat's `state.*`, tracked by the oplog from the results
+/// in the order the sink receives them) into a check result.
+fn stamp_state(oplog: &OpLog, r: &mut ProbeResult) {
+    let Some(m) = &r.monitor else {
+        return;
+    };
+    r.state = oplog
+        .check_state(&m.id, r.timestamp)
+        .map(|v| MonitorStateDoc {
+            id: v.id,
+            status: v.status.heartbeat_word().to_owned(),
+            started_at: v.started_at,
+            duration_ms: v.duration_ms,
+            checks: v.checks as u64,
+            up: v.up as u64,
+            down: v.down as u64,
+        });
 }
 
 impl Handler<Flush> for Sink {

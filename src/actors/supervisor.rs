@@ -337,6 +337,8 @@ pub async fn run(
                 .cloned()
                 .collect()
         };
+        let namespace = env_cfg.namespace_of(&name).to_owned();
+        let geo_name = cfg.observer.geo_name.clone();
         let mut env_cfg = env_cfg;
         if let Some(shard) = opts.selection.shard {
             // A restore belongs to the shard of its host (the same hash), and only the
@@ -356,7 +358,9 @@ pub async fn run(
             base_url,
             limits,
             ctx: ResultContext::new(&run_id, &name, &observer)
-                .with_shard(opts.selection.shard.map(|s| s.to_string())),
+                .with_shard(opts.selection.shard.map(|s| s.to_string()))
+                .with_namespace(&namespace)
+                .with_geo_name(geo_name.as_deref()),
             sink: sink.clone(),
             hosts,
         });
@@ -570,9 +574,9 @@ async fn start_shipping(
     shipper.set_disk_faults(faults.clone());
     shipper.set_metrics(metrics.clone());
     if cfg.elasticsearch.setup_on_start {
-        shipper.require_setup(crate::setup::elasticsearch_plan(Some(
-            &cfg.elasticsearch.ilm_delete_after,
-        )));
+        shipper.require_setup(crate::setup::elasticsearch_plan_with(
+            &crate::setup::PlanOptions::from_config(&cfg.elasticsearch),
+        ));
     }
     let counters = shipper.counters();
     let task = actix_rt::spawn(shipper.follow(stop));

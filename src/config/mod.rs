@@ -55,6 +55,18 @@ pub struct Config {
     /// Pass/fail criteria evaluated at the end of `run --once` (exit code 99 when one fails).
     #[serde(default)]
     pub thresholds: ThresholdsConfig,
+    /// Where this prober runs, written into every result.
+    #[serde(default)]
+    pub observer: ObserverConfig,
+}
+
+/// The prober as an observer (ECS `observer.*`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserverConfig {
+    /// `observer.geo.name` of every result: the location the checks run from (Heartbeat's
+    /// `run_from.geo.name`, e.g. `paris-dc1`); absent from the documents when unset.
+    pub geo_name: Option<String>,
 }
 
 /// Self-observation over HTTP (off unless `listen` is set).
@@ -215,8 +227,18 @@ pub struct ElasticsearchConfig {
     pub retry_max_ms: u64,
     /// Install the ILM policy and templates at start when missing.
     pub setup_on_start: bool,
-    /// Delete age of the ILM policy (`30d`, …).
+    /// Delete age of the ILM policy (`30d`, …), counted from rollover; on a cluster without
+    /// ILM, the data streams' `data_retention`.
     pub ilm_delete_after: String,
+    /// ILM rollover: a new backing index once the current one is this old (`30d`, like
+    /// Elastic's built-in logs policy)…
+    pub rollover_max_age: String,
+    /// …or once its primary shard is this big (`50gb`). Without ILM the cluster's data stream
+    /// lifecycle rolls over by its own setting (`cluster.lifecycle.default.rollover`).
+    pub rollover_max_primary_shard_size: String,
+    /// `index.number_of_replicas` of the data streams' indices (0 on a single node, or the
+    /// cluster stays yellow).
+    pub number_of_replicas: u32,
     /// `run --once` waits this long for shipping to catch up before exiting.
     pub once_ship_deadline_secs: u64,
     /// Dead-letter file for documents Elasticsearch refuses for good (default: `<journal.dir>/dead-letter.ndjson`).
@@ -248,6 +270,9 @@ impl Default for ElasticsearchConfig {
             retry_max_ms: 30_000,
             setup_on_start: true,
             ilm_delete_after: "30d".into(),
+            rollover_max_age: "30d".into(),
+            rollover_max_primary_shard_size: "50gb".into(),
+            number_of_replicas: 1,
             once_ship_deadline_secs: 60,
             dead_letter_file: None,
         }
@@ -275,6 +300,37 @@ pub struct KibanaConfig {
     /// Without `proxy_url`, take HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the
     /// environment (false: environment proxy variables are ignored).
     pub proxy_from_env: bool,
+    /// The alerting rules `setup` creates (`[kibana.alerts]`).
+    pub alerts: AlertsConfig,
+}
+
+/// Kibana alerting rules created by `setup` (Elasticsearch query rules, no action: the
+/// connector is the operator's choice, see README "Alerts").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Create or update the rules (false: leave Kibana's rules alone).
+    pub enabled: bool,
+    /// "Monitor down": fires when a monitor has been down for this many consecutive checks.
+    pub down_consecutive_checks: u32,
+    /// "Job failure rate": fires when more than this percentage of the jobs that ended…
+    pub job_failure_rate_percent: f64,
+    /// …in this many minutes failed (per environment).
+    pub job_failure_window_minutes: u32,
+    /// How often Kibana runs each rule.
+    pub rule_interval_minutes: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            down_consecutive_checks: 3,
+            job_failure_rate_percent: 20.0,
+            job_failure_window_minutes: 60,
+            rule_interval_minutes: 1,
+        }
+    }
 }
 
 /// One environment of the IASO portal.
@@ -290,6 +346,10 @@ pub struct EnvironmentConfig {
     /// Run an in-process simulator for this environment and probe it instead of `base_url`.
     #[serde(default)]
     pub simulator: Option<SimulatorConfig>,
+    /// `data_stream.namespace` of this environment's results (default: the environment name):
+    /// they go to `synthetics-iaso.checks-<namespace>` and `logs-iaso.jobs-<namespace>`.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// Requests per second allowed towards this environment (every request passes the limiter).
     #[serde(default = "default_rate")]
     pub rate_limit_per_sec: u32,
@@ -438,6 +498,13 @@ pub struct RestoreSpec {
     /// others (a name given in both takes the restore's value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+}
+
+impl EnvironmentConfig {
+    /// The data stream namespace of environment `name`.
+    pub fn namespace_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(name)
+    }
 }
 
 /// The periodic checks of one environment.

@@ -164,6 +164,97 @@ fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
             p.push(Problem::new("kibana.url", m));
         }
     }
+    if !is_duration(&es.rollover_max_age) {
+        p.push(Problem::new(
+            "elasticsearch.rollover_max_age",
+            format!(
+                "`{}` is not an Elasticsearch duration like 30d or 12h",
+                es.rollover_max_age
+            ),
+        ));
+    }
+    if !is_byte_size(&es.rollover_max_primary_shard_size) {
+        p.push(Problem::new(
+            "elasticsearch.rollover_max_primary_shard_size",
+            format!(
+                "`{}` is not an Elasticsearch byte size like 50gb or 500mb",
+                es.rollover_max_primary_shard_size
+            ),
+        ));
+    }
+    if es.number_of_replicas > 32 {
+        p.push(Problem::new(
+            "elasticsearch.number_of_replicas",
+            "must be at most 32 (0 on a single node)",
+        ));
+    }
+    let a = &c.kibana.alerts;
+    if a.down_consecutive_checks == 0 {
+        p.push(Problem::new(
+            "kibana.alerts.down_consecutive_checks",
+            "must be at least 1",
+        ));
+    }
+    if !(a.job_failure_rate_percent > 0.0 && a.job_failure_rate_percent < 100.0) {
+        p.push(Problem::new(
+            "kibana.alerts.job_failure_rate_percent",
+            "must be above 0 and below 100",
+        ));
+    }
+    for (key, v) in [
+        (
+            "kibana.alerts.job_failure_window_minutes",
+            a.job_failure_window_minutes,
+        ),
+        (
+            "kibana.alerts.rule_interval_minutes",
+            a.rule_interval_minutes,
+        ),
+    ] {
+        if v == 0 || v > 7 * 24 * 60 {
+            p.push(Problem::new(key, "must be between 1 and 10080 (a week)"));
+        }
+    }
+    if let Some(g) = &c.observer.geo_name {
+        if g.trim().is_empty() || g.len() > 1024 {
+            p.push(Problem::new(
+                "observer.geo_name",
+                "must not be empty and at most 1024 bytes",
+            ));
+        }
+    }
+}
+
+/// An Elasticsearch byte size: digits and one of b, kb, mb, gb, tb, pb.
+fn is_byte_size(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && ["b", "kb", "mb", "gb", "tb", "pb"].contains(&unit)
+}
+
+/// Why `ns` cannot be a data stream namespace (Elastic's naming scheme: lowercase, no `-`,
+/// none of `\ / * ? " < > | , # :` or spaces, at most 100 bytes), or `None`.
+pub fn namespace_problem(ns: &str) -> Option<String> {
+    if ns.is_empty() {
+        return Some("a data stream namespace cannot be empty".into());
+    }
+    if ns.len() > 100 {
+        return Some("a data stream namespace is at most 100 bytes".into());
+    }
+    if ns.chars().any(|c| c.is_uppercase()) {
+        return Some(format!("`{ns}`: a data stream namespace is lowercase"));
+    }
+    if let Some(c) = ns
+        .chars()
+        .find(|c| "-\\/*?\"<>|,#: ".contains(*c) || c.is_control())
+    {
+        return Some(format!(
+            "`{ns}`: a data stream namespace cannot contain {c:?}"
+        ));
+    }
+    None
 }
 
 /// Upper bounds of the global durations and counts, as `validate_answers_rules` has for the
@@ -258,6 +349,21 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             format!("environments.{name}"),
             "environment names use lowercase letters, digits, - and _ (they name data streams)",
         ));
+    }
+    match &e.namespace {
+        Some(ns) => {
+            if let Some(m) = namespace_problem(ns) {
+                p.push(Problem::new(k("namespace"), m));
+            }
+        }
+        None => {
+            if let Some(m) = namespace_problem(name) {
+                p.push(Problem::new(
+                    k("namespace"),
+                    format!("the environment name is the default namespace of its data streams, and {m}: set namespace (e.g. `{}`)", name.replace('-', "_")),
+                ));
+            }
+        }
     }
     match (&e.base_url, &e.simulator) {
         (None, None) => p.push(Problem::new(

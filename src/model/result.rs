@@ -20,14 +20,35 @@ pub enum Dataset {
 }
 
 impl Dataset {
-    /// Data stream family (`iaso-checks`, `iaso-jobs`).
+    /// The legacy data stream family (`iaso-checks`, `iaso-jobs`): where documents without
+    /// `data_stream.*` (journal lines written before it existed) still go.
     pub fn stream_prefix(self) -> &'static str {
         match self {
             Dataset::Checks => "iaso-checks",
             Dataset::Jobs => "iaso-jobs",
         }
     }
+
+    /// `data_stream.type`: checks are synthetic monitoring (`synthetics`, like Heartbeat's
+    /// streams under Fleet), jobs are event logs (`logs`).
+    pub fn stream_type(self) -> &'static str {
+        match self {
+            Dataset::Checks => "synthetics",
+            Dataset::Jobs => "logs",
+        }
+    }
+
+    /// `data_stream.dataset` (= `event.dataset`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataset::Checks => "iaso.checks",
+            Dataset::Jobs => "iaso.jobs",
+        }
+    }
 }
+
+/// The ECS version the documents follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.11.0";
 
 /// `event.action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -203,6 +224,44 @@ pub struct ProbeResult {
     pub monitor: Option<Monitor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// Heartbeat's `state.*` of the monitor, as of this check (written by the sink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<MonitorStateDoc>,
+    /// `data_stream.*`: which stream the document goes to (absent on legacy journal lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_stream: Option<DataStream>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecs: Option<Ecs>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataStream {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub dataset: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ecs {
+    pub version: String,
+}
+
+/// Heartbeat's `state`: the monitor's current state (up / down / flap), since when, for how
+/// many checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorStateDoc {
+    pub id: String,
+    pub status: String,
+    #[serde(with = "millis")]
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub checks: u64,
+    pub up: u64,
+    pub down: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +274,9 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<u64>,
     pub sequence: u64,
+    /// ECS `event.kind`: always `event` (absent on legacy journal lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -347,6 +409,15 @@ pub struct Trace {
 pub struct Observer {
     pub hostname: String,
     pub version: String,
+    /// `observer.geo.name`: where the prober runs (Heartbeat's `run_from.geo.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<Geo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Geo {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -357,6 +428,25 @@ pub struct Monitor {
     pub kind: String,
     pub status: String,
     pub duration: MonitorDuration,
+    /// Human name: `<check> (<environment>)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Shared by every document of one check run (a health pass: one per component).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_group: Option<String>,
+    /// From the run's start until the next scheduled run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timespan: Option<Timespan>,
+}
+
+/// A `date_range` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timespan {
+    #[serde(with = "millis")]
+    pub gte: DateTime<Utc>,
+    #[serde(with = "millis")]
+    pub lt: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,6 +463,25 @@ pub struct Summary {
     pub down: u64,
     pub attempt: u32,
     pub max_attempts: u32,
+    /// `up` / `down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// True on the attempt that decides (up, or the last allowed): only such documents
+    /// count for availability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_attempt: Option<bool>,
+    /// Shared by the attempts of one check run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_group: Option<String>,
+}
+
+/// One run of a check: what its documents share (`monitor.check_group`, the timespan until
+/// the next scheduled run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRun {
+    pub group: String,
+    pub started: DateTime<Utc>,
+    pub interval: Duration,
 }
 
 mod millis {
@@ -399,8 +508,13 @@ pub struct ResultContext {
     pub observer_hostname: Arc<str>,
     /// `labels.shard` of every result (`I/N`), when sharded.
     pub shard: Option<Arc<str>>,
+    /// `data_stream.namespace` (the environment name unless configured).
+    pub namespace: Arc<str>,
+    /// `observer.geo.name`, when configured.
+    pub geo_name: Option<Arc<str>>,
     sequence: Arc<AtomicU64>,
     traces: Arc<AtomicU64>,
+    check_runs: Arc<AtomicU64>,
 }
 
 impl ResultContext {
@@ -410,8 +524,46 @@ impl ResultContext {
             environment: environment.into(),
             observer_hostname: observer_hostname.into(),
             shard: None,
+            namespace: environment.into(),
+            geo_name: None,
             sequence: Arc::new(AtomicU64::new(0)),
             traces: Arc::new(AtomicU64::new(0)),
+            check_runs: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Results written to the data streams of `namespace`.
+    pub fn with_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Results carrying `observer.geo.name`.
+    pub fn with_geo_name(mut self, name: Option<&str>) -> Self {
+        self.geo_name = name.map(Into::into);
+        self
+    }
+
+    /// A new run of check `check`, scheduled every `interval`: its `monitor.check_group` is
+    /// unique per run (a hash of run, environment, check and a counter) and its documents
+    /// cover until the next scheduled run.
+    pub fn check_run(&self, check: &str, interval: Duration) -> CheckRun {
+        let n = self.check_runs.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut h = Sha256::new();
+        for part in [
+            self.run_id.as_bytes(),
+            self.environment.as_bytes(),
+            check.as_bytes(),
+            &n.to_be_bytes(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        CheckRun {
+            group: hex::encode(&h.finalize()[..16]),
+            started: DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+                .unwrap_or_default(),
+            interval,
         }
     }
 
@@ -452,6 +604,7 @@ impl ResultContext {
                 outcome,
                 duration: None,
                 sequence,
+                kind: Some("event".into()),
             },
             service: Service {
                 environment: self.environment.to_string(),
@@ -469,9 +622,21 @@ impl ResultContext {
             observer: Observer {
                 hostname: self.observer_hostname.to_string(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                geo: self.geo_name.as_deref().map(|name| Geo {
+                    name: name.to_owned(),
+                }),
             },
             monitor: None,
             summary: None,
+            state: None,
+            data_stream: Some(DataStream {
+                kind: action.dataset().stream_type().to_owned(),
+                dataset: action.dataset().as_str().to_owned(),
+                namespace: self.namespace.to_string(),
+            }),
+            ecs: Some(Ecs {
+                version: ECS_VERSION.to_owned(),
+            }),
         }
     }
 }
@@ -517,32 +682,60 @@ impl ProbeResult {
         self
     }
 
-    /// Heartbeat fields of a check.
-    pub fn with_monitor(mut self, monitor_id: String, attempt: u32, max_attempts: u32) -> Self {
+    /// Heartbeat fields of a check: `monitor_id` is `<env>-<check>`, `run` the check run the
+    /// document belongs to.
+    pub fn with_monitor(
+        mut self,
+        run: &CheckRun,
+        monitor_id: String,
+        attempt: u32,
+        max_attempts: u32,
+    ) -> Self {
         let up = self.event.outcome == Outcome::Success;
         let us = self.event.duration.unwrap_or(0) / 1000;
+        let status = if up { "up" } else { "down" };
+        let env = &self.service.environment;
+        let check = monitor_id
+            .strip_prefix(&format!("{env}-"))
+            .unwrap_or(&monitor_id)
+            .replace('-', " ");
+        let interval = chrono::Duration::from_std(run.interval).unwrap_or(chrono::Duration::zero());
         self.monitor = Some(Monitor {
+            name: Some(format!("{check} ({env})")),
             id: monitor_id,
             kind: "http".into(),
-            status: if up { "up" } else { "down" }.into(),
+            status: status.into(),
             duration: MonitorDuration { us },
+            check_group: Some(run.group.clone()),
+            timespan: Some(Timespan {
+                gte: run.started,
+                lt: run.started + interval,
+            }),
         });
         self.summary = Some(Summary {
             up: up as u64,
             down: (!up) as u64,
             attempt,
             max_attempts,
+            status: Some(status.into()),
+            final_attempt: Some(up || attempt >= max_attempts),
+            retry_group: Some(run.group.clone()),
         });
         self
     }
 
-    /// The data stream this result belongs to (`iaso-checks-lab`, …).
+    /// The data stream this result belongs to: `<type>-<dataset>-<namespace>`
+    /// (`synthetics-iaso.checks-lab`, `logs-iaso.jobs-prod`), or the legacy
+    /// `iaso-checks-<env>` / `iaso-jobs-<env>` for a result without `data_stream.*`.
     pub fn data_stream(&self) -> String {
-        format!(
-            "{}-{}",
-            self.event.dataset.stream_prefix(),
-            self.service.environment
-        )
+        match &self.data_stream {
+            Some(ds) => format!("{}-{}-{}", ds.kind, ds.dataset, ds.namespace),
+            None => format!(
+                "{}-{}",
+                self.event.dataset.stream_prefix(),
+                self.service.environment
+            ),
+        }
     }
 
     pub fn is_failure(&self) -> bool {
@@ -575,14 +768,32 @@ mod tests {
         let r = ctx
             .result(Action::Liveness, Outcome::Success)
             .with_duration(Duration::from_millis(3))
-            .with_http("GET", "http://x/api/v1/alive", Some(200))
-            .with_monitor("lab-liveness".into(), 1, 1);
+            .with_http("GET", "http://x/api/v1/alive", Some(200));
+        let run = ctx.check_run("liveness", Duration::from_secs(30));
+        let r = r.with_monitor(&run, "lab-liveness".into(), 1, 1);
         let line = serde_json::to_string(&r).unwrap();
         assert!(!line.contains("null"), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"]["action"], "liveness");
         assert_eq!(v["monitor"]["duration"]["us"], 3000);
         assert_eq!(v["summary"]["up"], 1);
+        assert_eq!(v["summary"]["status"], "up");
+        assert_eq!(v["summary"]["final_attempt"], true);
+        assert_eq!(v["monitor"]["check_group"], run.group.as_str());
+        assert_eq!(v["monitor"]["name"], "liveness (lab)");
+        assert_eq!(v["data_stream"]["type"], "synthetics");
+        assert_eq!(v["data_stream"]["dataset"], "iaso.checks");
+        assert_eq!(v["data_stream"]["namespace"], "lab");
+        assert_eq!(v["ecs"]["version"], ECS_VERSION);
+        assert_eq!(v["event"]["kind"], "event");
+        let span = |k: &str| {
+            DateTime::parse_from_rfc3339(v["monitor"]["timespan"][k].as_str().unwrap()).unwrap()
+        };
+        assert_eq!(
+            (span("lt") - span("gte")).num_seconds(),
+            30,
+            "until the next run"
+        );
         assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'));
         let back: ProbeResult = serde_json::from_str(&line).unwrap();
         assert_eq!(back, r);
@@ -621,15 +832,49 @@ mod tests {
     }
 
     #[test]
-    fn data_stream_follows_dataset_and_environment() {
+    fn data_stream_is_type_dataset_namespace_and_legacy_without_data_stream_fields() {
         let ctx = ResultContext::new("r", "prod", "obs");
         assert_eq!(
             ctx.result(Action::JobEnd, Outcome::Success).data_stream(),
-            "iaso-jobs-prod"
+            "logs-iaso.jobs-prod"
         );
         assert_eq!(
             ctx.result(Action::Auth, Outcome::Failure).data_stream(),
-            "iaso-checks-prod"
+            "synthetics-iaso.checks-prod"
         );
+        let ctx = ctx.with_namespace("paris");
+        assert_eq!(
+            ctx.result(Action::Liveness, Outcome::Success).data_stream(),
+            "synthetics-iaso.checks-paris"
+        );
+        let mut old = ctx.result(Action::Liveness, Outcome::Success);
+        old.data_stream = None;
+        assert_eq!(old.data_stream(), "iaso-checks-prod");
+    }
+
+    #[test]
+    fn a_legacy_journal_line_still_reads() {
+        let line = r#"{"@timestamp":"2026-11-28T10:00:00.000Z","event":{"id":"a","dataset":"iaso.checks","action":"liveness","outcome":"success","duration":1000,"sequence":1},"service":{"environment":"lab"},"labels":{"run_id":"r"},"observer":{"hostname":"o","version":"0.1.0"},"monitor":{"id":"lab-liveness","type":"http","status":"up","duration":{"us":1}},"summary":{"up":1,"down":0,"attempt":1,"max_attempts":1}}"#;
+        let r: ProbeResult = serde_json::from_str(line).unwrap();
+        assert_eq!(r.data_stream(), "iaso-checks-lab");
+    }
+
+    #[test]
+    fn check_runs_have_distinct_groups_and_a_retry_is_final_only_when_it_decides() {
+        let ctx = ResultContext::new("r", "lab", "obs");
+        let (a, b) = (
+            ctx.check_run("health", Duration::from_secs(60)),
+            ctx.check_run("health", Duration::from_secs(60)),
+        );
+        assert_ne!(a.group, b.group);
+        let down = |attempt| {
+            ctx.result(Action::Liveness, Outcome::Failure)
+                .with_monitor(&a, "lab-liveness".into(), attempt, 3)
+                .summary
+                .unwrap()
+        };
+        assert_eq!(down(2).final_attempt, Some(false));
+        assert_eq!(down(3).final_attempt, Some(true));
+        assert_eq!(down(3).status.as_deref(), Some("down"));
     }
 }

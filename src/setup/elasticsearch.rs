@@ -34,8 +34,19 @@ const COMPONENT_TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Index templates; they name the component templates above, which must exist first.
+/// Index templates; they name the component templates above, which must exist first. The
+/// `<type>-<dataset>-*` ones receive the results; the `iaso-*` ones are the legacy stream
+/// names, kept so the streams written before stay mapped (readable, and writable by older
+/// probers during an upgrade).
 const INDEX_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "synthetics-iaso.checks",
+        include_str!("../../config/elasticsearch/index_templates/synthetics-iaso.checks.json"),
+    ),
+    (
+        "logs-iaso.jobs",
+        include_str!("../../config/elasticsearch/index_templates/logs-iaso.jobs.json"),
+    ),
     (
         "iaso-checks",
         include_str!("../../config/elasticsearch/index_templates/iaso-checks.json"),
@@ -53,16 +64,57 @@ fn parse_asset(kind: &str, name: &str, text: &str) -> Value {
         .unwrap_or_else(|e| panic!("embedded {kind} {name} is not valid JSON: {e}"))
 }
 
+/// What the configuration changes in the embedded assets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanOptions {
+    /// The policy's delete age (`30d`).
+    pub delete_after: Option<String>,
+    /// The policy's rollover age (`30d`).
+    pub rollover_max_age: Option<String>,
+    /// The policy's rollover primary shard size (`50gb`).
+    pub rollover_max_primary_shard_size: Option<String>,
+    /// `index.number_of_replicas`.
+    pub replicas: Option<u32>,
+}
+
+impl PlanOptions {
+    /// The options `[elasticsearch]` sets.
+    pub fn from_config(es: &crate::config::ElasticsearchConfig) -> Self {
+        Self {
+            delete_after: Some(es.ilm_delete_after.clone()),
+            rollover_max_age: Some(es.rollover_max_age.clone()),
+            rollover_max_primary_shard_size: Some(es.rollover_max_primary_shard_size.clone()),
+            replicas: Some(es.number_of_replicas),
+        }
+    }
+}
+
 /// The requests that install everything, in dependency order: ILM policy, component templates,
 /// index templates. `ilm_delete_after` (an Elasticsearch time value such as `"30d"`) replaces
 /// the `min_age` of the policy's delete phase when given.
 pub fn elasticsearch_plan(ilm_delete_after: Option<&str>) -> Vec<SetupRequest> {
+    elasticsearch_plan_with(&PlanOptions {
+        delete_after: ilm_delete_after.map(str::to_owned),
+        ..Default::default()
+    })
+}
+
+/// [`elasticsearch_plan`] with every configurable value: delete age, rollover, replicas.
+pub fn elasticsearch_plan_with(opts: &PlanOptions) -> Vec<SetupRequest> {
     let mut plan = Vec::new();
     for (name, text) in ILM_POLICIES {
         let mut body = parse_asset("ilm policy", name, text);
-        if let Some(age) = ilm_delete_after {
+        if let Some(age) = &opts.delete_after {
             if let Some(delete) = body.pointer_mut("/policy/phases/delete") {
-                delete["min_age"] = Value::String(age.to_owned());
+                delete["min_age"] = Value::String(age.clone());
+            }
+        }
+        if let Some(rollover) = body.pointer_mut("/policy/phases/hot/actions/rollover") {
+            if let Some(age) = &opts.rollover_max_age {
+                rollover["max_age"] = Value::String(age.clone());
+            }
+            if let Some(size) = &opts.rollover_max_primary_shard_size {
+                rollover["max_primary_shard_size"] = Value::String(size.clone());
             }
         }
         plan.push(SetupRequest {
@@ -72,10 +124,16 @@ pub fn elasticsearch_plan(ilm_delete_after: Option<&str>) -> Vec<SetupRequest> {
         });
     }
     for (name, text) in COMPONENT_TEMPLATES {
+        let mut body = parse_asset("component template", name, text);
+        if let (Some(n), Some(Value::Object(settings))) =
+            (opts.replicas, body.pointer_mut("/template/settings"))
+        {
+            settings.insert("index.number_of_replicas".to_owned(), Value::from(n));
+        }
         plan.push(SetupRequest {
             method: "PUT",
             path: format!("/_component_template/{name}"),
-            body: parse_asset("component template", name, text),
+            body,
         });
     }
     for (name, text) in INDEX_TEMPLATES {
@@ -108,6 +166,10 @@ pub enum Retention {
 pub struct Installed {
     /// Requests applied.
     pub applied: usize,
+    /// The resources created or updated (`_index_template/logs-iaso.jobs`, …), in order.
+    pub resources: Vec<String>,
+    /// The cluster has x-pack (else `wildcard`/`constant_keyword` were mapped as `keyword`).
+    pub xpack: bool,
     /// The retention mechanism chosen.
     pub retention: Retention,
     /// The delete age in force (`30d`…), when the plan carries one.
@@ -115,8 +177,21 @@ pub struct Installed {
 }
 
 impl Installed {
-    /// One line for people: what was installed and which lifecycle was chosen, and why.
+    /// For people: what was created or updated, where the results go, and which lifecycle
+    /// was chosen, and why.
     pub fn describe(&self) -> String {
+        let mut text = self.describe_lifecycle();
+        text.push_str(&format!(
+            "\n  created or updated: {}\n  results go to the data streams synthetics-iaso.checks-<namespace> and logs-iaso.jobs-<namespace> (namespace = environment unless environments.<name>.namespace is set); the legacy templates iaso-checks and iaso-jobs are kept, so iaso-checks-* and iaso-jobs-* stay readable (the data views cover both)",
+            self.resources.join(", ")
+        ));
+        if !self.xpack {
+            text.push_str("\n  the cluster has no x-pack: wildcard and constant_keyword fields are mapped as keyword");
+        }
+        text
+    }
+
+    fn describe_lifecycle(&self) -> String {
         let age = self.delete_after.as_deref().unwrap_or("unset");
         match &self.retention {
             Retention::Ilm => format!(
@@ -124,7 +199,7 @@ impl Installed {
                 self.applied
             ),
             Retention::DataStreamLifecycle { status, answer } => format!(
-                "{} resources installed (component and index templates; the cluster has no ILM (GET /_ilm/status answered {status}: {answer}), so data streams use the data stream lifecycle, data_retention {age})",
+                "{} resources installed (component and index templates; the cluster has no ILM (GET /_ilm/status answered {status}: {answer}), so data streams use the data stream lifecycle, data_retention {age}, rollover by the cluster's cluster.lifecycle.default.rollover)",
                 self.applied
             ),
         }
@@ -219,6 +294,55 @@ pub fn without_ilm(plan: &[SetupRequest]) -> Vec<SetupRequest> {
         .collect()
 }
 
+/// Field types that only a cluster with x-pack has, and what replaces each without it (ECS's
+/// `wildcard` for `url.full`, `constant_keyword` for `data_stream.*`): `keyword` indexes the
+/// same values and answers the same queries and aggregations the dashboards make.
+pub const XPACK_FIELD_TYPES: &[(&str, &str)] =
+    &[("wildcard", "keyword"), ("constant_keyword", "keyword")];
+
+/// The plan for a cluster without x-pack (the OSS build): every x-pack field type replaced
+/// by its core equivalent ([`XPACK_FIELD_TYPES`]).
+pub fn without_xpack_types(plan: &[SetupRequest]) -> Vec<SetupRequest> {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                let replaced = map
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .and_then(|t| XPACK_FIELD_TYPES.iter().find(|(x, _)| *x == t));
+                if let Some((_, core)) = replaced {
+                    map.insert("type".into(), Value::from(*core));
+                    map.insert("ignore_above".into(), Value::from(1024));
+                }
+                for child in map.values_mut() {
+                    walk(child);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    plan.iter()
+        .cloned()
+        .map(|mut r| {
+            if let Some(m) = r.body.pointer_mut("/template/mappings") {
+                walk(m);
+            }
+            r
+        })
+        .collect()
+}
+
+/// The path that tells whether the cluster has x-pack: 200 on the default distribution, 400
+/// "no handler found" on the OSS build.
+pub const XPACK_PATH: &str = "/_xpack";
+
+/// Judges the answer to `GET /_xpack`: true unless the API is missing (401/403: security is
+/// on, which is x-pack).
+pub fn classify_xpack(status: u16, body: &str) -> bool {
+    (200..300).contains(&status) || matches!(status, 401 | 403) || !missing_api(status, body)
+}
+
 /// The delete age of the plan's ILM policy (`/policy/phases/delete/min_age`).
 pub fn delete_after(plan: &[SetupRequest]) -> Option<String> {
     plan.iter()
@@ -242,15 +366,21 @@ fn remove_lifecycle_name(settings: &mut Value) {
 
 /// Asks the cluster whether it has ILM (`GET /_ilm/status`).
 pub async fn detect_retention(client: &Elasticsearch) -> Result<Retention, SetupError> {
+    let (status, text) = get(client, ILM_STATUS_PATH).await?;
+    classify_ilm_status(status, &text)
+}
+
+/// `GET path`: the status and the body.
+async fn get(client: &Elasticsearch, path: &'static str) -> Result<(u16, String), SetupError> {
     let transport = |e: String| SetupError::ElasticsearchTransport {
         method: "GET",
-        path: ILM_STATUS_PATH.to_owned(),
+        path: path.to_owned(),
         message: redact_url(&e),
     };
     let response = client
         .send(
             Method::Get,
-            ILM_STATUS_PATH,
+            path,
             HeaderMap::new(),
             Option::<&()>::None,
             Option::<JsonBody<Value>>::None,
@@ -263,7 +393,7 @@ pub async fn detect_retention(client: &Elasticsearch) -> Result<Retention, Setup
         .text()
         .await
         .map_err(|e| transport(format!("reading the answer: {e}")))?;
-    classify_ilm_status(status, &text)
+    Ok((status, text))
 }
 
 fn method_of(request: &SetupRequest) -> Result<Method, SetupError> {
@@ -298,6 +428,19 @@ pub async fn install_elasticsearch_reporting(
     plan: &[SetupRequest],
 ) -> Result<Installed, SetupError> {
     let retention = detect_retention(client).await?;
+    let (status, body) = get(client, XPACK_PATH).await?;
+    let xpack = classify_xpack(status, &body);
+    let core_types;
+    let plan = if xpack {
+        plan
+    } else {
+        tracing::info!(
+            status,
+            "elasticsearch has no x-pack: wildcard and constant_keyword fields are mapped as keyword"
+        );
+        core_types = without_xpack_types(plan);
+        &core_types
+    };
     let adapted;
     let plan = match &retention {
         Retention::Ilm => plan,
@@ -314,6 +457,11 @@ pub async fn install_elasticsearch_reporting(
     let applied = send_plan(client, plan).await?;
     Ok(Installed {
         applied,
+        xpack,
+        resources: plan
+            .iter()
+            .map(|r| r.path.trim_start_matches('/').to_owned())
+            .collect(),
         retention,
         delete_after: delete_after(plan).or_else(|| {
             plan.iter()
@@ -435,10 +583,59 @@ mod tests {
                 "PUT /_ilm/policy/iaso-probe",
                 "PUT /_component_template/iaso-mappings",
                 "PUT /_component_template/iaso-settings",
+                "PUT /_index_template/synthetics-iaso.checks",
+                "PUT /_index_template/logs-iaso.jobs",
                 "PUT /_index_template/iaso-checks",
                 "PUT /_index_template/iaso-jobs",
             ]
         );
+    }
+
+    #[test]
+    fn the_new_templates_outrank_the_built_in_logs_and_synthetics_templates() {
+        // Elasticsearch's own logs@template (logs-*-*) and synthetics@template
+        // (synthetics-*-*) have priority 100 (x-pack/plugin/core/template-resources).
+        for r in elasticsearch_plan(None)
+            .iter()
+            .filter(|r| r.path.starts_with("/_index_template/"))
+        {
+            assert!(r.body["priority"].as_u64().unwrap() > 100, "{}", r.path);
+        }
+        let patterns: Vec<String> = elasticsearch_plan(None)
+            .iter()
+            .filter_map(|r| r.body["index_patterns"].as_array())
+            .flatten()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        assert!(patterns.contains(&"synthetics-iaso.checks-*".to_owned()));
+        assert!(patterns.contains(&"logs-iaso.jobs-*".to_owned()));
+    }
+
+    #[test]
+    fn options_set_rollover_and_replicas() {
+        let plan = elasticsearch_plan_with(&PlanOptions {
+            delete_after: Some("10d".into()),
+            rollover_max_age: Some("7d".into()),
+            rollover_max_primary_shard_size: Some("10gb".into()),
+            replicas: Some(0),
+        });
+        let rollover = plan[0]
+            .body
+            .pointer("/policy/phases/hot/actions/rollover")
+            .unwrap();
+        assert_eq!(
+            rollover,
+            &serde_json::json!({"max_age": "7d", "max_primary_shard_size": "10gb"})
+        );
+        let settings = plan[2].body.pointer("/template/settings").unwrap();
+        assert_eq!(settings["index.number_of_replicas"], Value::from(0));
+        let defaults = PlanOptions::from_config(&crate::config::ElasticsearchConfig::default());
+        assert_eq!(defaults.rollover_max_age.as_deref(), Some("30d"));
+        assert_eq!(
+            defaults.rollover_max_primary_shard_size.as_deref(),
+            Some("50gb")
+        );
+        assert_eq!(defaults.replicas, Some(1));
     }
 
     #[test]
@@ -456,7 +653,7 @@ mod tests {
             plan[0]
                 .body
                 .pointer("/policy/phases/hot/actions/rollover/max_age"),
-            Some(&Value::from("1d")),
+            Some(&Value::from("30d")),
             "only the delete age changes"
         );
     }
@@ -601,6 +798,8 @@ mod tests {
             [
                 "/_component_template/iaso-mappings",
                 "/_component_template/iaso-settings",
+                "/_index_template/synthetics-iaso.checks",
+                "/_index_template/logs-iaso.jobs",
                 "/_index_template/iaso-checks",
                 "/_index_template/iaso-jobs",
             ]
@@ -679,6 +878,7 @@ mod tests {
         "flattened",
         "match_only_text",
         "geo_point",
+        "date_range",
     ];
 
     fn collect_types(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
@@ -698,9 +898,21 @@ mod tests {
     }
 
     #[test]
-    fn every_mapped_field_type_is_one_a_cluster_without_x_pack_has() {
+    fn without_x_pack_every_mapped_field_type_is_one_the_oss_build_has() {
         let mut types = Vec::new();
-        for r in elasticsearch_plan(None) {
+        let plan = elasticsearch_plan(None);
+        let mut xpack = Vec::new();
+        for r in &plan {
+            if let Some(m) = r.body.pointer("/template/mappings") {
+                collect_types(m, "", &mut xpack);
+            }
+        }
+        assert!(
+            xpack.contains(&("url.full".into(), "wildcard".into())),
+            "ECS types with x-pack"
+        );
+        assert!(xpack.contains(&("data_stream.type".into(), "constant_keyword".into())));
+        for r in without_xpack_types(&plan) {
             if let Some(m) = r.body.pointer("/template/mappings") {
                 collect_types(m, "", &mut types);
             }
@@ -711,5 +923,17 @@ mod tests {
             .filter(|(_, t)| !CORE_FIELD_TYPES.contains(&t.as_str()))
             .collect();
         assert!(foreign.is_empty(), "x-pack-only field types: {foreign:?}");
+        assert!(types.contains(&("url.full".into(), "keyword".into())));
+    }
+
+    #[test]
+    fn x_pack_is_missing_only_when_its_api_is() {
+        assert!(classify_xpack(200, r#"{"features":{}}"#));
+        assert!(classify_xpack(401, "{}"));
+        assert!(!classify_xpack(
+            400,
+            r#"{"error":"no handler found for uri [/_xpack] and method [GET]"}"#
+        ));
+        assert!(!classify_xpack(410, "{}"));
     }
 }

@@ -1,6 +1,16 @@
 //! Kibana side of `setup`: imports the saved objects of `kibana/*.ndjson` (data views, Lens
-//! panels, saved search, dashboards) through the saved-objects import API, with
-//! `overwrite=true` so a re-run replaces them in place (ids are fixed).
+//! panels, saved search, dashboards) through the saved-objects import API, and creates the
+//! alerting rules through the rules API.
+//!
+//! Imports do not wipe edits made in Kibana: each dashboard carries the version of its file
+//! (`[iaso-probe dashboards <hash>]` at the end of its description), and [`sync_kibana`]
+//! imports a file (with `overwrite=true`, ids are fixed) only when Kibana's copy is missing or
+//! carries another version, that is when the prober brings new dashboards; otherwise the
+//! objects are left as they are. `setup --force-dashboards` imports everything.
+//!
+//! Rules ([`alert_rules`]) have fixed ids: `POST /api/alerting/rule/<id>` creates one, and
+//! when it exists (409) `PUT` updates it in place. They carry no action: which connector
+//! (mail, Slack, PagerDuty…) is the operator's choice, added in Kibana.
 //!
 //! The import answers HTTP 200 even when nothing was imported: only `"success": true` counts.
 
@@ -69,10 +79,22 @@ impl fmt::Debug for KibanaTarget {
 impl KibanaTarget {
     /// `{url}[/s/{space}]/api/saved_objects/_import?overwrite=true`.
     pub(crate) fn import_url(&self) -> Result<Url, SetupError> {
-        let space = match self.space.as_deref() {
+        // Kibana space ids are lowercase letters, digits, `_` and `-`.
+        let mut url = self.space_url("/api/saved_objects/_import")?;
+        url.set_query(Some("overwrite=true"));
+        Ok(url)
+    }
+
+    /// `{url}[/s/{space}]{suffix}` for a space-scoped API.
+    pub(crate) fn space_url(&self, suffix: &str) -> Result<Url, SetupError> {
+        let space = self.space_prefix()?;
+        self.api_url(&format!("{space}{suffix}"))
+    }
+
+    fn space_prefix(&self) -> Result<String, SetupError> {
+        Ok(match self.space.as_deref() {
             None | Some("") | Some("default") => String::new(),
             Some(space) => {
-                // Kibana space ids are lowercase letters, digits, `_` and `-`.
                 let valid = space
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
@@ -83,10 +105,7 @@ impl KibanaTarget {
                 }
                 format!("/s/{space}")
             }
-        };
-        let mut url = self.api_url(&format!("{space}/api/saved_objects/_import"))?;
-        url.set_query(Some("overwrite=true"));
-        Ok(url)
+        })
     }
 
     /// `{url}/api/status` (status is not space-scoped).
@@ -276,6 +295,452 @@ fn describe_import_error(error: &Value) -> String {
         text.push_str(&format!(" ({message})"));
     }
     text
+}
+
+/// The dashboards of a saved-object file and the version each carries (the marker at the end
+/// of its description, written by `tools/kibana_objects.py`).
+pub fn file_versions(content: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(content)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|o| o["type"] == "dashboard")
+        .filter_map(|o| {
+            let version = version_in(o.pointer("/attributes/description")?.as_str()?)?;
+            Some((o["id"].as_str()?.to_owned(), version))
+        })
+        .collect()
+}
+
+/// The version in a dashboard description (`… [iaso-probe dashboards 0123abcd4567]`).
+fn version_in(description: &str) -> Option<String> {
+    let start = description.rfind("[iaso-probe dashboards ")? + "[iaso-probe dashboards ".len();
+    let rest = &description[start..];
+    Some(rest[..rest.find(']')?].to_owned())
+}
+
+/// The data views (id, title) of a saved-object file.
+fn file_data_views(content: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(content)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|o| o["type"] == "index-pattern")
+        .filter_map(|o| {
+            Some((
+                o["id"].as_str()?.to_owned(),
+                o.pointer("/attributes/title")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// What [`sync_kibana`] did with one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSync {
+    /// Not in Kibana yet: imported.
+    Created { objects: u64 },
+    /// Kibana had another version (`from`, `None` when it carried no marker): imported over it.
+    Updated { from: Option<String>, objects: u64 },
+    /// Kibana has this very version: left alone (edits made in Kibana kept).
+    Unchanged,
+    /// `--force-dashboards`: imported whatever Kibana had.
+    Forced { objects: u64 },
+}
+
+impl FileSync {
+    /// One line for people.
+    pub fn describe(&self, file: &str) -> String {
+        match self {
+            FileSync::Created { objects } => format!("{file}: created ({objects} objects)"),
+            FileSync::Updated { from, objects } => format!(
+                "{file}: updated from version {} ({objects} objects; edits made in Kibana to these objects are replaced: keep yours under another name)",
+                from.as_deref().unwrap_or("unknown")
+            ),
+            FileSync::Unchanged => {
+                format!("{file}: unchanged, left as it is in Kibana (edits kept)")
+            }
+            FileSync::Forced { objects } => {
+                format!("{file}: imported over Kibana's copy (--force-dashboards, {objects} objects)")
+            }
+        }
+    }
+}
+
+/// `GET {space}/api/saved_objects/<type>/<id>`: the object, or `None` when Kibana has none.
+async fn get_saved_object(
+    http: &reqwest::Client,
+    target: &KibanaTarget,
+    kind: &str,
+    id: &str,
+) -> Result<Option<Value>, SetupError> {
+    let url = target.space_url(&format!("/api/saved_objects/{kind}/{id}"))?;
+    let path = KibanaTarget::path_of(&url);
+    let transport = |e: reqwest::Error| SetupError::KibanaTransport {
+        method: "GET",
+        path: path.clone(),
+        message: redact_url(&e.without_url().to_string()),
+    };
+    let response = target
+        .authorize(http.get(url.clone()))
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(transport)?;
+    match status {
+        200 => Ok(Some(serde_json::from_str(&body).unwrap_or(Value::Null))),
+        404 => Ok(None),
+        _ => Err(SetupError::KibanaStatus {
+            method: "GET",
+            path,
+            status,
+            message: truncate(&body, 300),
+        }),
+    }
+}
+
+/// Imports each file whose objects Kibana lacks or has in another version (all of them with
+/// `force`), leaving the others alone; see the module documentation. Returns what happened to
+/// each file, in order.
+pub async fn sync_kibana(
+    http: &reqwest::Client,
+    target: &KibanaTarget,
+    files: &[(&str, &[u8])],
+    force: bool,
+) -> Result<Vec<(String, FileSync)>, SetupError> {
+    let mut out = Vec::new();
+    for (name, content) in files {
+        let decision = if force {
+            None
+        } else {
+            Some(compare_with_kibana(http, target, content).await?)
+        };
+        let sync = match decision {
+            Some(FileSync::Unchanged) => FileSync::Unchanged,
+            other => {
+                let objects = import_kibana(http, target, &[(name, content)]).await? as u64;
+                match other {
+                    None => FileSync::Forced { objects },
+                    Some(FileSync::Updated { from, .. }) => FileSync::Updated { from, objects },
+                    _ => FileSync::Created { objects },
+                }
+            }
+        };
+        tracing::info!(file = %name, outcome = %sync.describe(name), "kibana saved objects");
+        out.push(((*name).to_owned(), sync));
+    }
+    Ok(out)
+}
+
+/// Unchanged, Updated (objects 0: not imported yet) or Created (objects 0), for one file.
+async fn compare_with_kibana(
+    http: &reqwest::Client,
+    target: &KibanaTarget,
+    content: &[u8],
+) -> Result<FileSync, SetupError> {
+    let versions = file_versions(content);
+    if !versions.is_empty() {
+        let mut missing = true;
+        for (id, ours) in &versions {
+            match get_saved_object(http, target, "dashboard", id).await? {
+                None => {}
+                Some(theirs) => {
+                    missing = false;
+                    let from = theirs
+                        .pointer("/attributes/description")
+                        .and_then(Value::as_str)
+                        .and_then(version_in);
+                    if from.as_deref() != Some(ours.as_str()) {
+                        return Ok(FileSync::Updated { from, objects: 0 });
+                    }
+                }
+            }
+        }
+        return Ok(if missing {
+            FileSync::Created { objects: 0 }
+        } else {
+            FileSync::Unchanged
+        });
+    }
+    // Data views: imported again when one is missing or covers other patterns.
+    let mut all_missing = true;
+    for (id, title) in file_data_views(content) {
+        match get_saved_object(http, target, "index-pattern", &id).await? {
+            None => return Ok(FileSync::Created { objects: 0 }),
+            Some(theirs) => {
+                all_missing = false;
+                if theirs.pointer("/attributes/title").and_then(Value::as_str) != Some(&title) {
+                    return Ok(FileSync::Updated {
+                        from: None,
+                        objects: 0,
+                    });
+                }
+            }
+        }
+    }
+    Ok(if all_missing {
+        FileSync::Created { objects: 0 }
+    } else {
+        FileSync::Unchanged
+    })
+}
+
+/// One alerting rule `setup` keeps in Kibana.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    /// Fixed id: what makes `setup` idempotent.
+    pub id: &'static str,
+    /// `POST /api/alerting/rule/<id>` body (creation).
+    pub create: Value,
+}
+
+impl AlertRule {
+    /// `PUT /api/alerting/rule/<id>` body: what an update may change (not the rule type,
+    /// consumer or enabled state; a rule the operator disabled stays disabled).
+    pub fn update(&self) -> Value {
+        let mut body = serde_json::Map::new();
+        for key in [
+            "name",
+            "tags",
+            "schedule",
+            "params",
+            "actions",
+            "notify_when",
+        ] {
+            if let Some(v) = self.create.get(key) {
+                body.insert(key.to_owned(), v.clone());
+            }
+        }
+        Value::Object(body)
+    }
+
+    /// The fields the rule's query reads: the DSL query's term/range keys, the grouping and
+    /// time fields, and the dotted names of an ES|QL query. Tests check each is mapped.
+    pub fn query_fields(&self) -> Vec<String> {
+        let params = &self.create["params"];
+        let mut out: Vec<String> = Vec::new();
+        for key in ["timeField", "termField"] {
+            out.extend(params[key].as_str().map(str::to_owned));
+        }
+        if let Some(q) = params["esQuery"].as_str() {
+            fn walk(v: &Value, out: &mut Vec<String>) {
+                match v {
+                    Value::Object(m) => {
+                        for (k, v) in m {
+                            if matches!(k.as_str(), "term" | "terms" | "range" | "match" | "exists")
+                            {
+                                if let Some(inner) = v.as_object() {
+                                    out.extend(
+                                        inner.keys().filter(|k| k.as_str() != "field").cloned(),
+                                    );
+                                    out.extend(
+                                        inner
+                                            .get("field")
+                                            .and_then(Value::as_str)
+                                            .map(str::to_owned),
+                                    );
+                                }
+                            }
+                            walk(v, out);
+                        }
+                    }
+                    Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+                    _ => {}
+                }
+            }
+            walk(&serde_json::from_str(q).unwrap_or(Value::Null), &mut out);
+        }
+        if let Some(esql) = params.pointer("/esqlQuery/esql").and_then(Value::as_str) {
+            // Identifiers with a dot outside string literals (index patterns come after FROM).
+            let mut in_string = false;
+            let mut word = String::new();
+            let mut after_from = false;
+            for c in esql.chars().chain(std::iter::once(' ')) {
+                if c == '"' {
+                    in_string = !in_string;
+                    word.clear();
+                    continue;
+                }
+                if in_string {
+                    continue;
+                }
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-' | '*') {
+                    word.push(c);
+                    continue;
+                }
+                if !word.is_empty() {
+                    if after_from {
+                        after_from = false;
+                    } else if word.contains('.')
+                        && !word.chars().all(|c| c.is_ascii_digit() || c == '.')
+                    {
+                        out.push(word.clone());
+                    }
+                    if word.eq_ignore_ascii_case("from") {
+                        after_from = true;
+                    }
+                    word.clear();
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The data stream patterns the rules read.
+pub const CHECKS_STREAMS: &str = "synthetics-iaso.checks-*";
+pub const JOBS_STREAMS: &str = "logs-iaso.jobs-*";
+
+/// The rules `setup` creates, from `[kibana.alerts]`:
+/// - `iaso-monitor-down`: an Elasticsearch query rule, one alert per monitor whose latest
+///   checks say `state.status: down` with `state.checks` ≥ N (N consecutive down checks, the
+///   state tracker's count), looked up over the last 5 minutes;
+/// - `iaso-job-failure-rate`: an ES|QL rule, one row per environment whose jobs ended in the
+///   last Y minutes failed more than X % of the time.
+pub fn alert_rules(a: &crate::config::AlertsConfig) -> Vec<AlertRule> {
+    let interval = format!("{}m", a.rule_interval_minutes);
+    let n = a.down_consecutive_checks;
+    let down_query = serde_json::json!({
+        "query": {"bool": {"filter": [
+            {"term": {"state.status": "down"}},
+            {"range": {"state.checks": {"gte": n}}}
+        ]}}
+    });
+    let rate = a.job_failure_rate_percent;
+    let esql = format!(
+        "FROM {JOBS_STREAMS} | WHERE event.action == \"job.end\" | EVAL failed = CASE(event.outcome == \"failure\", 1, 0) | STATS ended = COUNT(*), failed = SUM(failed) BY service.environment | EVAL failure_rate = 100.0 * failed / ended | WHERE failure_rate > {rate:.1}"
+    );
+    vec![
+        AlertRule {
+            id: "iaso-monitor-down",
+            create: serde_json::json!({
+                "name": format!("IASO — monitor down for {n} consecutive checks"),
+                "rule_type_id": ".es-query",
+                "consumer": "alerts",
+                "enabled": true,
+                "tags": ["iaso-probe"],
+                "schedule": {"interval": interval},
+                "actions": [],
+                "params": {
+                    "searchType": "esQuery",
+                    "index": [CHECKS_STREAMS],
+                    "timeField": "@timestamp",
+                    "esQuery": down_query.to_string(),
+                    "size": 100,
+                    "aggType": "count",
+                    "groupBy": "top",
+                    "termField": "monitor.id",
+                    "termSize": 100,
+                    "threshold": [0],
+                    "thresholdComparator": ">",
+                    "timeWindowSize": 5,
+                    "timeWindowUnit": "m",
+                    "excludeHitsFromPreviousRun": false
+                }
+            }),
+        },
+        AlertRule {
+            id: "iaso-job-failure-rate",
+            create: serde_json::json!({
+                "name": format!("IASO — job failure rate above {rate} % in {} minutes", a.job_failure_window_minutes),
+                "rule_type_id": ".es-query",
+                "consumer": "alerts",
+                "enabled": true,
+                "tags": ["iaso-probe"],
+                "schedule": {"interval": interval},
+                "actions": [],
+                "params": {
+                    "searchType": "esqlQuery",
+                    "esqlQuery": {"esql": esql},
+                    "timeField": "@timestamp",
+                    "size": 100,
+                    "threshold": [0],
+                    "thresholdComparator": ">",
+                    "timeWindowSize": a.job_failure_window_minutes,
+                    "timeWindowUnit": "m"
+                }
+            }),
+        },
+    ]
+}
+
+/// What [`install_rules`] did with one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleSync {
+    Created,
+    Updated,
+}
+
+/// Creates each rule (`POST {space}/api/alerting/rule/<id>`), or updates it in place
+/// (`PUT`, same path) when Kibana answers 409 because it exists.
+pub async fn install_rules(
+    http: &reqwest::Client,
+    target: &KibanaTarget,
+    rules: &[AlertRule],
+) -> Result<Vec<(&'static str, RuleSync)>, SetupError> {
+    let mut out = Vec::new();
+    for rule in rules {
+        let url = target.space_url(&format!("/api/alerting/rule/{}", rule.id))?;
+        let path = KibanaTarget::path_of(&url);
+        let (status, body) = send_json(http, target, "POST", &url, &rule.create).await?;
+        let sync = match status {
+            200 => RuleSync::Created,
+            409 => {
+                let (status, body) = send_json(http, target, "PUT", &url, &rule.update()).await?;
+                if status != 200 {
+                    return Err(rule_error("PUT", &path, status, &body));
+                }
+                RuleSync::Updated
+            }
+            _ => return Err(rule_error("POST", &path, status, &body)),
+        };
+        tracing::info!(rule = rule.id, outcome = ?sync, "kibana alerting rule");
+        out.push((rule.id, sync));
+    }
+    Ok(out)
+}
+
+fn rule_error(method: &'static str, path: &str, status: u16, body: &str) -> SetupError {
+    let message = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|j| j.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| truncate(body, 300));
+    SetupError::KibanaStatus {
+        method,
+        path: path.to_owned(),
+        status,
+        message,
+    }
+}
+
+async fn send_json(
+    http: &reqwest::Client,
+    target: &KibanaTarget,
+    method: &'static str,
+    url: &Url,
+    body: &Value,
+) -> Result<(u16, String), SetupError> {
+    let path = KibanaTarget::path_of(url);
+    let transport = |e: reqwest::Error| SetupError::KibanaTransport {
+        method,
+        path: path.clone(),
+        message: redact_url(&e.without_url().to_string()),
+    };
+    let request = match method {
+        "PUT" => http.put(url.clone()),
+        _ => http.post(url.clone()),
+    };
+    let response = target
+        .authorize(request)
+        .header("kbn-xsrf", KBN_XSRF)
+        .json(body)
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(transport)?;
+    Ok((status, text))
 }
 
 /// Polls `GET /api/status` until Kibana's overall level is `available` (HTTP 200), or fails

@@ -4,7 +4,8 @@
 //!   `config/elasticsearch/`, sent through the official client (`PUT` overwrites); on a cluster
 //!   without ILM the templates carry a data stream lifecycle instead of the policy.
 //! - [`kibana`]: the saved objects of `kibana/*.ndjson` (data views, Lens panels, dashboards),
-//!   imported with `overwrite=true`.
+//!   imported with `overwrite=true` when Kibana lacks them or has another version of them
+//!   (edits made in Kibana survive a re-run), and the alerting rules.
 //!
 //! Every asset is embedded in the binary at build time, so a container needs no extra files, and
 //! [`dry_run_lines`] shows exactly what would be sent.
@@ -15,11 +16,12 @@ pub mod kibana;
 use serde::Serialize;
 
 pub use self::elasticsearch::{
-    elasticsearch_plan, install_elasticsearch, install_elasticsearch_reporting, Installed,
-    Retention,
+    elasticsearch_plan, elasticsearch_plan_with, install_elasticsearch,
+    install_elasticsearch_reporting, Installed, PlanOptions, Retention,
 };
 pub use self::kibana::{
-    import_kibana, kibana_files, kibana_http_client, wait_kibana_available, KibanaTarget,
+    alert_rules, import_kibana, install_rules, kibana_files, kibana_http_client, sync_kibana,
+    wait_kibana_available, AlertRule, FileSync, KibanaTarget, RuleSync,
 };
 
 /// One request of the Elasticsearch plan: `PUT /_ilm/policy/iaso-probe` and its JSON body.
@@ -142,6 +144,27 @@ pub fn dry_run_lines(plan: &[SetupRequest], kibana: Option<&KibanaTarget>) -> Ve
     lines
 }
 
+/// The lines `setup --dry-run` prints for the alerting rules: the creation request of each
+/// (method, URL, compact JSON body); when the rule exists, `setup` sends the update body with
+/// `PUT` to the same URL instead.
+pub fn rule_lines(target: &KibanaTarget, rules: &[AlertRule]) -> Vec<String> {
+    rules
+        .iter()
+        .map(|r| {
+            let url = match target.space_url(&format!("/api/alerting/rule/{}", r.id)) {
+                Ok(url) => redact_url(url.as_str()),
+                Err(e) => format!("<{e}>"),
+            };
+            format!(
+                "POST {url} kbn-xsrf: {} (PUT {} when it exists) {}",
+                kibana::KBN_XSRF,
+                r.update(),
+                r.create
+            )
+        })
+        .collect()
+}
+
 /// Removes `user:password@` from every URL in `text`: error messages of the HTTP stack quote the
 /// URL they called, and a URL may carry credentials.
 pub(crate) fn redact_url(text: &str) -> String {
@@ -207,5 +230,12 @@ mod tests {
         assert!(kibana_line.ends_with(&format!("file={}", kibana_files()[0].0)));
         assert!(lines.iter().all(|l| !l.contains("s3cret")));
         assert_eq!(dry_run_lines(&plan, None).len(), plan.len());
+        let rules = alert_rules(&crate::config::AlertsConfig::default());
+        let lines = rule_lines(&target, &rules);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with(
+            "POST http://kibana:5601/api/alerting/rule/iaso-monitor-down kbn-xsrf: true"
+        ));
+        assert!(lines[1].contains("esqlQuery"), "{}", lines[1]);
     }
 }

@@ -35,6 +35,15 @@ struct Head {
     timestamp: Option<serde::de::IgnoredAny>,
     event: Option<HeadEvent>,
     service: Option<HeadService>,
+    data_stream: Option<HeadDataStream>,
+}
+
+#[derive(Deserialize)]
+struct HeadDataStream {
+    #[serde(rename = "type")]
+    kind: String,
+    dataset: String,
+    namespace: String,
 }
 
 #[derive(Deserialize)]
@@ -59,7 +68,9 @@ pub enum EncodeError {
     Dataset(String),
 }
 
-/// Encodes one journal line.
+/// Encodes one journal line: to `<data_stream.type>-<data_stream.dataset>-<data_stream.namespace>`,
+/// or, for a line written before documents carried `data_stream.*`, to the legacy stream
+/// (`iaso-checks-<env>`, `iaso-jobs-<env>`) whose template still maps it.
 pub fn encode(line: Bytes) -> Result<BulkDoc, EncodeError> {
     let head: Head = serde_json::from_slice(&line).map_err(|e| EncodeError::Json(e.to_string()))?;
     if head.timestamp.is_none() {
@@ -77,8 +88,12 @@ pub fn encode(line: Bytes) -> Result<BulkDoc, EncodeError> {
         "iaso.jobs" => "iaso-jobs",
         other => return Err(EncodeError::Dataset(other.to_owned())),
     };
+    let index = match head.data_stream {
+        Some(ds) => format!("{}-{}-{}", ds.kind, ds.dataset, ds.namespace),
+        None => format!("{prefix}-{env}"),
+    };
     Ok(BulkDoc {
-        index: format!("{prefix}-{env}"),
+        index,
         id,
         source: line,
     })
@@ -104,17 +119,25 @@ mod tests {
         let r = ResultContext::new("r", "qualif", "o").result(Action::JobEnd, Outcome::Success);
         let line = Bytes::from(serde_json::to_vec(&r).unwrap());
         let d = encode(line.clone()).unwrap();
-        assert_eq!(d.index, "iaso-jobs-qualif");
+        assert_eq!(d.index, "logs-iaso.jobs-qualif");
         assert_eq!(d.id, r.event.id);
         assert_eq!(d.source, line);
         assert_eq!(
             &d.action_line()[..],
             format!(
-                "{{\"create\":{{\"_id\":\"{}\",\"_index\":\"iaso-jobs-qualif\"}}}}",
+                "{{\"create\":{{\"_id\":\"{}\",\"_index\":\"logs-iaso.jobs-qualif\"}}}}",
                 r.event.id
             )
             .as_bytes()
         );
+    }
+
+    #[test]
+    fn a_line_without_data_stream_fields_goes_to_the_legacy_stream() {
+        let mut r = ResultContext::new("r", "qualif", "o").result(Action::JobEnd, Outcome::Success);
+        r.data_stream = None;
+        let d = encode(Bytes::from(serde_json::to_vec(&r).unwrap())).unwrap();
+        assert_eq!(d.index, "iaso-jobs-qualif");
     }
 
     #[test]

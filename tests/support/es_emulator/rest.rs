@@ -210,6 +210,8 @@ fn route(st: &mut State, req: &HttpRequest, path: &str) -> Reply {
     match (req.method.as_str(), segs.as_slice()) {
         ("POST" | "PUT", ["_bulk"]) => bulk::bulk(st, &req.body),
         ("GET", ["_ilm", "status"]) => Reply::json(200, json!({"operation_mode": "RUNNING"})),
+        // The default distribution: x-pack is there (the real test node is the OSS build).
+        ("GET", ["_xpack"]) => Reply::json(200, json!({"features": {}})),
         ("PUT", ["_ilm", "policy", name]) => match object_body(req) {
             Ok(body) => {
                 let policy = body.get("policy").cloned().unwrap_or(Value::Null);
