@@ -16,8 +16,9 @@ use elasticsearch::auth::Credentials;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::Elasticsearch;
 use iaso_probe::setup::{
-    dry_run_lines, elasticsearch_plan, import_kibana, install_elasticsearch, kibana_files,
-    wait_kibana_available, KibanaTarget, SetupError,
+    alert_rules, dry_run_lines, elasticsearch_plan, import_kibana, install_elasticsearch,
+    install_rules, kibana_files, sync_kibana, wait_kibana_available, FileSync, KibanaTarget,
+    RuleSync, SetupError,
 };
 use serde_json::{json, Value};
 use support::es_emulator::{EmulatorOptions, EsEmulator, Fault};
@@ -42,14 +43,15 @@ fn secured_emulator() -> EsEmulator {
 
 // ----------------------------------------------------------------------------- Elasticsearch
 
-/// The requests after the ILM detection (`GET /_ilm/status`, always the first one).
+/// The requests after the feature detection (`GET /_ilm/status`, then `GET /_xpack`, always
+/// the first two).
 fn installed(es: &EsEmulator) -> Vec<support::es_emulator::RecordedRequest> {
     let mut requests = es.requests();
-    let first = requests.remove(0);
-    assert_eq!(
-        (first.method.as_str(), first.path.as_str()),
-        ("GET", "/_ilm/status")
-    );
+    let detection: Vec<_> = requests
+        .drain(..2)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(detection, ["GET /_ilm/status", "GET /_xpack"]);
     requests
 }
 
@@ -59,7 +61,7 @@ async fn installs_policy_then_component_then_index_templates_as_sent() {
     let client = es_client(&es.url());
     let plan = elasticsearch_plan(Some("7d"));
 
-    assert_eq!(install_elasticsearch(&client, &plan).await.unwrap(), 5);
+    assert_eq!(install_elasticsearch(&client, &plan).await.unwrap(), 7);
 
     let sent: Vec<(String, String)> = installed(&es)
         .into_iter()
@@ -88,6 +90,8 @@ async fn installs_policy_then_component_then_index_templates_as_sent() {
     assert!(components.contains_key("iaso-mappings") && components.contains_key("iaso-settings"));
     let templates = es.index_templates();
     for (name, pattern) in [
+        ("synthetics-iaso.checks", "synthetics-iaso.checks-*"),
+        ("logs-iaso.jobs", "logs-iaso.jobs-*"),
         ("iaso-checks", "iaso-checks-*"),
         ("iaso-jobs", "iaso-jobs-*"),
     ] {
@@ -104,12 +108,12 @@ async fn installing_twice_overwrites_in_place() {
     let client = es_client(&es.url());
     let plan = elasticsearch_plan(None);
     install_elasticsearch(&client, &plan).await.unwrap();
-    assert_eq!(install_elasticsearch(&client, &plan).await.unwrap(), 5);
-    assert_eq!(es.index_templates().len(), 2);
+    assert_eq!(install_elasticsearch(&client, &plan).await.unwrap(), 7);
+    assert_eq!(es.index_templates().len(), 4);
     assert_eq!(
         es.requests().len(),
-        12,
-        "one ILM detection and five PUTs per run"
+        18,
+        "two detections (ILM, x-pack) and seven PUTs per run"
     );
 }
 
@@ -120,11 +124,11 @@ async fn an_elasticsearch_refusal_stops_the_install_naming_type_and_reason() {
     // The refusal a cluster gives when the component templates are missing (tests/real_es.rs
     // gets it from a real node).
     es.fail_path(
-        "/_index_template/iaso-checks",
+        "/_index_template/synthetics-iaso.checks",
         Fault::Error {
             status: 400,
             error_type: "invalid_index_template_exception".into(),
-            reason: "index_template [iaso-checks] invalid, cause [index template [iaso-checks] specifies component templates [iaso-mappings] that do not exist]".into(),
+            reason: "index_template [synthetics-iaso.checks] invalid, cause [index template [synthetics-iaso.checks] specifies component templates [iaso-mappings] that do not exist]".into(),
         },
     );
     let err = install_elasticsearch(&client, &elasticsearch_plan(None))
@@ -135,12 +139,12 @@ async fn an_elasticsearch_refusal_stops_the_install_naming_type_and_reason() {
         "{err:?}"
     );
     let message = err.to_string();
-    assert!(message.starts_with("elasticsearch answered 400 to PUT /_index_template/iaso-checks: invalid_index_template_exception: "), "{message}");
+    assert!(message.starts_with("elasticsearch answered 400 to PUT /_index_template/synthetics-iaso.checks: invalid_index_template_exception: "), "{message}");
     assert!(message.contains("iaso-mappings"), "{message}");
     let sent: Vec<String> = installed(&es).into_iter().map(|r| r.path).collect();
     assert_eq!(
         sent.last().map(String::as_str),
-        Some("/_index_template/iaso-checks"),
+        Some("/_index_template/synthetics-iaso.checks"),
         "stops at the first failure: {sent:?}"
     );
     assert!(es.index_templates().is_empty());
@@ -224,9 +228,14 @@ struct KibanaRequest {
     query: String,
     headers: Vec<(String, String)>,
     parts: Vec<Part>,
+    body: Vec<u8>,
 }
 
 impl KibanaRequest {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -242,6 +251,10 @@ struct StubState {
     import_answers: VecDeque<(u16, Value)>,
     /// Answers to the next `GET /api/status`; when empty, 200 available.
     status_answers: VecDeque<(u16, Value)>,
+    /// Saved objects imported so far, by (type, id), as the file had them.
+    saved: std::collections::BTreeMap<(String, String), Value>,
+    /// Alerting rules, by id (the body of their creation, then updates merged in).
+    rules: std::collections::BTreeMap<String, Value>,
 }
 
 /// A Kibana that records every request and answers the import and status APIs.
@@ -307,6 +320,21 @@ impl KibanaStub {
 
     fn answer_status(&self, answers: Vec<(u16, Value)>) {
         self.state.lock().unwrap().status_answers.extend(answers);
+    }
+
+    /// Changes a stored saved object as a user editing it in Kibana would.
+    fn edit(&self, kind: &str, id: &str, edit: impl FnOnce(&mut Value)) {
+        let mut st = self.state.lock().unwrap();
+        edit(st.saved.get_mut(&(kind.to_owned(), id.to_owned())).unwrap());
+    }
+
+    fn saved(&self, kind: &str, id: &str) -> Option<Value> {
+        let st = self.state.lock().unwrap();
+        st.saved.get(&(kind.to_owned(), id.to_owned())).cloned()
+    }
+
+    fn rules(&self) -> std::collections::BTreeMap<String, Value> {
+        self.state.lock().unwrap().rules.clone()
     }
 }
 
@@ -400,6 +428,7 @@ async fn answer(
         query: req.query_string().to_owned(),
         headers,
         parts: multipart_parts(content_type, &body),
+        body: body.to_vec(),
     };
     let mut st = state.lock().unwrap();
     st.requests.push(recorded.clone());
@@ -413,21 +442,67 @@ async fn answer(
         } else if let Some(answer) = st.import_answers.pop_front() {
             answer
         } else {
-            let objects = recorded
-                .parts
-                .iter()
-                .find(|p| p.name == "file")
-                .map(|p| {
-                    String::from_utf8_lossy(&p.data)
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .count()
-                })
-                .unwrap_or(0);
+            let mut objects = 0;
+            for part in recorded.parts.iter().filter(|p| p.name == "file") {
+                for line in String::from_utf8_lossy(&part.data).lines() {
+                    if let Ok(o) = serde_json::from_str::<Value>(line) {
+                        let key = (
+                            o["type"].as_str().unwrap_or("").to_owned(),
+                            o["id"].as_str().unwrap_or("").to_owned(),
+                        );
+                        st.saved.insert(key, o);
+                        objects += 1;
+                    }
+                }
+            }
             (
                 200,
                 json!({"success": true, "successCount": objects, "successResults": []}),
             )
+        }
+    } else if let Some(rest) = recorded.path.strip_prefix("/api/saved_objects/") {
+        let (kind, id) = rest.split_once('/').unwrap_or((rest, ""));
+        match st.saved.get(&(kind.to_owned(), id.to_owned())) {
+            Some(o) if recorded.method == "GET" => (200, o.clone()),
+            _ => (
+                404,
+                json!({"statusCode": 404, "error": "Not Found",
+                       "message": format!("Saved object [{kind}/{id}] not found")}),
+            ),
+        }
+    } else if let Some(id) = recorded.path.strip_prefix("/api/alerting/rule/") {
+        let id = id.to_owned();
+        let body = recorded.json();
+        match recorded.method.as_str() {
+            _ if recorded.header("kbn-xsrf").is_none() => (
+                400,
+                json!({"statusCode": 400, "message": "Request must contain a kbn-xsrf header."}),
+            ),
+            "POST" if st.rules.contains_key(&id) => (
+                409,
+                json!({"statusCode": 409, "error": "Conflict",
+                       "message": format!("Saved object [alert/{id}] conflict")}),
+            ),
+            "POST" => {
+                st.rules.insert(id.clone(), body.clone());
+                (200, json!({"id": id, "rule_type_id": body["rule_type_id"]}))
+            }
+            "PUT" if st.rules.contains_key(&id) => {
+                if body.get("rule_type_id").is_some() || body.get("consumer").is_some() {
+                    (
+                        400,
+                        json!({"statusCode": 400,
+                               "message": "[request body.rule_type_id]: definition for this key is missing"}),
+                    )
+                } else {
+                    let rule = st.rules.get_mut(&id).unwrap();
+                    for (k, v) in body.as_object().unwrap() {
+                        rule[k] = v.clone();
+                    }
+                    (200, json!({"id": id}))
+                }
+            }
+            _ => (404, json!({"statusCode": 404, "message": "Not Found"})),
         }
     } else if recorded.path == "/api/status" {
         st.status_answers
@@ -679,4 +754,198 @@ fn base64_encode(input: &[u8]) -> String {
         }
     }
     out
+}
+
+// ----------------------------------------------------------------------------- Kibana sync
+
+fn imports(kibana: &KibanaStub) -> usize {
+    kibana
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/_import"))
+        .count()
+}
+
+#[tokio::test]
+async fn dashboards_are_imported_once_and_again_only_when_their_version_changes() {
+    let kibana = KibanaStub::start();
+    let http = reqwest::Client::new();
+    let files = kibana_files();
+    let first = sync_kibana(&http, &kibana.target(), &files, false)
+        .await
+        .unwrap();
+    assert!(
+        first
+            .iter()
+            .all(|(_, s)| matches!(s, FileSync::Created { objects } if *objects > 0)),
+        "{first:?}"
+    );
+    assert_eq!(imports(&kibana), files.len());
+
+    // A user edits the dashboard in Kibana: a second setup leaves it alone.
+    kibana.edit("dashboard", "iaso-service-availability", |d| {
+        d["attributes"]["title"] = json!("IASO — my edited availability");
+    });
+    let second = sync_kibana(&http, &kibana.target(), &files, false)
+        .await
+        .unwrap();
+    assert!(
+        second.iter().all(|(_, s)| *s == FileSync::Unchanged),
+        "{second:?}"
+    );
+    assert_eq!(imports(&kibana), files.len(), "nothing imported again");
+    let edited = kibana
+        .saved("dashboard", "iaso-service-availability")
+        .unwrap();
+    assert_eq!(
+        edited["attributes"]["title"],
+        "IASO — my edited availability"
+    );
+
+    // Kibana holds an older version of one file (the prober was upgraded): that file only.
+    kibana.edit("dashboard", "iaso-backup-restore-jobs", |d| {
+        let text = d["attributes"]["description"].as_str().unwrap();
+        let old =
+            text[..text.rfind('[').unwrap()].to_owned() + "[iaso-probe dashboards 000000000000]";
+        d["attributes"]["description"] = json!(old);
+    });
+    let third = sync_kibana(&http, &kibana.target(), &files, false)
+        .await
+        .unwrap();
+    let updated: Vec<_> = third
+        .iter()
+        .filter(|(_, s)| !matches!(s, FileSync::Unchanged))
+        .collect();
+    assert_eq!(updated.len(), 1, "{third:?}");
+    assert_eq!(updated[0].0, "iaso-backup-restore-jobs.ndjson");
+    assert!(matches!(
+        &updated[0].1,
+        FileSync::Updated { from: Some(v), .. } if v == "000000000000"
+    ));
+    assert!(updated[0]
+        .1
+        .describe(&updated[0].0)
+        .contains("updated from version 000000000000"));
+    assert_eq!(imports(&kibana), files.len() + 1);
+
+    // Moved data views (another title) are imported again.
+    kibana.edit("index-pattern", "iaso-probe-checks", |d| {
+        d["attributes"]["title"] = json!("iaso-checks-*");
+    });
+    let fourth = sync_kibana(&http, &kibana.target(), &files, false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(fourth[0].1, FileSync::Updated { from: None, .. }),
+        "{fourth:?}"
+    );
+
+    let forced = sync_kibana(&http, &kibana.target(), &files, true)
+        .await
+        .unwrap();
+    assert!(forced
+        .iter()
+        .all(|(_, s)| matches!(s, FileSync::Forced { .. })));
+    assert_eq!(
+        kibana
+            .saved("dashboard", "iaso-service-availability")
+            .unwrap()["attributes"]["title"],
+        "IASO — service availability",
+        "forced: our version replaces the edit"
+    );
+}
+
+#[tokio::test]
+async fn rules_are_created_then_updated_in_place_with_fixed_ids() {
+    let kibana = KibanaStub::start();
+    let http = reqwest::Client::new();
+    let mut alerts = iaso_probe::config::AlertsConfig::default();
+    let rules = alert_rules(&alerts);
+    let done = install_rules(&http, &kibana.target(), &rules)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        [
+            ("iaso-monitor-down", RuleSync::Created),
+            ("iaso-job-failure-rate", RuleSync::Created)
+        ]
+    );
+    let stored = kibana.rules();
+    assert_eq!(stored["iaso-monitor-down"]["rule_type_id"], ".es-query");
+    assert_eq!(stored["iaso-monitor-down"]["actions"], json!([]));
+    let down_query: Value = serde_json::from_str(
+        stored["iaso-monitor-down"]["params"]["esQuery"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        down_query.pointer("/query/bool/filter/1/range/state.checks/gte"),
+        Some(&json!(3))
+    );
+
+    // A second setup with other thresholds: 409 on POST, then PUT, same ids, no duplicates.
+    alerts.down_consecutive_checks = 5;
+    alerts.job_failure_rate_percent = 50.0;
+    let rules = alert_rules(&alerts);
+    let done = install_rules(&http, &kibana.target(), &rules)
+        .await
+        .unwrap();
+    assert!(
+        done.iter().all(|(_, s)| *s == RuleSync::Updated),
+        "{done:?}"
+    );
+    let stored = kibana.rules();
+    assert_eq!(stored.len(), 2);
+    assert!(stored["iaso-monitor-down"]["name"]
+        .as_str()
+        .unwrap()
+        .contains("5 consecutive"));
+    assert!(
+        stored["iaso-job-failure-rate"]["params"]["esqlQuery"]["esql"]
+            .as_str()
+            .unwrap()
+            .ends_with("WHERE failure_rate > 50.0")
+    );
+    let calls: Vec<String> = kibana
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "POST /api/alerting/rule/iaso-monitor-down",
+            "POST /api/alerting/rule/iaso-job-failure-rate",
+            "POST /api/alerting/rule/iaso-monitor-down",
+            "PUT /api/alerting/rule/iaso-monitor-down",
+            "POST /api/alerting/rule/iaso-job-failure-rate",
+            "PUT /api/alerting/rule/iaso-job-failure-rate",
+        ]
+    );
+    assert!(kibana
+        .requests()
+        .iter()
+        .all(|r| r.header("kbn-xsrf").is_some() && r.header("authorization").is_some()));
+}
+
+#[tokio::test]
+async fn a_refused_rule_is_an_error_naming_kibana_message() {
+    let kibana = KibanaStub::start();
+    let mut target = kibana.target();
+    target.space = Some("ops".into());
+    let err = install_rules(
+        &reqwest::Client::new(),
+        &target,
+        &alert_rules(&Default::default()),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    // The stub serves no space: Kibana's 404 is reported, with the path.
+    assert!(
+        err.starts_with("kibana answered 404 to POST /s/ops/api/alerting/rule/iaso-monitor-down"),
+        "{err}"
+    );
 }

@@ -930,3 +930,42 @@ fn dollar_scanner_tells_interpolation_from_escapes_and_bare_dollars() {
     );
     assert_eq!(found("$(date)"), r#"[Bare("$(date)")]"#);
 }
+
+/// The single node holds no replica (or every index stays yellow), and the writer role the
+/// probers ship as covers every data stream the index templates create.
+#[test]
+fn the_single_node_gets_no_replica_and_the_writer_role_covers_every_data_stream() {
+    let compose = compose();
+    let setup = service(&compose, "setup");
+    assert_eq!(
+        environment(setup)
+            .get("IASO_PROBE_ELASTICSEARCH__NUMBER_OF_REPLICAS")
+            .map(String::as_str),
+        Some("0"),
+        "setup installs the templates: it must write number_of_replicas 0"
+    );
+    let script = read("docker-compose.yml");
+    let role = script
+        .lines()
+        .find(|l| l.contains("\"indices\":[{\"names\":"))
+        .expect("the iaso_probe_writer role");
+    let json_start = role.find('{').unwrap();
+    let json_end = role.rfind('}').unwrap();
+    let role: Value = serde_json::from_str(&role[json_start..=json_end]).unwrap();
+    let names: Vec<String> = role["indices"][0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    for (template, patterns, _) in index_templates() {
+        for pattern in patterns {
+            // A concrete stream under the pattern must be matched by some role name.
+            let stream = pattern.replace('*', "lab");
+            assert!(
+                names.iter().any(|n| glob_match(n, &stream)),
+                "template {template}: the writer role ({names:?}) cannot write {stream}"
+            );
+        }
+    }
+}

@@ -1402,6 +1402,69 @@ mod tests {
     }
 
     #[test]
+    fn rejects_a_namespace_data_streams_cannot_have() {
+        let e = problems(&env_toml("namespace = \"Lab-1\""));
+        assert!(
+            e.contains("environments.lab.namespace") && e.contains("lowercase"),
+            "{e}"
+        );
+        let e = problems(&env_toml("namespace = \"lab-1\""));
+        assert!(e.contains("cannot contain '-'"), "{e}");
+        assert_eq!(problems(&env_toml("namespace = \"lab_1\"")), "");
+        // The default namespace is the environment name: one with a dash needs a namespace.
+        let dashed = env_toml("").replace("environments.lab", "environments.lab-2");
+        let e = problems(&dashed);
+        assert!(
+            e.contains("environments.lab-2.namespace")
+                && e.contains("set namespace (e.g. `lab_2`)"),
+            "{e}"
+        );
+        let fixed = dashed.replace(
+            "base_url = \"http://lab.example\"",
+            "base_url = \"http://lab.example\"\nnamespace = \"lab_2\"",
+        );
+        assert_eq!(problems(&fixed), "");
+    }
+
+    #[test]
+    fn rejects_rollover_values_elasticsearch_would_refuse_and_too_many_replicas() {
+        let e = problems(&format!(
+            "[elasticsearch]\nrollover_max_age = \"monthly\"\nrollover_max_primary_shard_size = \"50 GB\"\nnumber_of_replicas = 40\n{}",
+            env_toml("")
+        ));
+        for key in [
+            "elasticsearch.rollover_max_age",
+            "elasticsearch.rollover_max_primary_shard_size",
+            "elasticsearch.number_of_replicas",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        assert_eq!(
+            problems(&format!(
+                "[elasticsearch]\nrollover_max_age = \"7d\"\nrollover_max_primary_shard_size = \"10gb\"\nnumber_of_replicas = 0\n{}",
+                env_toml("")
+            )),
+            ""
+        );
+    }
+
+    #[test]
+    fn rejects_alert_thresholds_that_can_never_fire() {
+        let e = problems(&format!(
+            "[kibana.alerts]\ndown_consecutive_checks = 0\njob_failure_rate_percent = 100\njob_failure_window_minutes = 0\n{}",
+            env_toml("")
+        ));
+        for key in [
+            "kibana.alerts.down_consecutive_checks",
+            "kibana.alerts.job_failure_rate_percent",
+            "kibana.alerts.job_failure_window_minutes",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        assert!(!e.contains("rule_interval_minutes"), "{e}");
+    }
+
+    #[test]
     fn rejects_zero_rate() {
         let e = problems(&env_toml("rate_limit_per_sec = 0"));
         assert!(e.contains("environments.lab.rate_limit_per_sec"), "{e}");
