@@ -1,7 +1,8 @@
 //! Shipping, setup and faults against a real Elasticsearch (`tests/elasticsearch/start.sh`):
 //! one shared node for the tests that need nothing special, a node of its own for each fault
 //! that needs special settings or kills the node. Each test uses its own environment name, so
-//! its own data streams (`iaso-checks-<env>`, `iaso-jobs-<env>`). The journal is the truth:
+//! its own data streams (`synthetics-iaso.checks-<env>`, `logs-iaso.jobs-<env>`, matched by
+//! `*-iaso.*-<env>`). The journal is the truth:
 //! every journal document's `event.id` must be in Elasticsearch exactly once.
 //!
 //! Runs when `IASO_PROBE_TEST_ES_URL` names a cluster or `java` is available; otherwise each
@@ -142,15 +143,23 @@ fn journal_docs(dir: &Path) -> BTreeMap<String, String> {
         .iter()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            let prefix = match v["event"]["dataset"].as_str().unwrap() {
-                "iaso.checks" => "iaso-checks",
-                "iaso.jobs" => "iaso-jobs",
-                other => panic!("dataset {other}"),
-            };
-            let stream = format!("{prefix}-{}", v["service"]["environment"].as_str().unwrap());
+            let ds = &v["data_stream"];
+            assert_eq!(ds["dataset"], v["event"]["dataset"], "{v}");
+            assert_eq!(ds["namespace"], v["service"]["environment"], "{v}");
+            let stream = format!(
+                "{}-{}-{}",
+                ds["type"].as_str().unwrap(),
+                ds["dataset"].as_str().unwrap(),
+                ds["namespace"].as_str().unwrap()
+            );
             (v["event"]["id"].as_str().unwrap().to_owned(), stream)
         })
         .collect()
+}
+
+/// The data streams of environment `env`, as one index pattern.
+fn streams(env: &str) -> String {
+    format!("*-iaso.*-{env}")
 }
 
 /// Every journal document except `except` is in Elasticsearch exactly once (by `_id`, through
@@ -158,9 +167,9 @@ fn journal_docs(dir: &Path) -> BTreeMap<String, String> {
 fn assert_exactly_once(es: &Es, env: &str, dir: &Path, except: &BTreeSet<String>) -> usize {
     let docs: BTreeMap<String, String> = journal_docs(dir)
         .into_iter()
-        .filter(|(id, _)| !except.contains(id))
+        .filter(|(id, stream)| !except.contains(id) && stream.ends_with(&format!("-{env}")))
         .collect();
-    let stored = es.ids(&format!("iaso-*-{env}"));
+    let stored = es.ids(&streams(env));
     let unique: BTreeSet<String> = stored.iter().cloned().collect();
     assert_eq!(unique.len(), stored.len(), "duplicates in Elasticsearch");
     let expected: BTreeSet<String> = docs.keys().cloned().collect();
@@ -200,9 +209,9 @@ fn shipper(cfg: &Config, urls: &[String], tune: impl Fn(&mut Config)) -> Shipper
         .unwrap()
         .unwrap();
     let mut s = Shipper::new(client, cfg.elasticsearch.clone(), cfg.journal.clone()).unwrap();
-    s.require_setup(iaso_probe::setup::elasticsearch_plan(Some(
-        &cfg.elasticsearch.ilm_delete_after,
-    )));
+    s.require_setup(iaso_probe::setup::elasticsearch_plan_with(
+        &iaso_probe::setup::PlanOptions::from_config(&cfg.elasticsearch),
+    ));
     s
 }
 
@@ -286,7 +295,41 @@ fn setup_twice_then_run_once_stores_every_journal_document_exactly_once_in_our_d
             );
         }
     }
-    for name in ["iaso-checks", "iaso-jobs"] {
+    let o = bin(dir.path()).arg("setup").output().unwrap();
+    let out = text(&o);
+    for said in [
+        "created or updated: _ilm/policy/iaso-probe, ",
+        "_index_template/synthetics-iaso.checks, _index_template/logs-iaso.jobs",
+        "results go to the data streams synthetics-iaso.checks-<namespace> and logs-iaso.jobs-<namespace>",
+        "the legacy templates iaso-checks and iaso-jobs are kept",
+    ] {
+        let said = if ilm {
+            said.to_owned()
+        } else {
+            said.replace("_ilm/policy/iaso-probe, ", "")
+        };
+        assert!(out.contains(&said), "setup says {said:?}: {out}");
+    }
+    let xpack = es.call("GET", "/_xpack", None).0 == 200;
+    if !xpack {
+        assert!(
+            out.contains("field types this cluster lacks are mapped with stand-ins: wildcard as keyword, constant_keyword as keyword"),
+            "{out}"
+        );
+    }
+    // The test node loads no mapper-extras module: setup learns it from the refusal.
+    let message_type = if out.contains("match_only_text as text") {
+        "text"
+    } else {
+        "match_only_text"
+    };
+    figure(T, &format!("setup said: {out}"));
+    for name in [
+        "synthetics-iaso.checks",
+        "logs-iaso.jobs",
+        "iaso-checks",
+        "iaso-jobs",
+    ] {
         let t = es.ok("GET", &format!("/_index_template/{name}"), None);
         let t = &t["index_templates"][0]["index_template"];
         assert_eq!(t["composed_of"], json!(["iaso-mappings", "iaso-settings"]));
@@ -303,17 +346,20 @@ fn setup_twice_then_run_once_stores_every_journal_document_exactly_once_in_our_d
     assert!(matches!(o.status.code(), Some(0 | 1)), "run --once: {out}");
     let n = assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
 
-    for stream in [format!("iaso-checks-{T}"), format!("iaso-jobs-{T}")] {
+    for stream in [
+        format!("synthetics-iaso.checks-{T}"),
+        format!("logs-iaso.jobs-{T}"),
+    ] {
         // A data stream (not an index) created from our template, with our field types.
         let (status, ds) = es.call("GET", &format!("/_data_stream/{stream}"), None);
         if status == 200 {
             let ds = &ds["data_streams"][0];
             assert_eq!(
                 ds["template"],
-                if stream.starts_with("iaso-checks") {
-                    "iaso-checks"
+                if stream.starts_with("synthetics-") {
+                    "synthetics-iaso.checks"
                 } else {
-                    "iaso-jobs"
+                    "logs-iaso.jobs"
                 }
             );
         } else {
@@ -336,8 +382,30 @@ fn setup_twice_then_run_once_stores_every_journal_document_exactly_once_in_our_d
             Some(&json!("long"))
         );
         assert_eq!(
-            m.pointer("/properties/error/properties/message/fields/text/type"),
-            Some(&json!("text"))
+            m.pointer("/properties/error/properties/message/type"),
+            Some(&json!(message_type)),
+            "ECS type, or its stand-in"
+        );
+        assert_eq!(
+            m.pointer("/properties/error/properties/message/fields/keyword/type"),
+            Some(&json!("keyword"))
+        );
+        let (full, ds_type) = if xpack {
+            ("wildcard", "constant_keyword")
+        } else {
+            ("keyword", "keyword")
+        };
+        assert_eq!(
+            m.pointer("/properties/url/properties/full/type"),
+            Some(&json!(full))
+        );
+        assert_eq!(
+            m.pointer("/properties/data_stream/properties/namespace/type"),
+            Some(&json!(ds_type))
+        );
+        assert_eq!(
+            m.pointer("/properties/monitor/properties/timespan/type"),
+            Some(&json!("date_range"))
         );
         assert_eq!(
             m.pointer("/properties/iaso/properties/job/properties/percent/type"),
@@ -350,7 +418,7 @@ fn setup_twice_then_run_once_stores_every_journal_document_exactly_once_in_our_d
     let mut unknown: Value = serde_json::from_str(&first).unwrap();
     unknown["event"]["id"] = json!("setup-unknown-field");
     unknown["event"]["severity"] = json!(3);
-    let stream = format!("iaso-checks-{T}");
+    let stream = format!("synthetics-iaso.checks-{T}");
     let (status, answer) = es.call(
         "PUT",
         &format!("/{stream}/_create/setup-unknown-field"),
@@ -388,7 +456,7 @@ fn a_prober_killed_mid_shipping_and_restarted_loses_and_duplicates_nothing() {
         std::slice::from_ref(&url),
         "batch_max_docs = 3\nmax_in_flight = 1\n",
     );
-    let stream = format!("iaso-*-{T}");
+    let stream = streams(T);
     let mut child = bin(dir.path())
         .arg("ship")
         .stdout(Stdio::null())
@@ -560,9 +628,283 @@ fn every_field_kibana_uses_is_in_field_caps_with_the_type_its_panel_needs() {
     assert_eq!(report.shipping.unwrap().unshipped, 0);
     assert_exactly_once(&es, T, dir.path(), &BTreeSet::new());
 
-    let problems =
-        kibana_fields::check(&es, &format!("iaso-checks-{T}"), &format!("iaso-jobs-{T}"));
+    let problems = kibana_fields::check(
+        &es,
+        &format!("synthetics-iaso.checks-{T}"),
+        &format!("logs-iaso.jobs-{T}"),
+    );
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// A seeded run over three environments, liveness down in one of them: the aggregations the
+/// panels and the down rule make, run with `_search` on what was shipped, give what the
+/// journal predicts (availability per monitor 0 % for that liveness and 100 % for the others,
+/// per check run, latest status per job flow, down since, the rule's hits).
+#[test]
+fn panel_and_rule_queries_on_a_seeded_run_return_what_the_journal_predicts() {
+    const T: &str = "panels";
+    let Some(url) = shared(T) else { return };
+    let es = Es::new(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = "seed = 11\nlatency_ms = { min = 0, max = 1 }\njob_duration_ms = { min = 30, max = 120 }\njob_failure_ratio = 0.3\nunhealthy_ratio = 0.0\n";
+    let envs = ["panels_a", "panels_b", "panels_c"];
+    let sims: Vec<_> = envs
+        .iter()
+        .map(|e| {
+            simulator(&if *e == "panels_a" {
+                format!("{healthy}[endpoint_faults.alive]\nerror_5xx_ratio = 1.0\n")
+            } else {
+                healthy.to_owned()
+            })
+        })
+        .collect();
+    let mut text = format!(
+        "[journal]\ndir = \"{}\"\nflush_interval_ms = 20\n[log]\ndir = \"\"\n[elasticsearch]\nurls = [\"{url}\"]\nretry_initial_ms = 20\nbatch_max_wait_ms = 20\nonce_ship_deadline_secs = 240\nnumber_of_replicas = 0\n",
+        dir.path().join("journal").display()
+    );
+    for (e, sim) in envs.iter().zip(&sims) {
+        text.push_str(&format!(
+            "[environments.{e}]\nbase_url = \"{}\"\nrate_limit_per_sec = 1000\nrate_limit_burst = 50\n[environments.{e}.credentials]\nusername = \"probe\"\npassword = \"probe-secret\"\n[environments.{e}.checks]\nresponse_time_paths = [\"/api/v1/health\"]\nresponse_time_limit_ms = 5000\n[environments.{e}.jobs]\npoll_interval_ms = 50\npoll_jitter_ms = 10\nmax_duration_secs = 60\n{}",
+            sim.base_url(),
+            hosts(e, 4)
+        ));
+    }
+    let cfg = config(dir.path(), &text);
+    let report = run_once(cfg);
+    assert_eq!(report.shipping.unwrap().unshipped, 0);
+    for e in envs {
+        assert_exactly_once(&es, e, dir.path(), &BTreeSet::new());
+    }
+    let journal: Vec<Value> = iaso_probe::sink::journal::read_all(&dir.path().join("journal"))
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let checks = "synthetics-iaso.checks-panels_*";
+    let jobs = "logs-iaso.jobs-panels_*";
+    let search = |index: &str, body: Value| {
+        let answer = es.ok("POST", &format!("/{index}/_search"), Some(&body));
+        figure(
+            T,
+            &format!(
+                "POST /{index}/_search {body}\n  → {}",
+                answer["aggregations"]
+            ),
+        );
+        answer
+    };
+    let docs_of = |dataset: &'static str| {
+        journal
+            .iter()
+            .filter(move |d| d["event"]["dataset"] == dataset)
+    };
+
+    // Availability per monitor (the panel: terms monitor.id, average summary.up, final
+    // attempts only).
+    let answer = search(
+        checks,
+        json!({"size": 0, "query": {"term": {"summary.final_attempt": true}},
+               "aggs": {"monitor": {"terms": {"field": "monitor.id", "size": 100},
+                                    "aggs": {"availability": {"avg": {"field": "summary.up"}}}}}}),
+    );
+    let got: BTreeMap<String, f64> = answer["aggregations"]["monitor"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["key"].as_str().unwrap().to_owned(),
+                b["availability"]["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let mut predicted: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for d in docs_of("iaso.checks").filter(|d| d["summary"]["final_attempt"] == true) {
+        let e = predicted
+            .entry(d["monitor"]["id"].as_str().unwrap().to_owned())
+            .or_default();
+        e.0 += d["summary"]["up"].as_f64().unwrap();
+        e.1 += 1.0;
+    }
+    let predicted: BTreeMap<String, f64> = predicted
+        .into_iter()
+        .map(|(k, (up, n))| (k, up / n))
+        .collect();
+    assert_eq!(got, predicted);
+    assert_eq!(got["panels_a-liveness"], 0.0, "{got:?}");
+    assert_eq!(got["panels_b-liveness"], 1.0);
+    assert_eq!(got["panels_c-liveness"], 1.0);
+    for (monitor, a) in &got {
+        if monitor != "panels_a-liveness" {
+            assert_eq!(
+                *a, 1.0,
+                "{monitor}: only liveness of panels_a is down: {got:?}"
+            );
+        }
+    }
+    // What the old panel showed: summary.up averaged over every document (a health pass
+    // weighing one per component).
+    let all: Vec<f64> = docs_of("iaso.checks")
+        .map(|d| d["summary"]["up"].as_f64().unwrap())
+        .collect();
+    let per_doc = all.iter().sum::<f64>() / all.len() as f64;
+
+    // Availability per check run (the formula: 1 - runs with a down document / runs).
+    let answer = search(
+        checks,
+        json!({"size": 0, "aggs": {"check": {"terms": {"field": "event.action"},
+            "aggs": {"runs": {"cardinality": {"field": "monitor.check_group"}},
+                     "down": {"filter": {"term": {"monitor.status": "down"}},
+                              "aggs": {"runs": {"cardinality": {"field": "monitor.check_group"}}}}}}}}),
+    );
+    for b in answer["aggregations"]["check"]["buckets"]
+        .as_array()
+        .unwrap()
+    {
+        let action = b["key"].as_str().unwrap();
+        let runs = b["runs"]["value"].as_f64().unwrap();
+        let down = b["down"]["runs"]["value"].as_f64().unwrap();
+        let groups: BTreeSet<&str> = docs_of("iaso.checks")
+            .filter(|d| d["event"]["action"] == action)
+            .map(|d| d["monitor"]["check_group"].as_str().unwrap())
+            .collect();
+        let down_groups: BTreeSet<&str> = docs_of("iaso.checks")
+            .filter(|d| d["event"]["action"] == action && d["monitor"]["status"] == "down")
+            .map(|d| d["monitor"]["check_group"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            (runs, down),
+            (groups.len() as f64, down_groups.len() as f64),
+            "{action}"
+        );
+        let availability = 1.0 - down / runs;
+        if action == "liveness" {
+            assert!((availability - 2.0 / 3.0).abs() < 1e-9, "{availability}");
+        } else {
+            assert_eq!(availability, 1.0, "{action}");
+        }
+        if action == "health" {
+            assert_eq!(
+                runs, 3.0,
+                "one health run per environment, whatever its components"
+            );
+            assert!(
+                docs_of("iaso.checks")
+                    .filter(|d| d["event"]["action"] == "health")
+                    .count()
+                    > 3,
+                "several documents per health run"
+            );
+        }
+    }
+
+    // Current status per monitor, down since: the latest document of each monitor.
+    let answer = search(
+        checks,
+        json!({"size": 0, "aggs": {"monitor": {"terms": {"field": "monitor.id", "size": 100},
+            "aggs": {"latest": {"top_hits": {"size": 1, "sort": [{"@timestamp": "desc"}, {"event.sequence": "desc"}],
+                                             "_source": ["state", "monitor.status"]}}}}}}),
+    );
+    for b in answer["aggregations"]["monitor"]["buckets"]
+        .as_array()
+        .unwrap()
+    {
+        let monitor = b["key"].as_str().unwrap();
+        let state = &b["latest"]["hits"]["hits"][0]["_source"]["state"];
+        let own: Vec<&Value> = docs_of("iaso.checks")
+            .filter(|d| d["monitor"]["id"] == monitor)
+            .collect();
+        let last = own.last().unwrap();
+        assert_eq!(state, &last["state"], "{monitor}");
+        if monitor == "panels_a-liveness" {
+            assert_eq!(state["status"], "down");
+            let first_down = own
+                .iter()
+                .find(|d| d["monitor"]["status"] == "down")
+                .unwrap();
+            assert_eq!(
+                state["started_at"], first_down["@timestamp"],
+                "down since its first down check"
+            );
+        } else {
+            assert_eq!(state["status"], "up", "{monitor}");
+        }
+    }
+
+    // Latest status per job: one row per job flow (trace.id); job ids the portals reuse
+    // (J1… in each environment) would merge rows.
+    let answer = search(
+        jobs,
+        json!({"size": 0, "aggs": {
+            "flows": {"terms": {"field": "trace.id", "size": 1000},
+                      "aggs": {"latest": {"top_hits": {"size": 1, "sort": [{"@timestamp": "desc"}, {"event.sequence": "desc"}],
+                                                        "_source": ["iaso.job.status", "iaso.job.id", "service.environment"]}}}},
+            "job_ids": {"cardinality": {"field": "iaso.job.id"}}}}),
+    );
+    let flows = answer["aggregations"]["flows"]["buckets"]
+        .as_array()
+        .unwrap();
+    let traces: BTreeSet<&str> = docs_of("iaso.jobs")
+        .filter_map(|d| d["trace"]["id"].as_str())
+        .collect();
+    assert_eq!(flows.len(), traces.len());
+    let job_ids: BTreeSet<&str> = docs_of("iaso.jobs")
+        .filter_map(|d| d["iaso"]["job"]["id"].as_str())
+        .collect();
+    assert!(
+        job_ids.len() < traces.len(),
+        "the portals reuse job ids: {} ids for {} jobs",
+        job_ids.len(),
+        traces.len()
+    );
+    for b in flows {
+        let trace = b["key"].as_str().unwrap();
+        let latest = &b["latest"]["hits"]["hits"][0]["_source"];
+        let last = docs_of("iaso.jobs")
+            .rev()
+            .find(|d| d["trace"]["id"] == trace && d["iaso"]["job"]["status"].is_string())
+            .unwrap();
+        assert_eq!(
+            latest["iaso"]["job"]["status"], last["iaso"]["job"]["status"],
+            "{trace}"
+        );
+        assert_eq!(
+            latest["service"]["environment"],
+            last["service"]["environment"]
+        );
+    }
+
+    // The "monitor down" rule's query (with N = 1: a one-pass run has one check per monitor),
+    // over the rule's window, grouped like the rule (termField monitor.id).
+    let alerts = iaso_probe::config::AlertsConfig {
+        down_consecutive_checks: 1,
+        ..Default::default()
+    };
+    let rule = &iaso_probe::setup::alert_rules(&alerts)[0];
+    let mut query: Value =
+        serde_json::from_str(rule.create["params"]["esQuery"].as_str().unwrap()).unwrap();
+    query["query"]["bool"]["filter"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"range": {"@timestamp": {"gte": "now-5m"}}}));
+    query["size"] = json!(0);
+    query["aggs"] = json!({"monitor": {"terms": {"field": "monitor.id", "size": 100}}});
+    let answer = search(checks, query);
+    let firing: Vec<&str> = answer["aggregations"]["monitor"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(firing, ["panels_a-liveness"]);
+    figure(
+        T,
+        &format!(
+            "availability per monitor {got:?}; averaged over documents (the old panel) {per_doc:.3}; {} job flows, {} distinct job ids",
+            traces.len(),
+            job_ids.len()
+        ),
+    );
 }
 
 // ------------------------------------------------------------------------ nodes of their own
@@ -594,7 +936,7 @@ fn elasticsearch_killed_mid_run_and_restarted_30s_later_loses_and_duplicates_not
     let controller = std::thread::scope(|scope| {
         let handle = scope.spawn(|| {
             wait_for("first documents stored", Duration::from_secs(120), || {
-                es.try_call("GET", &format!("/iaso-*-{T}/_count"), None)
+                es.try_call("GET", &format!("/{}/_count", streams(T)), None)
                     .is_ok_and(|(s, v)| s == 200 && v["count"].as_u64().unwrap_or(0) > 0)
             });
             node.kill(1);
@@ -698,7 +1040,7 @@ fn three_nodes_with_one_stopped_mid_run_keep_shipping() {
     let (c, stored_at_stop) = std::thread::scope(|scope| {
         let stopper = scope.spawn(|| {
             wait_for("first documents stored", Duration::from_secs(120), || {
-                es.try_call("GET", &format!("/iaso-*-{T}/_count"), None)
+                es.try_call("GET", &format!("/{}/_count", streams(T)), None)
                     .is_ok_and(|(s, v)| s == 200 && v["count"].as_u64().unwrap_or(0) > 0)
             });
             // Only once every shard copy is assigned: killing the node that holds the only
@@ -707,13 +1049,16 @@ fn three_nodes_with_one_stopped_mid_run_keep_shipping() {
             wait_for("our indices green", Duration::from_secs(120), || {
                 es.try_call(
                     "GET",
-                    &format!("/_cluster/health/iaso-*-{T}?wait_for_status=green&timeout=5s"),
+                    &format!(
+                        "/_cluster/health/{}?wait_for_status=green&timeout=5s",
+                        streams(T)
+                    ),
                     None,
                 )
                 .is_ok_and(|(s, v)| s == 200 && v["status"] == "green")
             });
             node.kill(2);
-            es.count(&format!("iaso-*-{T}"))
+            es.count(&streams(T))
         });
         let c = ship_all(shipper);
         (c, stopper.join().unwrap())

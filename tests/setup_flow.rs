@@ -478,6 +478,19 @@ async fn answer(
                 400,
                 json!({"statusCode": 400, "message": "Request must contain a kbn-xsrf header."}),
             ),
+            "GET" => match st.rules.get(&id) {
+                Some(rule) => {
+                    // Kibana's answer adds keys the update schema refuses.
+                    let mut rule = rule.clone();
+                    rule["id"] = json!(id);
+                    for a in rule["actions"].as_array_mut().into_iter().flatten() {
+                        a["connector_type_id"] = json!(".slack");
+                        a["uuid"] = json!("6f0c…");
+                    }
+                    (200, rule)
+                }
+                None => (404, json!({"statusCode": 404, "message": "Not Found"})),
+            },
             "POST" if st.rules.contains_key(&id) => (
                 409,
                 json!({"statusCode": 409, "error": "Conflict",
@@ -488,7 +501,13 @@ async fn answer(
                 (200, json!({"id": id, "rule_type_id": body["rule_type_id"]}))
             }
             "PUT" if st.rules.contains_key(&id) => {
-                if body.get("rule_type_id").is_some() || body.get("consumer").is_some() {
+                let refused =
+                    body.get("rule_type_id").is_some()
+                        || body.get("consumer").is_some()
+                        || body["actions"].as_array().into_iter().flatten().any(|a| {
+                            a.get("connector_type_id").is_some() || a.get("uuid").is_some()
+                        });
+                if refused {
                     (
                         400,
                         json!({"statusCode": 400,
@@ -885,6 +904,15 @@ async fn rules_are_created_then_updated_in_place_with_fixed_ids() {
         Some(&json!(3))
     );
 
+    // The operator attaches a connector in Kibana.
+    let action = json!({"group": "query matched", "id": "my-slack", "params": {"message": "{{context.message}}"}});
+    kibana
+        .state
+        .lock()
+        .unwrap()
+        .rules
+        .get_mut("iaso-monitor-down")
+        .unwrap()["actions"] = json!([action]);
     // A second setup with other thresholds: 409 on POST, then PUT, same ids, no duplicates.
     alerts.down_consecutive_checks = 5;
     alerts.job_failure_rate_percent = 50.0;
@@ -898,6 +926,11 @@ async fn rules_are_created_then_updated_in_place_with_fixed_ids() {
     );
     let stored = kibana.rules();
     assert_eq!(stored.len(), 2);
+    assert_eq!(
+        stored["iaso-monitor-down"]["actions"],
+        json!([action]),
+        "the operator's connector is kept"
+    );
     assert!(stored["iaso-monitor-down"]["name"]
         .as_str()
         .unwrap()
@@ -919,15 +952,18 @@ async fn rules_are_created_then_updated_in_place_with_fixed_ids() {
             "POST /api/alerting/rule/iaso-monitor-down",
             "POST /api/alerting/rule/iaso-job-failure-rate",
             "POST /api/alerting/rule/iaso-monitor-down",
+            "GET /api/alerting/rule/iaso-monitor-down",
             "PUT /api/alerting/rule/iaso-monitor-down",
             "POST /api/alerting/rule/iaso-job-failure-rate",
+            "GET /api/alerting/rule/iaso-job-failure-rate",
             "PUT /api/alerting/rule/iaso-job-failure-rate",
         ]
     );
     assert!(kibana
         .requests()
         .iter()
-        .all(|r| r.header("kbn-xsrf").is_some() && r.header("authorization").is_some()));
+        .all(|r| (r.method == "GET" || r.header("kbn-xsrf").is_some())
+            && r.header("authorization").is_some()));
 }
 
 #[tokio::test]

@@ -168,8 +168,8 @@ pub struct Installed {
     pub applied: usize,
     /// The resources created or updated (`_index_template/logs-iaso.jobs`, …), in order.
     pub resources: Vec<String>,
-    /// The cluster has x-pack (else `wildcard`/`constant_keyword` were mapped as `keyword`).
-    pub xpack: bool,
+    /// Field types the cluster lacks, mapped with their stand-ins (`wildcard as keyword`).
+    pub stand_ins: Vec<String>,
     /// The retention mechanism chosen.
     pub retention: Retention,
     /// The delete age in force (`30d`…), when the plan carries one.
@@ -185,8 +185,11 @@ impl Installed {
             "\n  created or updated: {}\n  results go to the data streams synthetics-iaso.checks-<namespace> and logs-iaso.jobs-<namespace> (namespace = environment unless environments.<name>.namespace is set); the legacy templates iaso-checks and iaso-jobs are kept, so iaso-checks-* and iaso-jobs-* stay readable (the data views cover both)",
             self.resources.join(", ")
         ));
-        if !self.xpack {
-            text.push_str("\n  the cluster has no x-pack: wildcard and constant_keyword fields are mapped as keyword");
+        if !self.stand_ins.is_empty() {
+            text.push_str(&format!(
+                "\n  field types this cluster lacks are mapped with stand-ins: {}",
+                self.stand_ins.join(", ")
+            ));
         }
         text
     }
@@ -300,33 +303,57 @@ pub fn without_ilm(plan: &[SetupRequest]) -> Vec<SetupRequest> {
 pub const XPACK_FIELD_TYPES: &[(&str, &str)] =
     &[("wildcard", "keyword"), ("constant_keyword", "keyword")];
 
+/// Every field type the templates use that a cluster may lack, and its stand-in: the x-pack
+/// ones, and `match_only_text` (ECS's `error.message`), which lives in the `mapper-extras`
+/// module a trimmed node may not load. A mapping refused with "No handler for type [T]" is
+/// sent again with T replaced ([`send_plan`]).
+pub const OPTIONAL_FIELD_TYPES: &[(&str, &str)] = &[
+    ("wildcard", "keyword"),
+    ("constant_keyword", "keyword"),
+    ("match_only_text", "text"),
+];
+
+/// Replaces field type `from` by `to` in the mappings of `body`; true when there was one.
+fn replace_type(body: &mut Value, from: &str, to: &str) -> bool {
+    fn walk(v: &mut Value, from: &str, to: &str) -> bool {
+        match v {
+            Value::Object(map) => {
+                let mut hit = false;
+                if map.get("type").and_then(Value::as_str) == Some(from) {
+                    map.insert("type".into(), Value::from(to));
+                    if to == "keyword" {
+                        map.insert("ignore_above".into(), Value::from(1024));
+                    }
+                    hit = true;
+                }
+                for child in map.values_mut() {
+                    hit |= walk(child, from, to);
+                }
+                hit
+            }
+            Value::Array(items) => items.iter_mut().fold(false, |h, i| walk(i, from, to) | h),
+            _ => false,
+        }
+    }
+    body.pointer_mut("/template/mappings")
+        .is_some_and(|m| walk(m, from, to))
+}
+
+/// The field type named by a refusal `No handler for type [T] declared on field [f]`.
+fn missing_type(reason: &str) -> Option<&str> {
+    let start = reason.find("No handler for type [")? + "No handler for type [".len();
+    let rest = &reason[start..];
+    Some(&rest[..rest.find(']')?])
+}
+
 /// The plan for a cluster without x-pack (the OSS build): every x-pack field type replaced
 /// by its core equivalent ([`XPACK_FIELD_TYPES`]).
 pub fn without_xpack_types(plan: &[SetupRequest]) -> Vec<SetupRequest> {
-    fn walk(v: &mut Value) {
-        match v {
-            Value::Object(map) => {
-                let replaced = map
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .and_then(|t| XPACK_FIELD_TYPES.iter().find(|(x, _)| *x == t));
-                if let Some((_, core)) = replaced {
-                    map.insert("type".into(), Value::from(*core));
-                    map.insert("ignore_above".into(), Value::from(1024));
-                }
-                for child in map.values_mut() {
-                    walk(child);
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
     plan.iter()
         .cloned()
         .map(|mut r| {
-            if let Some(m) = r.body.pointer_mut("/template/mappings") {
-                walk(m);
+            for (from, to) in XPACK_FIELD_TYPES {
+                replace_type(&mut r.body, from, to);
             }
             r
         })
@@ -337,10 +364,11 @@ pub fn without_xpack_types(plan: &[SetupRequest]) -> Vec<SetupRequest> {
 /// "no handler found" on the OSS build.
 pub const XPACK_PATH: &str = "/_xpack";
 
-/// Judges the answer to `GET /_xpack`: true unless the API is missing (401/403: security is
-/// on, which is x-pack).
-pub fn classify_xpack(status: u16, body: &str) -> bool {
-    (200..300).contains(&status) || matches!(status, 401 | 403) || !missing_api(status, body)
+/// Judges the answer to `GET /_xpack`: x-pack answers 2xx (401/403 with security on, which is
+/// x-pack too). Without it the path is no API at all: the OSS build takes `_xpack` for an
+/// index name and answers 400 `invalid_index_name_exception`, others "no handler" or 410.
+pub fn classify_xpack(status: u16, _body: &str) -> bool {
+    (200..300).contains(&status) || matches!(status, 401 | 403)
 }
 
 /// The delete age of the plan's ILM policy (`/policy/phases/delete/min_age`).
@@ -454,10 +482,16 @@ pub async fn install_elasticsearch_reporting(
             &adapted
         }
     };
-    let applied = send_plan(client, plan).await?;
+    let (applied, mut stand_ins) = send_plan(client, plan).await?;
+    if !xpack {
+        stand_ins.splice(0..0, XPACK_FIELD_TYPES.iter().copied());
+    }
     Ok(Installed {
         applied,
-        xpack,
+        stand_ins: stand_ins
+            .into_iter()
+            .map(|(a, b)| format!("{a} as {b}"))
+            .collect(),
         resources: plan
             .iter()
             .map(|r| r.path.trim_start_matches('/').to_owned())
@@ -472,37 +506,79 @@ pub async fn install_elasticsearch_reporting(
     })
 }
 
-async fn send_plan(client: &Elasticsearch, plan: &[SetupRequest]) -> Result<usize, SetupError> {
+/// Sends the plan in order. A mapping the cluster refuses for a field type it lacks ("No
+/// handler for type [T]", T one of [`OPTIONAL_FIELD_TYPES`]) is sent again with T replaced by
+/// its stand-in, and the replacement is kept for the rest of the plan; returns the number of
+/// requests and the replacements made.
+async fn send_plan(
+    client: &Elasticsearch,
+    plan: &[SetupRequest],
+) -> Result<(usize, Vec<(&'static str, &'static str)>), SetupError> {
+    let mut replaced: Vec<(&'static str, &'static str)> = Vec::new();
     for request in plan {
-        let method = method_of(request)?;
-        let response = client
-            .send(
-                method,
-                &request.path,
-                HeaderMap::new(),
-                Option::<&()>::None,
-                Some(JsonBody::new(&request.body)),
-                None,
-            )
-            .await
-            .map_err(|e| SetupError::ElasticsearchTransport {
-                method: request.method,
-                path: request.path.clone(),
-                message: redact_url(&e.to_string()),
-            })?;
-        let status = response.status_code().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| SetupError::ElasticsearchTransport {
-                method: request.method,
-                path: request.path.clone(),
-                message: redact_url(&format!("reading the answer: {e}")),
-            })?;
-        check_answer(request, status, &text)?;
+        let mut request = request.clone();
+        for (from, to) in &replaced {
+            replace_type(&mut request.body, from, to);
+        }
+        loop {
+            match send_one(client, &request).await {
+                Err(SetupError::ElasticsearchStatus {
+                    status: 400,
+                    ref reason,
+                    ..
+                }) if missing_type(reason)
+                    .is_some_and(|t| OPTIONAL_FIELD_TYPES.iter().any(|(from, _)| *from == t)) =>
+                {
+                    let t = missing_type(reason).expect("checked");
+                    let &(from, to) = OPTIONAL_FIELD_TYPES
+                        .iter()
+                        .find(|(from, _)| *from == t)
+                        .expect("checked");
+                    if !replace_type(&mut request.body, from, to) {
+                        // Nothing left to replace: the refusal stands.
+                        return Err(send_one(client, &request).await.unwrap_err());
+                    }
+                    tracing::info!(path = %request.path, missing = from, instead = to, "elasticsearch lacks a field type: mapped with its stand-in");
+                    replaced.push((from, to));
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         tracing::info!(method = request.method, path = %request.path, "elasticsearch resource installed");
     }
-    Ok(plan.len())
+    Ok((plan.len(), replaced))
+}
+
+async fn send_one(client: &Elasticsearch, request: &SetupRequest) -> Result<(), SetupError> {
+    let method = method_of(request)?;
+    let response = client
+        .send(
+            method,
+            &request.path,
+            HeaderMap::new(),
+            Option::<&()>::None,
+            Some(JsonBody::new(&request.body)),
+            None,
+        )
+        .await
+        .map_err(|e| SetupError::ElasticsearchTransport {
+            method: request.method,
+            path: request.path.clone(),
+            message: redact_url(&e.to_string()),
+        })?;
+    let status = response.status_code().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| SetupError::ElasticsearchTransport {
+            method: request.method,
+            path: request.path.clone(),
+            message: redact_url(&format!("reading the answer: {e}")),
+        })?;
+    check_answer(request, status, &text)
 }
 
 /// Judges one answer: 2xx with `"acknowledged": true`, or an error naming the ES error type and
@@ -927,6 +1003,29 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_for_a_missing_field_type_names_it_and_it_can_be_replaced() {
+        let reason = "Failed to parse mapping: No handler for type [match_only_text] declared on field [message]";
+        assert_eq!(missing_type(reason), Some("match_only_text"));
+        assert_eq!(missing_type("other"), None);
+        let mut body = elasticsearch_plan(None)[1].body.clone();
+        assert!(replace_type(&mut body, "match_only_text", "text"));
+        assert_eq!(
+            body.pointer("/template/mappings/properties/error/properties/message/type"),
+            Some(&Value::from("text"))
+        );
+        assert_eq!(
+            body.pointer(
+                "/template/mappings/properties/error/properties/message/fields/keyword/type"
+            ),
+            Some(&Value::from("keyword"))
+        );
+        assert!(
+            !replace_type(&mut body, "match_only_text", "text"),
+            "none left"
+        );
+    }
+
+    #[test]
     fn x_pack_is_missing_only_when_its_api_is() {
         assert!(classify_xpack(200, r#"{"features":{}}"#));
         assert!(classify_xpack(401, "{}"));
@@ -935,5 +1034,10 @@ mod tests {
             r#"{"error":"no handler found for uri [/_xpack] and method [GET]"}"#
         ));
         assert!(!classify_xpack(410, "{}"));
+        // The real 8.14 OSS node, verbatim.
+        assert!(!classify_xpack(
+            400,
+            r#"{"error":{"root_cause":[{"type":"invalid_index_name_exception","reason":"Invalid index name [_xpack], must not start with '_'.","index_uuid":"_na_","index":"_xpack"}],"type":"invalid_index_name_exception","reason":"Invalid index name [_xpack], must not start with '_'.","index_uuid":"_na_","index":"_xpack"},"status":400}"#
+        ));
     }
 }

@@ -495,7 +495,8 @@ pub struct AlertRule {
 
 impl AlertRule {
     /// `PUT /api/alerting/rule/<id>` body: what an update may change (not the rule type,
-    /// consumer or enabled state; a rule the operator disabled stays disabled).
+    /// consumer or enabled state; a rule the operator disabled stays disabled). Its
+    /// `actions` are replaced by the existing rule's in [`install_rules`].
     pub fn update(&self) -> Value {
         let mut body = serde_json::Map::new();
         for key in [
@@ -673,7 +674,8 @@ pub enum RuleSync {
 }
 
 /// Creates each rule (`POST {space}/api/alerting/rule/<id>`), or updates it in place
-/// (`PUT`, same path) when Kibana answers 409 because it exists.
+/// (`PUT`, same path) when Kibana answers 409 because it exists, keeping the actions the
+/// operator attached to it (read with `GET` first).
 pub async fn install_rules(
     http: &reqwest::Client,
     target: &KibanaTarget,
@@ -687,7 +689,12 @@ pub async fn install_rules(
         let sync = match status {
             200 => RuleSync::Created,
             409 => {
-                let (status, body) = send_json(http, target, "PUT", &url, &rule.update()).await?;
+                // Keep the actions the operator attached (the update replaces them).
+                let mut update = rule.update();
+                if let Some(existing) = get_json(http, target, &url).await? {
+                    update["actions"] = kept_actions(&existing);
+                }
+                let (status, body) = send_json(http, target, "PUT", &url, &update).await?;
                 if status != 200 {
                     return Err(rule_error("PUT", &path, status, &body));
                 }
@@ -699,6 +706,50 @@ pub async fn install_rules(
         out.push((rule.id, sync));
     }
     Ok(out)
+}
+
+/// The actions of an existing rule, in the form the update accepts (Kibana's answer adds
+/// keys such as `connector_type_id` and `uuid` that the update schema refuses).
+fn kept_actions(rule: &Value) -> Value {
+    let actions = rule["actions"].as_array().cloned().unwrap_or_default();
+    Value::Array(
+        actions
+            .iter()
+            .map(|a| {
+                let mut kept = serde_json::Map::new();
+                for key in ["group", "id", "params", "frequency", "alerts_filter"] {
+                    if let Some(v) = a.get(key) {
+                        kept.insert(key.to_owned(), v.clone());
+                    }
+                }
+                Value::Object(kept)
+            })
+            .collect(),
+    )
+}
+
+/// `GET url`: the JSON answer on 200, `None` otherwise (the caller goes on without it).
+async fn get_json(
+    http: &reqwest::Client,
+    target: &KibanaTarget,
+    url: &Url,
+) -> Result<Option<Value>, SetupError> {
+    let path = KibanaTarget::path_of(url);
+    let transport = |e: reqwest::Error| SetupError::KibanaTransport {
+        method: "GET",
+        path: path.clone(),
+        message: redact_url(&e.without_url().to_string()),
+    };
+    let response = target
+        .authorize(http.get(url.clone()))
+        .send()
+        .await
+        .map_err(transport)?;
+    if response.status().as_u16() != 200 {
+        return Ok(None);
+    }
+    let text = response.text().await.map_err(transport)?;
+    Ok(serde_json::from_str(&text).ok())
 }
 
 fn rule_error(method: &'static str, path: &str, status: u16, body: &str) -> SetupError {
