@@ -193,7 +193,7 @@ fn run_once_ships_to_elasticsearch_url_without_leaking_its_password() {
     assert!(matches!(o.status.code(), Some(0) | Some(1)), "{out}");
     let lines = iaso_probe::sink::journal::read_all(&d.path().join("data/journal")).unwrap();
     assert!(!lines.is_empty());
-    assert_eq!(emu.count("iaso-*"), lines.len(), "{out}");
+    assert_eq!(emu.count("*-iaso.*"), lines.len(), "{out}");
     assert!(out.contains("0 still unshipped"), "{out}");
     assert!(!out.contains("s3cret-pw"), "password in the output: {out}");
     let log_dir = d.path().join("data/log");
@@ -223,7 +223,7 @@ fn ship_sends_a_journal_written_without_elasticsearch() {
         .unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert_eq!(emu.count("iaso-*"), lines.len());
+    assert_eq!(emu.count("*-iaso.*"), lines.len());
     assert!(
         out.contains(&format!("shipped: {} stored", lines.len())),
         "{out}"
@@ -235,7 +235,7 @@ fn ship_sends_a_journal_written_without_elasticsearch() {
         .output()
         .unwrap();
     assert!(text(&o).contains("shipped: 0 stored"), "{}", text(&o));
-    assert_eq!(emu.count("iaso-*"), lines.len());
+    assert_eq!(emu.count("*-iaso.*"), lines.len());
 }
 
 #[test]

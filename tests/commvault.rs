@@ -446,7 +446,7 @@ fn neither_the_password_nor_its_base64_form_is_in_the_journal_the_log_or_elastic
             std::fs::read_to_string(&path).unwrap(),
         ));
     }
-    let stored = emu.count("iaso-*");
+    let stored = emu.count("*-iaso.*");
     for r in emu.requests() {
         scanned.push((
             format!("elasticsearch {} {}", r.method, r.path),

@@ -31,7 +31,7 @@ fn journal_ids(dir: &Path) -> BTreeSet<String> {
 
 /// Ids in Elasticsearch, asserting none is there twice.
 fn stored_once(emu: &EsEmulator) -> BTreeSet<String> {
-    let ids = emu.ids("iaso-*");
+    let ids = emu.ids("*-iaso.*");
     let unique: HashSet<_> = ids.iter().cloned().collect();
     assert_eq!(unique.len(), ids.len(), "duplicates in Elasticsearch");
     unique.into_iter().collect()
@@ -231,7 +231,7 @@ fn run_through_a_full_disk(dir: &Path, emu: &EsEmulator, recover: bool) -> iaso_
         }))
     });
     let t0 = Instant::now();
-    while emu.count("iaso-*") < 50 {
+    while emu.count("*-iaso.*") < 50 {
         assert!(t0.elapsed() < Duration::from_secs(60), "nothing shipped");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -43,7 +43,7 @@ fn journal_ids(dir: &Path) -> BTreeSet<String> {
 /// Every id of the journal is in Elasticsearch once, and nothing else is.
 fn assert_stored_exactly_once(emu: &EsEmulator, dir: &Path) {
     let expected = journal_ids(dir);
-    let stored = emu.ids("iaso-*");
+    let stored = emu.ids("*-iaso.*");
     let unique: HashSet<_> = stored.iter().cloned().collect();
     assert_eq!(unique.len(), stored.len(), "duplicates in Elasticsearch");
     assert_eq!(
@@ -123,7 +123,7 @@ fn a_new_shipper_after_a_crash_loses_and_duplicates_nothing() {
         // First instance: killed mid-way (its future dropped between two batches or in one).
         let mut first = shipper_of();
         let first_batch_stored = async {
-            while emu.count("iaso-*") == 0 {
+            while emu.count("*-iaso.*") == 0 {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         };
@@ -131,7 +131,7 @@ fn a_new_shipper_after_a_crash_loses_and_duplicates_nothing() {
             _ = first.ship_available() => panic!("the first shipper should not finish"),
             _ = first_batch_stored => {} // crash: the future is dropped here
         }
-        let partial = emu.count("iaso-*") as u64;
+        let partial = emu.count("*-iaso.*") as u64;
         assert!(
             partial > 0 && partial < lines,
             "crash mid-way ({partial} of {lines})"
@@ -191,7 +191,7 @@ fn a_mapping_error_dead_letters_that_document_and_stores_the_others() {
         );
         assert_eq!(d["document"]["event"]["action"], "response_time");
     }
-    let stored: BTreeSet<String> = emu.ids("iaso-*").into_iter().collect();
+    let stored: BTreeSet<String> = emu.ids("*-iaso.*").into_iter().collect();
     let expected: BTreeSet<String> = docs
         .iter()
         .map(|r| r.event.id.clone())
@@ -242,7 +242,7 @@ fn unauthorized_pauses_shipping_and_keeps_the_journal() {
         s.counters
     );
     assert_eq!(s.unshipped, journal(dir.path()).len() as u64);
-    assert_eq!(emu.count("iaso-*"), 0);
+    assert_eq!(emu.count("*-iaso.*"), 0);
 }
 
 /// Every field path of every document the program writes (a full pass with failures,

@@ -337,7 +337,7 @@ pub async fn run(
                 .cloned()
                 .collect()
         };
-        let namespace = env_cfg.namespace_of(&name).to_owned();
+        let namespace = env_cfg.namespace_of(&name);
         let geo_name = cfg.observer.geo_name.clone();
         let mut env_cfg = env_cfg;
         if let Some(shard) = opts.selection.shard {

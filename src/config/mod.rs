@@ -346,8 +346,9 @@ pub struct EnvironmentConfig {
     /// Run an in-process simulator for this environment and probe it instead of `base_url`.
     #[serde(default)]
     pub simulator: Option<SimulatorConfig>,
-    /// `data_stream.namespace` of this environment's results (default: the environment name):
-    /// they go to `synthetics-iaso.checks-<namespace>` and `logs-iaso.jobs-<namespace>`.
+    /// `data_stream.namespace` of this environment's results (default: the environment name,
+    /// `-` made `_`): they go to `synthetics-iaso.checks-<namespace>` and
+    /// `logs-iaso.jobs-<namespace>`.
     #[serde(default)]
     pub namespace: Option<String>,
     /// Requests per second allowed towards this environment (every request passes the limiter).
@@ -501,9 +502,12 @@ pub struct RestoreSpec {
 }
 
 impl EnvironmentConfig {
-    /// The data stream namespace of environment `name`.
-    pub fn namespace_of<'a>(&'a self, name: &'a str) -> &'a str {
-        self.namespace.as_deref().unwrap_or(name)
+    /// The data stream namespace of environment `name`: `namespace`, else the name with `-`
+    /// made `_` (a namespace cannot hold `-`; environment names are already lowercase).
+    pub fn namespace_of(&self, name: &str) -> String {
+        self.namespace
+            .clone()
+            .unwrap_or_else(|| name.replace('-', "_"))
     }
 }
 

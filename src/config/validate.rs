@@ -350,20 +350,9 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             "environment names use lowercase letters, digits, - and _ (they name data streams)",
         ));
     }
-    match &e.namespace {
-        Some(ns) => {
-            if let Some(m) = namespace_problem(ns) {
-                p.push(Problem::new(k("namespace"), m));
-            }
-        }
-        None => {
-            if let Some(m) = namespace_problem(name) {
-                p.push(Problem::new(
-                    k("namespace"),
-                    format!("the environment name is the default namespace of its data streams, and {m}: set namespace (e.g. `{}`)", name.replace('-', "_")),
-                ));
-            }
-        }
+    // The default (the name, `-` made `_`) is valid whenever the name is.
+    if let Some(m) = e.namespace.as_deref().and_then(namespace_problem) {
+        p.push(Problem::new(k("namespace"), m));
     }
     match (&e.base_url, &e.simulator) {
         (None, None) => p.push(Problem::new(
@@ -1411,19 +1400,16 @@ mod tests {
         let e = problems(&env_toml("namespace = \"lab-1\""));
         assert!(e.contains("cannot contain '-'"), "{e}");
         assert_eq!(problems(&env_toml("namespace = \"lab_1\"")), "");
-        // The default namespace is the environment name: one with a dash needs a namespace.
+        // The default namespace is the environment name, a dash made an underscore.
         let dashed = env_toml("").replace("environments.lab", "environments.lab-2");
-        let e = problems(&dashed);
-        assert!(
-            e.contains("environments.lab-2.namespace")
-                && e.contains("set namespace (e.g. `lab_2`)"),
-            "{e}"
-        );
-        let fixed = dashed.replace(
-            "base_url = \"http://lab.example\"",
-            "base_url = \"http://lab.example\"\nnamespace = \"lab_2\"",
-        );
-        assert_eq!(problems(&fixed), "");
+        assert_eq!(problems(&dashed), "");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("t.toml");
+        std::fs::write(&f, &dashed).unwrap();
+        let cfg = load_with(&ConfigSource::Files(vec![f]), false)
+            .unwrap()
+            .config;
+        assert_eq!(cfg.environments["lab-2"].namespace_of("lab-2"), "lab_2");
     }
 
     #[test]
