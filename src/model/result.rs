@@ -550,7 +550,9 @@ impl ResultContext {
     pub fn check_run(&self, check: &str, interval: Duration) -> CheckRun {
         let n = self.check_runs.fetch_add(1, Ordering::Relaxed) + 1;
         let mut h = Sha256::new();
+        // "check_group" keeps the hash apart from the event ids' (same other parts).
         for part in [
+            b"check_group".as_slice(),
             self.run_id.as_bytes(),
             self.environment.as_bytes(),
             check.as_bytes(),
@@ -867,6 +869,14 @@ mod tests {
             ctx.check_run("health", Duration::from_secs(60)),
         );
         assert_ne!(a.group, b.group);
+        let first = ctx.result(Action::Liveness, Outcome::Success);
+        assert_ne!(
+            ResultContext::new("r", "lab", "obs")
+                .check_run("liveness", Duration::from_secs(30))
+                .group,
+            first.event.id,
+            "a check group never equals an event id"
+        );
         let down = |attempt| {
             ctx.result(Action::Liveness, Outcome::Failure)
                 .with_monitor(&a, "lab-liveness".into(), attempt, 3)
