@@ -213,7 +213,7 @@ def last_value(field, label, data_type="string"):
         "operationType": "last_value",
         "sourceField": field,
         "isBucketed": False,
-        "scale": {"string": "ordinal", "number": "ratio", "date": "interval"}[data_type],
+        "scale": "ordinal" if data_type == "string" else "ratio",
         "filter": kql(f"{field}: *"),
         "params": {"sortField": "@timestamp", "showArrayValues": False},
     }

@@ -156,9 +156,8 @@ pub fn rule_lines(target: &KibanaTarget, rules: &[AlertRule]) -> Vec<String> {
                 Err(e) => format!("<{e}>"),
             };
             format!(
-                "POST {url} kbn-xsrf: {} (PUT {} when it exists) {}",
+                "POST {url} kbn-xsrf: {} (when it exists: PUT of name, tags, schedule and params, with the rule's own actions) {}",
                 kibana::KBN_XSRF,
-                r.update(),
                 r.create
             )
         })
