@@ -13,12 +13,17 @@
 #                                       CPU µs per request/poll, RSS per job, and the ratios
 #                                       (BENCH_SECS: length of each measurement, default 20)
 #
-# Builds the release binary first. Needs GNU time (/usr/bin/time) for `once`.
+# Builds the release binary first (BENCH_BIN=path measures that binary instead). Needs GNU time (/usr/bin/time) for `once`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-once}"
-cargo build --release --locked -q
-bin=target/release/iaso-probe
+# BENCH_BIN: measure another build (e.g. an older commit's, for a before/after of one hour).
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin="$BENCH_BIN"
+else
+  cargo build --release --locked -q
+  bin=target/release/iaso-probe
+fi
 mkdir -p target/bench
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -52,7 +57,7 @@ tracked)
   sim=$!
   trap 'kill $sim 2>/dev/null || true' EXIT
   for _ in $(seq 50); do curl -fsS -o /dev/null http://127.0.0.1:18080/api/v1/alive && break; sleep 0.2; done
-  "$bin" run --no-progress --config benches/run-tracked.toml --hosts "$hosts" \
+  "$bin" run --once --no-progress --config benches/run-tracked.toml --hosts "$hosts" \
     > target/bench/tracked.out 2> target/bench/tracked.err &
   probe=$!
   base_rss=0
@@ -127,7 +132,7 @@ LUA
   read -r wrk_user wrk_sys < target/bench/wrk.time
   wrk_n=$((c1 - c0))
 
-  "$bin" run --no-progress --config benches/run-polls.toml --hosts "$hosts" \
+  "$bin" run --once --no-progress --config benches/run-polls.toml --hosts "$hosts" \
     > target/bench/polls.out 2> target/bench/polls.err &
   probe=$!
   sleep 0.5
