@@ -3,9 +3,10 @@
 #
 #   benches/run-bench.sh once [N]       run --once over N generated hosts (default 10000):
 #                                       wall time, peak RSS, CPU, results, exit code
-#   benches/run-bench.sh tracked [N]    service mode until N jobs (default 100000) are
+#   benches/run-bench.sh tracked [N]    run --once over N hosts until N jobs (default 100000) are
 #                                       tracked at once: peak RSS and CPU per tracked job,
 #                                       CPU of steady polling, time of a graceful stop
+#                                       (1M: see BENCHMARKS.md for the quota and interval)
 #   benches/run-bench.sh polls [N]      the status endpoint of one simulator process, first
 #                                       driven by wrk (64 connections: the loopback ceiling),
 #                                       then by the prober tracking N jobs (default 20000)
@@ -13,12 +14,17 @@
 #                                       CPU µs per request/poll, RSS per job, and the ratios
 #                                       (BENCH_SECS: length of each measurement, default 20)
 #
-# Builds the release binary first. Needs GNU time (/usr/bin/time) for `once`.
+# Builds the release binary first (BENCH_BIN=path measures that binary instead). Needs GNU time (/usr/bin/time) for `once`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-once}"
-cargo build --release --locked -q
-bin=target/release/iaso-probe
+# BENCH_BIN: measure another build (e.g. an older commit's, for a before/after of one hour).
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin="$BENCH_BIN"
+else
+  cargo build --release --locked -q
+  bin=target/release/iaso-probe
+fi
 mkdir -p target/bench
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -47,19 +53,21 @@ tracked)
   hosts=target/bench/hosts-$n.txt
   benches/gen-hosts.sh "$n" > "$hosts"
   rm -rf target/bench/journal-tracked
+  # Room for every job (the file's bound is 200,000).
+  export IASO_PROBE_ENVIRONMENTS__BENCH__JOBS__MAX_TRACKED_JOBS=$(( n > 200000 ? n : 200000 ))
   "$bin" simulate --port 18080 --bind 127.0.0.1 --simulator-config benches/sim-tracked.toml \
     > target/bench/sim.log 2>&1 &
   sim=$!
   trap 'kill $sim 2>/dev/null || true' EXIT
   for _ in $(seq 50); do curl -fsS -o /dev/null http://127.0.0.1:18080/api/v1/alive && break; sleep 0.2; done
-  "$bin" run --no-progress --config benches/run-tracked.toml --hosts "$hosts" \
+  "$bin" run --once --no-progress --config benches/run-tracked.toml --hosts "$hosts" \
     > target/bench/tracked.out 2> target/bench/tracked.err &
   probe=$!
   base_rss=0
   t0=$(date +%s.%N)
   launched=0
   while [ "$launched" -lt "$n" ]; do
-    sleep 2
+    sleep $(( n > 200000 ? 10 : 2 ))
     kill -0 $probe || { echo "prober exited early"; cat target/bench/tracked.err; exit 1; }
     launched=$(cat target/bench/journal-tracked/results-*.ndjson 2>/dev/null | grep -c '"action":"backup.launch"' || true)
     [ "$base_rss" = 0 ] && base_rss=$(awk '/VmRSS/{print $2}' /proc/$probe/status)
@@ -127,7 +135,7 @@ LUA
   read -r wrk_user wrk_sys < target/bench/wrk.time
   wrk_n=$((c1 - c0))
 
-  "$bin" run --no-progress --config benches/run-polls.toml --hosts "$hosts" \
+  "$bin" run --once --no-progress --config benches/run-polls.toml --hosts "$hosts" \
     > target/bench/polls.out 2> target/bench/polls.err &
   probe=$!
   sleep 0.5

@@ -441,7 +441,7 @@ pub fn restore_spec(r: &RestoreSpec) -> JobSpec {
         kind: JobKind::Restore,
         host: r.host.clone(),
         level: None,
-        restore: Some(r.clone()),
+        restore: Some(Box::new(r.clone())),
         vars: r.vars.clone(),
     }
 }
@@ -486,7 +486,7 @@ pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
                 spec.kind,
                 &spec.host,
                 spec.level,
-                spec.restore.as_ref(),
+                spec.restore.as_deref(),
                 &spec.vars,
                 &lease.token,
             )

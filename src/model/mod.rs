@@ -84,7 +84,9 @@ pub struct JobSpec {
     pub kind: JobKind,
     pub host: String,
     pub level: Option<BackupLevel>,
-    pub restore: Option<crate::config::RestoreSpec>,
+    /// Boxed: most jobs are backups, and every tracked job holds its spec (bytes per job
+    /// count at a million jobs).
+    pub restore: Option<Box<crate::config::RestoreSpec>>,
     /// Placeholder values of this job: the host's `vars` (a restore's own over its host's).
     pub vars: std::collections::BTreeMap<String, String>,
 }
