@@ -275,7 +275,11 @@ fn two_sigterms_1_ms_apart_are_one_stop_request_and_the_run_drains_fully() {
     p.signal(Signal::TERM);
     let (code, _, err) = p.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("the same stop request"), "{err}");
+    // The second signal is either seen and logged as part of the first stop, or merged with
+    // the first before the prober sees it (the kernel does not queue a pending SIGTERM and
+    // tokio's signal streams coalesce): one stop request either way, never a forced exit.
+    let stops = err.matches("stop requested").count();
+    assert!(err.contains("the same stop request") || stops == 1, "{err}");
     assert!(!err.contains("second signal"), "{err}");
     assert!(err.contains("journal flushed"), "{err}");
     let (launched, handed) = launched_and_handed(d.path());
