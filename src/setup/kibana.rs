@@ -202,11 +202,7 @@ pub async fn import_kibana(
             .authorize(http.post(url.clone()))
             .header("kbn-xsrf", KBN_XSRF)
             .multipart(form);
-        let transport = |e: reqwest::Error| SetupError::KibanaTransport {
-            method: "POST",
-            path: path.clone(),
-            message: redact_url(&e.without_url().to_string()),
-        };
+        let transport = transport_failed("POST", &path);
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let body = response.text().await.map_err(transport)?;
@@ -374,18 +370,12 @@ async fn get_saved_object(
 ) -> Result<Option<Value>, SetupError> {
     let url = target.space_url(&format!("/api/saved_objects/{kind}/{id}"))?;
     let path = KibanaTarget::path_of(&url);
-    let transport = |e: reqwest::Error| SetupError::KibanaTransport {
-        method: "GET",
-        path: path.clone(),
-        message: redact_url(&e.without_url().to_string()),
-    };
-    let response = target
-        .authorize(http.get(url.clone()))
-        .send()
-        .await
-        .map_err(transport)?;
+    let response = send_get(http, target, &url, &path).await?;
     let status = response.status().as_u16();
-    let body = response.text().await.map_err(transport)?;
+    let body = response
+        .text()
+        .await
+        .map_err(transport_failed("GET", &path))?;
     match status {
         200 => Ok(Some(serde_json::from_str(&body).unwrap_or(Value::Null))),
         404 => Ok(None),
@@ -735,21 +725,41 @@ async fn get_json(
     url: &Url,
 ) -> Result<Option<Value>, SetupError> {
     let path = KibanaTarget::path_of(url);
-    let transport = |e: reqwest::Error| SetupError::KibanaTransport {
-        method: "GET",
-        path: path.clone(),
-        message: redact_url(&e.without_url().to_string()),
-    };
-    let response = target
-        .authorize(http.get(url.clone()))
-        .send()
-        .await
-        .map_err(transport)?;
+    let response = send_get(http, target, url, &path).await?;
     if response.status().as_u16() != 200 {
         return Ok(None);
     }
-    let text = response.text().await.map_err(transport)?;
+    let text = response
+        .text()
+        .await
+        .map_err(transport_failed("GET", &path))?;
     Ok(serde_json::from_str(&text).ok())
+}
+
+/// An authorized `GET url` (`path`: how errors name it), any status.
+async fn send_get(
+    http: &reqwest::Client,
+    target: &KibanaTarget,
+    url: &Url,
+    path: &str,
+) -> Result<reqwest::Response, SetupError> {
+    target
+        .authorize(http.get(url.clone()))
+        .send()
+        .await
+        .map_err(transport_failed("GET", path))
+}
+
+/// A request that failed in transport, its URL redacted.
+fn transport_failed<'a>(
+    method: &'static str,
+    path: &'a str,
+) -> impl Fn(reqwest::Error) -> SetupError + Copy + 'a {
+    move |e| SetupError::KibanaTransport {
+        method,
+        path: path.to_owned(),
+        message: redact_url(&e.without_url().to_string()),
+    }
 }
 
 fn rule_error(method: &'static str, path: &str, status: u16, body: &str) -> SetupError {
@@ -773,11 +783,7 @@ async fn send_json(
     body: &Value,
 ) -> Result<(u16, String), SetupError> {
     let path = KibanaTarget::path_of(url);
-    let transport = |e: reqwest::Error| SetupError::KibanaTransport {
-        method,
-        path: path.clone(),
-        message: redact_url(&e.without_url().to_string()),
-    };
+    let transport = transport_failed(method, &path);
     let request = match method {
         "PUT" => http.put(url.clone()),
         _ => http.post(url.clone()),
