@@ -12,6 +12,7 @@ use crate::model::{
     ResultContext,
 };
 use futures_util::FutureExt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -540,6 +541,9 @@ pub enum PollVerdict {
     Continue(Option<Duration>),
     /// The job ended (the `job.end` result has been emitted).
     Ended(JobResult),
+    /// The stop signal came while the status request was queued at the limiter or in
+    /// flight: the request was abandoned (a read, nothing lost) and the poll not counted.
+    Stopped,
 }
 
 /// The state a job actor keeps between polls.
@@ -587,7 +591,19 @@ fn job_result_doc(
 
 /// Polls once; emits a `job.status` result when the status changed and a `job.end` when
 /// the job is over (terminal status, too long, too many failed polls).
-pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> PollVerdict {
+///
+/// `stop` resolving abandons the status request (waiting at the limiter, or in flight) so
+/// that a stop hands the job over at once: a status read changes nothing on the portal,
+/// and a poll stuck behind a slow portal or a full limiter would otherwise hold the job
+/// until the shutdown deadline, where it is lost. Only the request is raced: a result being
+/// emitted is never cut.
+pub async fn poll(
+    rt: &EnvRuntime,
+    p: &mut JobProgress,
+    client: &ApiClient,
+    stop: impl Future<Output = ()>,
+) -> PollVerdict {
+    let mut stop = std::pin::pin!(stop);
     p.polls += 1;
     let mut tries = 0;
     let call = loop {
@@ -606,14 +622,20 @@ pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> P
                 }
             }
         };
-        let call = client
-            .job_status_with_vars(
-                &p.job.job_id,
-                &p.job.spec.host,
-                &p.job.spec.vars,
-                &lease.token,
-            )
-            .await;
+        let status = client.job_status_with_vars(
+            &p.job.job_id,
+            &p.job.spec.host,
+            &p.job.spec.vars,
+            &lease.token,
+        );
+        let call = tokio::select! {
+            biased;
+            () = &mut stop => {
+                p.polls -= 1;
+                return PollVerdict::Stopped;
+            }
+            call = status => call,
+        };
         if matches!(call.outcome, Err(ApiError::Unauthorized(401))) && tries == 1 {
             rt.tokens.invalidate(lease.generation);
             continue;
@@ -692,10 +714,15 @@ pub async fn poll(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> P
 
 /// [`poll`], with a panic inside it reported as the job's `job.end` (`error.type:
 /// internal`, the run then exits 2) instead of a job that silently disappears.
-pub async fn poll_guarded(rt: &EnvRuntime, p: &mut JobProgress, client: &ApiClient) -> PollVerdict {
+pub async fn poll_guarded(
+    rt: &EnvRuntime,
+    p: &mut JobProgress,
+    client: &ApiClient,
+    stop: impl Future<Output = ()>,
+) -> PollVerdict {
     let res = AssertUnwindSafe(async {
         fault_injection::hit(&rt.name, "job_poll");
-        poll(rt, p, client).await
+        poll(rt, p, client, stop).await
     })
     .catch_unwind()
     .await;

@@ -287,6 +287,51 @@ fn two_sigterms_1_ms_apart_are_one_stop_request_and_the_run_drains_fully() {
     assert_eq!(handed, launched, "every job in flight handed over");
 }
 
+/// A simulator whose status answers take a minute: every poll is in flight at the stop.
+fn hanging_status_simulator() -> iaso_probe::simulator::SimulatorHandle {
+    harness::simulator(
+        "seed = 3\nlatency_ms = { min = 0, max = 1 }\njob_duration_ms = { min = 20000, max = 30000 }\n\
+         [endpoint_faults.job_status]\nlatency_ms = { min = 60000, max = 60000 }\n",
+    )
+}
+
+#[test]
+fn a_stop_hands_over_jobs_whose_status_poll_is_in_flight_without_waiting_for_the_answer() {
+    let sim = hanging_status_simulator();
+    let d = tempfile::tempdir().unwrap();
+    // A request timeout longer than the shutdown deadline: waiting for the answers cannot
+    // hand the jobs over in time, only abandoning the (idempotent) status reads can.
+    write_config(d.path(), &sim.base_url(), 5, "");
+    let file = d.path().join("probe.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(
+        "rate_limit_burst = 50\n",
+        "rate_limit_burst = 50\ntimeout_ms = 120000\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let mut p = service_run(d.path());
+    p.wait_for("run starting", Duration::from_secs(60));
+    wait_launches(&sim, 5);
+    let t0 = Instant::now();
+    while sim.counters().endpoints["job_status"].requests < 5 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no polls");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.signal(Signal::TERM);
+    let (code, _, err) = p.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("still active at the shutdown deadline"),
+        "{err}"
+    );
+    let (launched, handed) = launched_and_handed(d.path());
+    assert_eq!(launched.len(), 5, "{launched:?}");
+    assert_eq!(
+        handed, launched,
+        "every job whose poll was in flight handed over"
+    );
+}
+
 #[test]
 fn sighup_stops_gracefully_with_exit_code_129_and_hands_jobs_over() {
     let sim = slow_jobs_simulator();

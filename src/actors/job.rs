@@ -9,9 +9,12 @@ use crate::probes::{self, EnvRuntime, JobProgress, PollVerdict};
 use actix::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -151,12 +154,45 @@ struct Poll;
 #[rtype(result = "()")]
 pub struct Cancel;
 
+/// Raised by `Cancel` while a poll is in flight: the poll abandons its status request so
+/// the job is handed over at once (see `probes::poll`). Job actors live on one arbiter
+/// thread, so a `Cell` and the waker of the one poll that waits are enough.
+#[derive(Clone, Default)]
+struct StopSignal(Rc<StopState>);
+
+#[derive(Default)]
+struct StopState {
+    raised: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl StopSignal {
+    fn raise(&self) {
+        self.0.raised.set(true);
+        if let Some(w) = self.0.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once raised.
+    fn raised(self) -> impl std::future::Future<Output = ()> {
+        std::future::poll_fn(move |cx| {
+            if self.0.raised.get() {
+                return std::task::Poll::Ready(());
+            }
+            self.0.waker.set(Some(cx.waker().clone()));
+            std::task::Poll::Pending
+        })
+    }
+}
+
 pub struct Job {
     rt: Arc<EnvRuntime>,
     client: ApiClient,
     /// None while a poll is in flight.
     progress: Option<JobProgress>,
     cancelled: bool,
+    stop: StopSignal,
     rng: SmallRng,
     guard: Option<JobGuard>,
 }
@@ -178,6 +214,7 @@ impl Job {
             rt,
             progress: Some(progress),
             cancelled: false,
+            stop: StopSignal::default(),
             rng: SmallRng::seed_from_u64(seed),
             guard: Some(guard),
         });
@@ -257,15 +294,16 @@ impl Handler<Poll> for Job {
         let Some(mut p) = self.progress.take() else {
             return Box::pin(actix::fut::ready(()));
         };
-        let (rt, client) = (self.rt.clone(), self.client.clone());
+        let (rt, client, stop) = (self.rt.clone(), self.client.clone(), self.stop.clone());
         Box::pin(
             async move {
-                let v = probes::poll_guarded(&rt, &mut p, &client).await;
+                let v = probes::poll_guarded(&rt, &mut p, &client, stop.raised()).await;
                 (p, v)
             }
             .into_actor(self)
             .map(|(p, verdict), act, ctx| match verdict {
                 PollVerdict::Ended(_) => ctx.stop(),
+                PollVerdict::Stopped => act.finish_cancelled(p, ctx),
                 PollVerdict::Continue(_) if act.cancelled => act.finish_cancelled(p, ctx),
                 PollVerdict::Continue(at_least) => {
                     act.progress = Some(p);
@@ -284,8 +322,11 @@ impl Handler<Cancel> for Job {
         self.cancelled = true;
         if let Some(p) = self.progress.take() {
             self.finish_cancelled(p, ctx);
+        } else {
+            // A poll is in flight: it abandons its status request, or, past it (emitting
+            // a result), completes and sees `cancelled`.
+            self.stop.raise();
         }
-        // Otherwise a poll is in flight; its completion sees `cancelled`.
     }
 }
 
