@@ -108,6 +108,9 @@ impl JobTracker {
     pub fn cancel_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let all: Vec<_> = self.registry.lock().unwrap().values().cloned().collect();
+        if let Some(h) = &self.handoff {
+            h.reserve(all.len());
+        }
         for r in all {
             // Control message, not data: the job may already be gone, which is fine.
             r.do_send(Cancel);
@@ -243,7 +246,7 @@ impl Job {
     fn finish_cancelled(&mut self, p: JobProgress, ctx: &mut Context<Self>) {
         let handoff = self.guard.as_ref().and_then(|g| g.tracker.handoff.clone());
         if let Some(handoff) = handoff {
-            handoff.push(HandedOffJob::from_progress(&self.rt.name, &p));
+            handoff.push(HandedOffJob::from_progress(&self.rt.name, p));
             ctx.stop();
             return;
         }
