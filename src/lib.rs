@@ -19,12 +19,15 @@
 //! - [`oplog`]: WARN/ERROR lines for the operator, derived from the results (rate-limited).
 //! - [`metrics`]: the metrics registry, `/metrics`, `/healthz` and `/readyz`.
 //! - [`signals`]: stop signals (one request within 1 s, a later one exits at once).
+//! - [`fsutil`], [`hash`]: the atomic file write and the stable FNV-1a hash.
 //! - [`cli`]: the command line.
 
 pub mod actors;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod fsutil;
+pub mod hash;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

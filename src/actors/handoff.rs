@@ -154,7 +154,7 @@ impl Handoff {
         Ok(aside)
     }
 
-    /// Writes the handed-over jobs atomically ([`write_atomic`](crate::sink::disk::write_atomic)); no job → no file.
+    /// Writes the handed-over jobs atomically ([`write_atomic`](crate::fsutil::write_atomic)); no job → no file.
     pub fn save(&self) -> std::io::Result<usize> {
         let jobs = self.jobs.lock().unwrap().clone();
         if jobs.is_empty() {
@@ -169,7 +169,7 @@ impl Handoff {
             jobs,
         })
         .map_err(std::io::Error::other)?;
-        crate::sink::disk::write_atomic(&self.path, &text, &Default::default())?;
+        crate::fsutil::write_atomic(&self.path, &text)?;
         Ok(n)
     }
 }
