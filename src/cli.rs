@@ -1,7 +1,8 @@
 //! The command line: parse, load the configuration, run the command, map the outcome to an
-//! exit code (the table is `summary::EXIT_CODES_HELP`, printed by `--help`).
+//! exit code (the table is `exit::EXIT_CODES_HELP`, printed by `--help`).
 
 use crate::config::{load, ConfigSource, LoadedConfig};
+use crate::exit::ExitCode;
 use crate::selection::{Selection, Shard};
 use crate::{logging, RunOptions};
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +13,7 @@ use std::path::PathBuf;
     name = "iaso-probe",
     version,
     about = "Continuously tests the IASO backup API and ships every result to Elasticsearch",
-    after_help = crate::summary::EXIT_CODES_HELP
+    after_help = crate::exit::EXIT_CODES_HELP
 )]
 pub struct Cli {
     /// Configuration file (repeatable; later files override earlier ones). Without any, the
@@ -185,9 +186,6 @@ pub struct SimulateArgs {
     pub dialect: Option<crate::simulator::Dialect>,
 }
 
-/// Exit code of a configuration or setup error.
-pub const EXIT_SETUP: i32 = 2;
-
 fn source(cli: &Cli) -> ConfigSource {
     if cli.config.is_empty() {
         ConfigSource::Embedded
@@ -196,26 +194,27 @@ fn source(cli: &Cli) -> ConfigSource {
     }
 }
 
-fn load_or_report(cli: &Cli) -> Result<LoadedConfig, i32> {
+fn load_or_report(cli: &Cli) -> Result<LoadedConfig, ExitCode> {
     load(&source(cli)).map_err(|e| {
         eprintln!("iaso-probe: {e}");
-        EXIT_SETUP
+        ExitCode::Setup
     })
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match &cli.command {
+    let code = match &cli.command {
         Command::CheckConfig(sel) => check_config(&cli, sel),
         Command::Run(args) => run(&cli, args),
         Command::Simulate(args) => simulate(args),
         Command::Setup(args) => setup(&cli, args),
         Command::Ship(args) => ship(&cli, args),
-    }
+    };
+    code.code()
 }
 
-fn check_config(cli: &Cli, sel: &SelectArgs) -> i32 {
+fn check_config(cli: &Cli, sel: &SelectArgs) -> ExitCode {
     let loaded = match load_or_report(cli) {
         Ok(l) => l,
         Err(code) => return code,
@@ -224,7 +223,7 @@ fn check_config(cli: &Cli, sel: &SelectArgs) -> i32 {
         Ok(s) => s,
         Err(m) => {
             eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     if let Some(s) = selection.shard {
@@ -255,11 +254,11 @@ fn check_config(cli: &Cli, sel: &SelectArgs) -> i32 {
                 );
             }
             println!("configuration is valid");
-            0
+            ExitCode::Ok
         }
         Err(m) => {
             eprintln!("iaso-probe: {m}");
-            EXIT_SETUP
+            ExitCode::Setup
         }
     }
 }
@@ -276,7 +275,7 @@ fn stop_signals() -> (
             "iaso-probe: second signal ({}, more than 1 s after the first), exiting without waiting for the drain",
             sig.name()
         );
-        std::process::exit(sig.exit_code());
+        std::process::exit(ExitCode::Signal(sig).code());
     })
 }
 
@@ -307,7 +306,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn run(cli: &Cli, args: &RunArgs) -> i32 {
+fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
     let loaded = match load_or_report(cli) {
         Ok(l) => l,
         Err(code) => return code,
@@ -316,7 +315,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
         Ok(s) => s,
         Err(m) => {
             eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     let cfg = loaded.config;
@@ -324,7 +323,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
         Ok(g) => g,
         Err(m) => {
             eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     let opts = RunOptions {
@@ -387,7 +386,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
                         "iaso-probe: cannot write the summary to {}: {e}",
                         path.display()
                     );
-                    return EXIT_SETUP;
+                    return ExitCode::Setup;
                 }
             }
             code
@@ -395,7 +394,7 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
         Err(e) => {
             tracing::error!(error = %e, "run failed");
             eprintln!("iaso-probe: {e}");
-            EXIT_SETUP
+            ExitCode::Setup
         }
     }
 }
@@ -406,7 +405,7 @@ fn run_exit_code(
     once: bool,
     signal: Option<crate::signals::StopSignal>,
     journal_dir: &std::path::Path,
-) -> i32 {
+) -> ExitCode {
     let shipping_cut = report.shipping.as_ref().is_some_and(|s| s.interrupted);
     let lost = report.sink.lost;
     if lost > 0 {
@@ -416,32 +415,32 @@ fn run_exit_code(
             report.sink.last_error.as_deref().unwrap_or("write error")
         );
         tracing::error!(lost, dir = %journal_dir.display(), "results lost: the journal could not be written");
-        return EXIT_SETUP;
+        return ExitCode::Setup;
     }
     match (once, signal) {
         (_, Some(s @ crate::signals::StopSignal::Hangup)) => {
             eprintln!(
                 "iaso-probe: stopped by SIGHUP (graceful stop; the configuration is not reloaded)"
             );
-            s.exit_code()
+            ExitCode::Signal(s)
         }
         (true, Some(s)) if report.interrupted => {
             eprintln!(
                 "iaso-probe: interrupted by {} before the pass completed",
                 s.name()
             );
-            s.exit_code()
+            ExitCode::Signal(s)
         }
         (true, Some(s)) if shipping_cut => {
             eprintln!("iaso-probe: {} ended the wait for shipping; the rest stays in the journal (the next run or `iaso-probe ship` sends it)", s.name());
-            s.exit_code()
+            ExitCode::Signal(s)
         }
         (true, _) => report.exit_code(),
-        (false, _) => crate::summary::EXIT_OK,
+        (false, _) => ExitCode::Ok,
     }
 }
 
-fn simulate(args: &SimulateArgs) -> i32 {
+fn simulate(args: &SimulateArgs) -> ExitCode {
     let _guards = logging::init_stderr("info");
     let mut cfg = match &args.simulator_config {
         None => crate::simulator::SimulatorConfig::default(),
@@ -453,7 +452,7 @@ fn simulate(args: &SimulateArgs) -> i32 {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("iaso-probe: simulator config {}: {e}", p.display());
-                return EXIT_SETUP;
+                return ExitCode::Setup;
             }
         },
     };
@@ -465,20 +464,20 @@ fn simulate(args: &SimulateArgs) -> i32 {
     }
     if let Err(m) = cfg.validate() {
         eprintln!("iaso-probe: simulator config: {m}");
-        return EXIT_SETUP;
+        return ExitCode::Setup;
     }
     let addr = match format!("{}:{}", args.bind, args.port).parse() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("iaso-probe: --bind/--port: {e}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     let handle = match crate::simulator::spawn(cfg, addr) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("iaso-probe: simulator on {addr}: {e}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     tracing::info!(url = %handle.base_url(), "simulator listening");
@@ -488,7 +487,7 @@ fn simulate(args: &SimulateArgs) -> i32 {
         .expect("runtime");
     rt.block_on(async { shutdown_signal().await });
     drop(handle);
-    0
+    ExitCode::Ok
 }
 
 fn kibana_target(
@@ -526,7 +525,7 @@ fn kibana_target(
     }))
 }
 
-fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
+fn setup(cli: &Cli, args: &SetupArgs) -> ExitCode {
     let loaded = match load_or_report(cli) {
         Ok(l) => l,
         Err(code) => return code,
@@ -540,7 +539,7 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
         Ok(k) => k,
         Err(m) => {
             eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     let rules = if cfg.kibana.alerts.enabled {
@@ -557,17 +556,17 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
                 println!("{line}");
             }
         }
-        return 0;
+        return ExitCode::Ok;
     }
     let client = match crate::sink::es_client::build(&cfg.elasticsearch) {
         Ok(Some((c, _))) => c,
         Ok(None) => {
             eprintln!("iaso-probe: setup needs Elasticsearch: set elasticsearch.urls, elasticsearch.cloud_id or ELASTICSEARCH_URL");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
         Err(m) => {
             eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     let wait = std::time::Duration::from_secs(args.kibana_wait_secs);
@@ -615,10 +614,10 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
         Ok(())
     });
     match result {
-        Ok(()) => 0,
+        Ok(()) => ExitCode::Ok,
         Err(m) => {
             eprintln!("iaso-probe: setup failed: {m}");
-            EXIT_SETUP
+            ExitCode::Setup
         }
     }
 }
@@ -652,7 +651,7 @@ async fn ship_until_caught_up(shipper: &mut crate::sink::shipper::Shipper) {
     }
 }
 
-fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
+fn ship(cli: &Cli, args: &ShipArgs) -> ExitCode {
     let loaded = match load_or_report(cli) {
         Ok(l) => l,
         Err(code) => return code,
@@ -665,18 +664,18 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
         Ok(l) => l,
         Err(e) => {
             eprintln!("iaso-probe: {e}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     let client = match crate::sink::es_client::build(&cfg.elasticsearch) {
         Ok(Some((c, _))) => c,
         Ok(None) => {
             eprintln!("iaso-probe: ship needs Elasticsearch: set elasticsearch.urls, elasticsearch.cloud_id or ELASTICSEARCH_URL");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
         Err(m) => {
             eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     let mut shipper = match crate::sink::shipper::Shipper::new(
@@ -687,7 +686,7 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("iaso-probe: journal {}: {e}", cfg.journal.dir.display());
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     if cfg.elasticsearch.setup_on_start {
@@ -746,14 +745,14 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
                     }
                 );
             }
-            crate::summary::EXIT_OK
+            ExitCode::Ok
         }
         ShipEnd::Failed(e) => {
             eprintln!(
                 "iaso-probe: dead-letter file {}: {e}",
                 dead_letter_path.display()
             );
-            EXIT_SETUP
+            ExitCode::Setup
         }
         ShipEnd::Signal => {
             let sig = first
@@ -764,7 +763,7 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
                 "iaso-probe: stopped by {} with {unshipped} results unshipped; run ship again later",
                 sig.name()
             );
-            sig.exit_code()
+            ExitCode::Signal(sig)
         }
         ShipEnd::Deadline => {
             let why = match (&c.paused, &c.last_error) {
@@ -776,7 +775,7 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
                 "iaso-probe: stopped at the deadline ({} s) with {unshipped} results unshipped: {why}; run ship again later (--deadline to wait longer)",
                 deadline.as_secs()
             );
-            crate::summary::EXIT_PROBE_FAILED
+            ExitCode::ProbeFailed
         }
     }
 }

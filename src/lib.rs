@@ -11,7 +11,8 @@
 //! - [`sink`]: the journal and the shipping stages.
 //! - [`schedule`]: schedule state kept across restarts, placement, windows, launch pacing.
 //! - [`selection`]: `--env`, `--host`, `--hosts`, `--shard`.
-//! - [`summary`]: per-environment tallies, the summary table and exit code.
+//! - [`summary`]: per-environment tallies, the summary table and the exit code they imply.
+//! - [`exit`]: the exit code type and its table.
 //! - [`progress`]: the live progress line on a terminal, progress log lines otherwise.
 //! - [`setup`]: index templates, ILM and Kibana dashboards (`iaso-probe setup`).
 //! - [`simulator`]: the built-in simulator of the portal.
@@ -26,6 +27,7 @@ pub mod actors;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod exit;
 pub mod fsutil;
 pub mod hash;
 pub mod limiter;

@@ -10,6 +10,7 @@ use super::sink::{Sink, SinkCounters, SinkHandle};
 use super::Workers;
 use crate::api::TokenManager;
 use crate::config::{resolve_password, Config, HostSpec};
+use crate::exit::ExitCode;
 use crate::limiter::EnvLimits;
 use crate::model::ResultContext;
 use crate::probes::EnvRuntime;
@@ -80,16 +81,11 @@ pub struct ShippingReport {
 impl RunReport {
     /// 2 on an internal error; with `[thresholds]`: 0 when every threshold held, 99 when
     /// one failed; without: 0 all passed, 1 some probe failed (or was skipped).
-    pub fn exit_code(&self) -> i32 {
-        let code = self.tally.exit_code();
-        if code == crate::summary::EXIT_SETUP || !self.thresholds_set {
-            return code;
-        }
-        if self.thresholds.iter().all(|v| v.passed) {
-            crate::summary::EXIT_OK
-        } else {
-            crate::summary::EXIT_THRESHOLDS
-        }
+    pub fn exit_code(&self) -> ExitCode {
+        let thresholds = self
+            .thresholds_set
+            .then(|| self.thresholds.iter().all(|v| v.passed));
+        self.tally.pass_exit_code(thresholds)
     }
 
     /// Shipping as the summaries show it.
@@ -106,7 +102,7 @@ impl RunReport {
     }
 
     /// The `--summary-json` document, with the exit code the process ends with.
-    pub fn summary_json(&self, exit_code: i32) -> serde_json::Value {
+    pub fn summary_json(&self, exit_code: ExitCode) -> serde_json::Value {
         crate::summary::summary_json(
             &self.run_id,
             &self.tally,
