@@ -9,7 +9,7 @@ use super::handoff::{HandedOffJob, Handoff};
 use super::sink::{Sink, SinkCounters, SinkHandle};
 use super::Workers;
 use crate::api::TokenManager;
-use crate::config::{resolve_password, Config, HostSpec};
+use crate::config::{Config, ConfigError, HostSpec, ValidConfig};
 use crate::exit::ExitCode;
 use crate::limiter::EnvLimits;
 use crate::model::ResultContext;
@@ -24,7 +24,6 @@ use crate::summary::Tally;
 use actix::prelude::*;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +119,9 @@ impl RunReport {
 pub enum RunError {
     #[error("{0}")]
     Selection(String),
+    /// The configuration does not validate (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("journal {dir}: {source}")]
     Journal { dir: String, source: std::io::Error },
     #[error("simulator for environment {env}: {source}")]
@@ -217,12 +219,16 @@ pub fn observer_hostname() -> String {
 
 /// Runs the prober until the pass ends (`once`) or `shutdown` resolves. Must be called
 /// inside an actix System. Results go to the journal; the sink is flushed before returning.
+/// `cfg` is validated first (secrets and hosts files read once): the actors only ever see a
+/// [`ValidConfig`].
 pub async fn run(
     cfg: Config,
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
-    let plan = select(&cfg, &opts.selection).map_err(RunError::Selection)?;
+    let valid = ValidConfig::new(cfg).map_err(ConfigError::Invalid)?;
+    let cfg = valid.config();
+    let plan = select(cfg, &opts.selection).map_err(RunError::Selection)?;
     let seed = opts.seed.unwrap_or_else(rand::random);
     let run_id = run_id();
     let observer = observer_hostname();
@@ -273,7 +279,7 @@ pub async fn run(
 
     // The sink's second half: shipping the journal to Elasticsearch, when configured.
     let (stop_ship, stop_ship_rx) = tokio::sync::watch::channel(false);
-    let shipping = start_shipping(&cfg, stop_ship_rx, &opts.disk_faults, &metrics).await?;
+    let shipping = start_shipping(cfg, stop_ship_rx, &opts.disk_faults, &metrics).await?;
 
     // Worker arbiters for job actors, one per core.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -312,14 +318,20 @@ pub async fn run(
             &env_cfg.tls,
             &env_cfg.proxy(),
         );
-        let password =
-            resolve_password(&env_cfg.credentials).map_err(|m| RunError::Environment {
+        let checked = valid
+            .environment(&name)
+            .ok_or_else(|| RunError::Environment {
                 env: name.clone(),
-                message: m,
+                message: "not in the validated configuration".into(),
             })?;
-        let rate = NonZeroU32::new(env_cfg.rate_limit_per_sec).expect("validated > 0");
-        let burst = NonZeroU32::new(env_cfg.rate_limit_burst).expect("validated > 0");
-        let limits = Arc::new(EnvLimits::new(&name, rate, burst, env_cfg.max_in_flight));
+        let password = checked.password.clone();
+        let l = checked.limits;
+        let limits = Arc::new(EnvLimits::new(
+            &name,
+            l.rate_per_sec,
+            l.burst,
+            l.max_in_flight.get(),
+        ));
         metrics.track_limiter(&name, limits.clone());
         let mut restores = if opts.selection.hosts.is_empty() && opts.selection.hosts_file.is_none()
         {

@@ -5,7 +5,9 @@
 
 mod api;
 pub mod load;
+mod resolve;
 mod secret;
+mod valid;
 mod validate;
 
 pub use api::{body_strings, placeholder_names, typed_placeholder};
@@ -14,10 +16,13 @@ pub use api::{
     LaunchEndpoint, LivenessEndpoint, PasswordEncoding,
 };
 pub use load::{load, ConfigError, ConfigSource, LoadedConfig, ENV_PREFIX};
-pub use secret::Secret;
-pub use validate::{
-    check_url, read_hosts_file, read_secret_file, resolve_password, validate, Problem,
+pub use resolve::{
+    es_credentials, es_password, portal_password, read_hosts_file, read_secret_file, resolve,
+    secret, EsCredentials, Resolved,
 };
+pub use secret::Secret;
+pub use valid::{EnvLimitsSpec, ValidConfig};
+pub use validate::{check_url, validate, Problem};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

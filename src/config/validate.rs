@@ -1,10 +1,12 @@
-//! Validation: one pure pass over the whole tree, every problem reported with its key.
-//! `check-config` and every other command call the same function.
+//! Validation: one pure pass over the whole tree and what [`resolve`](super::resolve()) read
+//! for it (secrets, hosts files, TLS files, proxy variables), every problem reported with
+//! its key. It reads nothing itself. `check-config` and every other command call the same
+//! function, through [`ValidConfig::new`](super::ValidConfig::new).
 
-use super::{Config, Credentials, EnvironmentConfig, HostSpec, Secret};
+use super::resolve::Resolved;
+use super::{Config, EnvironmentConfig, HostSpec};
 use crate::model::BackupLevel;
 use std::fmt;
-use std::path::Path;
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +39,7 @@ impl fmt::Display for Problem {
 }
 
 /// Checks everything; an empty list means valid.
-pub fn validate(c: &Config) -> Vec<Problem> {
+pub fn validate(c: &Config, r: &Resolved) -> Vec<Problem> {
     let mut p = Vec::new();
     if c.journal.segment_max_bytes < 4096 {
         p.push(Problem::new(
@@ -51,7 +53,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     if c.sink.buffer == 0 {
         p.push(Problem::new("sink.buffer", "must be greater than 0"));
     }
-    validate_elasticsearch(c, &mut p);
+    validate_elasticsearch(c, r, &mut p);
     validate_global_bounds(c, &mut p);
     validate_metrics_and_thresholds(c, &mut p);
     if c.environments.is_empty() {
@@ -63,17 +65,14 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         ));
     }
     for (name, env) in &c.environments {
-        validate_environment(name, env, &mut p);
+        validate_environment(name, env, r, &mut p);
     }
     // Outbound TLS files and proxies (portal, Kibana, Elasticsearch).
-    p.extend(crate::net::problems(c));
-    if crate::sink::es_client::is_configured(&c.elasticsearch) {
-        p.extend(crate::sink::es_client::outbound_problems(&c.elasticsearch));
-    }
+    p.extend(r.outbound.iter().cloned());
     p
 }
 
-fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
+fn validate_elasticsearch(c: &Config, r: &Resolved, p: &mut Vec<Problem>) {
     let es = &c.elasticsearch;
     for (i, u) in es.urls.iter().enumerate() {
         if let Err(m) = check_url(u) {
@@ -100,33 +99,8 @@ fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
             "a password is set but no username",
         ));
     }
-    if let Some(var) = &es.password_env {
-        if std::env::var_os(var).is_none() {
-            p.push(Problem::new(
-                "elasticsearch.password_env",
-                format!("environment variable {var} is not set"),
-            ));
-        }
-    }
-    if let Some(var) = &es.api_key_env {
-        if std::env::var_os(var).is_none() {
-            p.push(Problem::new(
-                "elasticsearch.api_key_env",
-                format!("environment variable {var} is not set"),
-            ));
-        }
-    }
-    for (key, file) in [
-        ("elasticsearch.password_file", &es.password_file),
-        ("elasticsearch.api_key_file", &es.api_key_file),
-        ("elasticsearch.ca_cert_file", &es.ca_cert_file),
-    ] {
-        if let Some(f) = file {
-            if let Err(e) = std::fs::metadata(f) {
-                p.push(Problem::new(key, format!("{}: {e}", f.display())));
-            }
-        }
-    }
+    // Unset variables and missing files, as the resolver found them.
+    p.extend(r.elasticsearch.iter().cloned());
     for (key, v) in [
         ("elasticsearch.batch_max_docs", es.batch_max_docs as u64),
         ("elasticsearch.batch_max_bytes", es.batch_max_bytes as u64),
@@ -338,7 +312,7 @@ pub fn check_url(u: &str) -> Result<url::Url, String> {
     Ok(parsed)
 }
 
-fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+fn validate_environment(name: &str, e: &EnvironmentConfig, r: &Resolved, p: &mut Vec<Problem>) {
     let k = |s: &str| format!("environments.{name}.{s}");
     if name.is_empty()
         || !name
@@ -401,7 +375,7 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             p.push(Problem::new(k(key), "must be greater than 0"));
         }
     }
-    let min_burst = crate::limiter::min_burst_for(e.rate_limit_per_sec);
+    let min_burst = super::EnvLimitsSpec::min_burst_for(e.rate_limit_per_sec);
     if e.rate_limit_burst > 0 && e.rate_limit_burst < min_burst {
         p.push(Problem::new(
             k("rate_limit_burst"),
@@ -442,8 +416,8 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
     if e.credentials.username.as_deref().is_none_or(str::is_empty) {
         p.push(Problem::new(k("credentials.username"), "missing"));
     }
-    if let Err(m) = check_password_source(&e.credentials) {
-        p.push(Problem::new(k("credentials"), m));
+    if let Some(Err(m)) = r.passwords.get(name) {
+        p.push(Problem::new(k("credentials"), m.clone()));
     }
     let mut seen = std::collections::HashSet::new();
     for (i, h) in e.hosts.iter().enumerate() {
@@ -456,10 +430,8 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             ));
         }
     }
-    if let Some(f) = &e.hosts_file {
-        if let Err(m) = read_hosts_file(f, e.default_backup_level) {
-            p.push(Problem::new(k("hosts_file"), m));
-        }
+    if let Some(Err(m)) = r.hosts_files.get(name) {
+        p.push(Problem::new(k("hosts_file"), m.clone()));
     }
     for (i, r) in e.restores.iter().enumerate() {
         for (field, v) in [
@@ -477,7 +449,7 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
         }
     }
     validate_api(&k, e, p);
-    validate_answers_rules(&k, e, p);
+    validate_answers_rules(&k, e, r.file_hosts(name), p);
     validate_schedule(&k, e, p);
 }
 
@@ -490,7 +462,12 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
 const DAY_SECS: u64 = 24 * 3600;
 const YEAR_SECS: u64 = 365 * DAY_SECS;
 
-fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+fn validate_answers_rules(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    file_hosts: Option<&[HostSpec]>,
+    p: &mut Vec<Problem>,
+) {
     if let Some(u) = &e.base_url {
         if let Ok(parsed) = url::Url::parse(u) {
             if parsed.query().is_some() || parsed.fragment().is_some() {
@@ -504,9 +481,9 @@ fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: 
             }
         }
     }
-    check_placeholders(k, e, p);
-    if let Some(f) = &e.hosts_file {
-        if let Ok(from_file) = read_hosts_file(f, e.default_backup_level) {
+    check_placeholders(k, e, file_hosts, p);
+    if let (Some(f), Some(from_file)) = (&e.hosts_file, file_hosts) {
+        {
             let in_file: std::collections::HashSet<&str> =
                 from_file.iter().map(|h| h.name.as_str()).collect();
             for (i, h) in e.hosts.iter().enumerate() {
@@ -633,7 +610,12 @@ fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: 
 /// Every `{name}` in a path, header, body string or token format must be one that endpoint
 /// fills in (an unknown one, `{hostt}`, would be sent literally): a built-in one, or a
 /// variable every host (restore) it is used for defines.
-fn check_placeholders(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+fn check_placeholders(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    file_hosts: Option<&[HostSpec]>,
+    p: &mut Vec<Problem>,
+) {
     use super::api::{body_strings, placeholder_names, typed_placeholder};
     use serde_json::Value;
     const NONE: &[&str] = &[];
@@ -641,7 +623,7 @@ fn check_placeholders(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut
     const RESTORE: &[&str] = &["host", "file_name", "source_path", "destination_path"];
     const JOB: &[&str] = &["host", "job_id"];
     let a = &e.api;
-    let hosts = all_hosts(e);
+    let hosts = all_hosts(e, file_hosts);
     let restores = restore_vars(e, &hosts);
     let host_vars: Vec<(String, &std::collections::BTreeMap<String, String>)> = hosts
         .iter()
@@ -916,14 +898,10 @@ fn check_placeholders(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut
     }
 }
 
-/// The hosts of the configuration: inline, then the hosts file (when it can be read).
-fn all_hosts(e: &EnvironmentConfig) -> Vec<HostSpec> {
+/// The hosts of the configuration: inline, then the hosts file (when it could be read).
+fn all_hosts(e: &EnvironmentConfig, file_hosts: Option<&[HostSpec]>) -> Vec<HostSpec> {
     let mut hosts = e.hosts.clone();
-    if let Some(f) = &e.hosts_file {
-        if let Ok(more) = read_hosts_file(f, e.default_backup_level) {
-            hosts.extend(more);
-        }
-    }
+    hosts.extend(file_hosts.unwrap_or_default().iter().cloned());
     hosts
 }
 
@@ -1138,62 +1116,6 @@ fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<P
     }
 }
 
-/// The password, from whichever single source is configured.
-pub fn resolve_password(c: &Credentials) -> Result<Secret, String> {
-    check_password_source(c)?;
-    if let Some(pw) = &c.password {
-        return Ok(pw.clone());
-    }
-    if let Some(var) = &c.password_env {
-        return std::env::var(var)
-            .map(Secret::new)
-            .map_err(|_| format!("password_env: environment variable {var} is not set"));
-    }
-    if let Some(f) = &c.password_file {
-        return read_secret_file(f).map_err(|e| format!("password_file: {e}"));
-    }
-    unreachable!("check_password_source guarantees one source")
-}
-
-/// Reads a secret file, trimming one trailing newline.
-pub fn read_secret_file(f: &Path) -> Result<Secret, String> {
-    let s = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-    let s = s.strip_suffix('\n').unwrap_or(&s);
-    let s = s.strip_suffix('\r').unwrap_or(s);
-    if s.is_empty() {
-        return Err(format!("{} is empty", f.display()));
-    }
-    Ok(Secret::new(s))
-}
-
-fn check_password_source(c: &Credentials) -> Result<(), String> {
-    let n = [
-        c.password.is_some(),
-        c.password_env.is_some(),
-        c.password_file.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    match n {
-        0 => Err("missing password source: set password, password_env or password_file".into()),
-        1 => {
-            if let Some(var) = &c.password_env {
-                if std::env::var_os(var).is_none() {
-                    return Err(format!(
-                        "password_env: environment variable {var} is not set"
-                    ));
-                }
-            }
-            if let Some(f) = &c.password_file {
-                read_secret_file(f).map_err(|e| format!("password_file: {e}"))?;
-            }
-            Ok(())
-        }
-        _ => Err("set only one of password, password_env, password_file".into()),
-    }
-}
-
 /// Names filled in by the prober itself: a host variable cannot take one of them.
 const BUILT_IN_PLACEHOLDERS: [&str; 7] = [
     "host",
@@ -1230,15 +1152,12 @@ fn check_host_name(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a hosts file: one `hostname [LEVEL] [name=value ...]` per line, `#` comments,
-/// blank lines ignored.
-/// Errors name the file and line.
-pub fn read_hosts_file(path: &Path, default: BackupLevel) -> Result<Vec<HostSpec>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_hosts(&text, default).map_err(|(line, m)| format!("{}:{line}: {m}", path.display()))
-}
-
-fn parse_hosts(text: &str, default: BackupLevel) -> Result<Vec<HostSpec>, (usize, String)> {
+/// Parses the text of a hosts file (read by [`read_hosts_file`](super::read_hosts_file)).
+/// Errors give the line.
+pub(super) fn parse_hosts(
+    text: &str,
+    default: BackupLevel,
+) -> Result<Vec<HostSpec>, (usize, String)> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, raw) in text.lines().enumerate() {

@@ -1,7 +1,7 @@
 //! The Elasticsearch client, built once from `[elasticsearch]` (and `ELASTICSEARCH_URL`, as
 //! in Elastic's own tools). Credentials come from env/file sources and never reach a log.
 
-use crate::config::{check_url, read_secret_file, ElasticsearchConfig};
+use crate::config::{check_url, es_credentials, ElasticsearchConfig, EsCredentials};
 use crate::net::{self, TlsVersion};
 use elasticsearch::auth::{ClientCertificate, Credentials};
 use elasticsearch::cert::{Certificate, CertificateValidation};
@@ -267,37 +267,15 @@ fn urlencoding_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The login of `[elasticsearch]` ([`config::es_credentials`](crate::config::es_credentials),
+/// the one resolver), as the crate takes it.
 fn credentials(cfg: &ElasticsearchConfig) -> Result<Option<Credentials>, String> {
-    if let Some(var) = &cfg.api_key_env {
-        let key = std::env::var(var).map_err(|_| {
-            format!("elasticsearch.api_key_env: environment variable {var} is not set")
-        })?;
-        return Ok(Some(Credentials::EncodedApiKey(key)));
-    }
-    if let Some(f) = &cfg.api_key_file {
-        let key = read_secret_file(f).map_err(|e| format!("elasticsearch.api_key_file: {e}"))?;
-        return Ok(Some(Credentials::EncodedApiKey(key.expose().to_owned())));
-    }
-    let password = if let Some(p) = &cfg.password {
-        Some(p.expose().to_owned())
-    } else if let Some(var) = &cfg.password_env {
-        Some(std::env::var(var).map_err(|_| {
-            format!("elasticsearch.password_env: environment variable {var} is not set")
-        })?)
-    } else if let Some(f) = &cfg.password_file {
-        Some(
-            read_secret_file(f)
-                .map_err(|e| format!("elasticsearch.password_file: {e}"))?
-                .expose()
-                .to_owned(),
-        )
-    } else {
-        None
-    };
-    Ok(match (&cfg.username, password) {
-        (Some(u), Some(p)) => Some(Credentials::Basic(u.clone(), p)),
-        _ => None,
-    })
+    Ok(es_credentials(cfg)?.map(|c| match c {
+        EsCredentials::ApiKey(k) => Credentials::EncodedApiKey(k.expose().to_owned()),
+        EsCredentials::Basic { username, password } => {
+            Credentials::Basic(username, password.expose().to_owned())
+        }
+    }))
 }
 
 #[cfg(test)]
