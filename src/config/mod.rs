@@ -29,6 +29,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::model::BackupLevel;
+/// Defined in `model` (a job carries it); configured here.
+pub use crate::model::RestoreSpec;
 pub use crate::net::{TlsConfig, TlsVersion};
 use crate::simulator::SimulatorConfig;
 
@@ -484,24 +486,6 @@ pub struct HostSpec {
     pub level: Option<BackupLevel>,
     /// The host's own values for placeholders (`{ subclient_id = "101" }` fills
     /// `{subclient_id}` in its backups, job polls and restores).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub vars: BTreeMap<String, String>,
-}
-
-/// A file restore to launch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreSpec {
-    /// Host whose backup holds the file.
-    pub host: String,
-    /// File to restore.
-    pub file_name: String,
-    /// Folder of the file in the backup.
-    pub source_path: String,
-    /// Where to restore it.
-    pub destination_path: String,
-    /// Values for placeholders of this restore; the restore's host's `vars` fill in the
-    /// others (a name given in both takes the restore's value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
 }
