@@ -466,68 +466,12 @@ pub fn summary_json(
     interrupted: bool,
     exit_code: ExitCode,
 ) -> serde_json::Value {
-    use serde_json::{json, Map, Value};
-    let mut envs = Map::new();
-    for (name, e) in &tally.environments {
-        let mut actions = Map::new();
-        for a in Action::ALL {
-            let c = e.actions.get(a.as_str()).copied().unwrap_or_default();
-            if c.iter().sum::<u64>() == 0 {
-                continue;
-            }
-            let latency = e.latency.get(a.as_str()).filter(|l| l.count > 0).map(|l| {
-                json!({
-                    "count": l.count,
-                    "p50": l.quantile_ms(0.50),
-                    "p95": l.quantile_ms(0.95),
-                    "p99": l.quantile_ms(0.99),
-                })
-            });
-            let mut reasons: Vec<(&String, &u64)> = e
-                .reasons
-                .get(a.as_str())
-                .map(|m| m.iter().collect())
-                .unwrap_or_default();
-            reasons.sort_by(|x, y| y.1.cmp(x.1).then_with(|| x.0.cmp(y.0)));
-            let top: Vec<Value> = reasons
-                .iter()
-                .take(5)
-                .map(|(r, n)| json!({"reason": r, "count": n}))
-                .collect();
-            actions.insert(
-                a.as_str().into(),
-                json!({
-                    "success": c[0],
-                    "failure": c[1],
-                    "unknown": c[2],
-                    "latency_ms": latency,
-                    "top_failure_reasons": top,
-                }),
-            );
-        }
-        let mut jobs = Map::new();
-        jobs.insert("launched".into(), e.launched().into());
-        jobs.insert("launch_failed".into(), e.launches_failed().into());
-        for r in [
-            JobResult::Success,
-            JobResult::Warning,
-            JobResult::Failure,
-            JobResult::Timeout,
-            JobResult::PollFailed,
-            JobResult::Cancelled,
-        ] {
-            jobs.insert(r.as_str().into(), e.jobs(r).into());
-        }
-        envs.insert(
-            name.clone(),
-            json!({
-                "actions": actions,
-                "jobs": jobs,
-                "skipped": e.skipped,
-                "checks_failed": e.checks_failed(),
-            }),
-        );
-    }
+    use serde_json::{json, Map};
+    let envs: Map<String, serde_json::Value> = tally
+        .environments
+        .iter()
+        .map(|(name, e)| (name.clone(), env_summary_json(e)))
+        .collect();
     json!({
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_id": run_id,
@@ -540,6 +484,66 @@ pub fn summary_json(
         "unshipped": shipping.map(|s| s.unshipped),
         "thresholds": verdicts,
         "thresholds_passed": thresholds_set.then(|| verdicts.iter().all(|v| v.passed)),
+    })
+}
+
+/// One environment of the `--summary-json` document: its actions, jobs and skips.
+fn env_summary_json(e: &EnvTally) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let mut actions = Map::new();
+    for a in Action::ALL {
+        let c = e.actions.get(a.as_str()).copied().unwrap_or_default();
+        if c.iter().sum::<u64>() == 0 {
+            continue;
+        }
+        let latency = e.latency.get(a.as_str()).filter(|l| l.count > 0).map(|l| {
+            json!({
+                "count": l.count,
+                "p50": l.quantile_ms(0.50),
+                "p95": l.quantile_ms(0.95),
+                "p99": l.quantile_ms(0.99),
+            })
+        });
+        let mut reasons: Vec<(&String, &u64)> = e
+            .reasons
+            .get(a.as_str())
+            .map(|m| m.iter().collect())
+            .unwrap_or_default();
+        reasons.sort_by(|x, y| y.1.cmp(x.1).then_with(|| x.0.cmp(y.0)));
+        let top: Vec<Value> = reasons
+            .iter()
+            .take(5)
+            .map(|(r, n)| json!({"reason": r, "count": n}))
+            .collect();
+        actions.insert(
+            a.as_str().into(),
+            json!({
+                "success": c[0],
+                "failure": c[1],
+                "unknown": c[2],
+                "latency_ms": latency,
+                "top_failure_reasons": top,
+            }),
+        );
+    }
+    let mut jobs = Map::new();
+    jobs.insert("launched".into(), e.launched().into());
+    jobs.insert("launch_failed".into(), e.launches_failed().into());
+    for r in [
+        JobResult::Success,
+        JobResult::Warning,
+        JobResult::Failure,
+        JobResult::Timeout,
+        JobResult::PollFailed,
+        JobResult::Cancelled,
+    ] {
+        jobs.insert(r.as_str().into(), e.jobs(r).into());
+    }
+    json!({
+        "actions": actions,
+        "jobs": jobs,
+        "skipped": e.skipped,
+        "checks_failed": e.checks_failed(),
     })
 }
 
