@@ -529,14 +529,7 @@ fn env_summary_json(e: &EnvTally) -> serde_json::Value {
     let mut jobs = Map::new();
     jobs.insert("launched".into(), e.launched().into());
     jobs.insert("launch_failed".into(), e.launches_failed().into());
-    for r in [
-        JobResult::Success,
-        JobResult::Warning,
-        JobResult::Failure,
-        JobResult::Timeout,
-        JobResult::PollFailed,
-        JobResult::Cancelled,
-    ] {
+    for r in JobResult::ALL {
         jobs.insert(r.as_str().into(), e.jobs(r).into());
     }
     json!({

@@ -1,5 +1,7 @@
 //! Configuration: one serde tree (`deny_unknown_fields` everywhere), loaded by figment from
-//! built-in defaults < TOML files < `IASO_PROBE_*` environment variables, validated once.
+//! built-in defaults < TOML files < `IASO_PROBE_*` environment variables (`load`); what it
+//! refers to outside itself (secrets, hosts files, TLS files, proxy variables) read once
+//! (`resolve`); checked by a pure `validate`; and carried as a [`ValidConfig`] (`valid`).
 //!
 //! Every field's `///` comment is its user documentation; `config/example.toml` repeats it.
 

@@ -79,14 +79,7 @@ struct BuildLabels {
 
 const OUTCOMES: [Outcome; 3] = [Outcome::Success, Outcome::Failure, Outcome::Unknown];
 const ERROR_TYPES: usize = ErrorType::ALL.len();
-const JOB_RESULTS: [JobResult; 6] = [
-    JobResult::Success,
-    JobResult::Warning,
-    JobResult::Failure,
-    JobResult::Timeout,
-    JobResult::PollFailed,
-    JobResult::Cancelled,
-];
+const JOB_RESULTS: [JobResult; 6] = JobResult::ALL;
 
 fn outcome_str(o: Outcome) -> &'static str {
     match o {

@@ -125,6 +125,16 @@ pub enum JobResult {
 }
 
 impl JobResult {
+    /// Every result, in the order summaries and metrics list them.
+    pub const ALL: [JobResult; 6] = [
+        JobResult::Success,
+        JobResult::Warning,
+        JobResult::Failure,
+        JobResult::Timeout,
+        JobResult::PollFailed,
+        JobResult::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobResult::Success => "success",
