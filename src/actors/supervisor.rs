@@ -728,7 +728,30 @@ async fn start_shipping(
 
 #[cfg(test)]
 mod tests {
-    use super::run_id;
+    use super::{run, run_id, RunError, RunOptions};
+
+    #[test]
+    fn a_config_that_does_not_validate_is_refused_before_anything_starts() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::load::load_with(&crate::config::ConfigSource::Embedded, false)
+            .unwrap()
+            .config;
+        cfg.journal.dir = d.path().join("journal");
+        cfg.environments.get_mut("lab").unwrap().rate_limit_burst = 0;
+        let r =
+            actix::System::new().block_on(run(cfg, RunOptions::default(), std::future::pending()));
+        match r {
+            Err(RunError::Config(e)) => {
+                assert!(
+                    e.to_string().contains("environments.lab.rate_limit_burst"),
+                    "{e}"
+                )
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        // Refused before the journal directory was locked or created.
+        assert!(!d.path().join("journal").exists());
+    }
 
     #[test]
     fn run_ids_are_distinct_even_within_one_millisecond() {
