@@ -21,11 +21,15 @@ pub struct EsTarget {
 
 /// The node URLs: `urls`, else `ELASTICSEARCH_URL` (comma-separated).
 pub fn node_urls(cfg: &ElasticsearchConfig) -> Vec<String> {
+    node_urls_with(cfg, std::env::var("ELASTICSEARCH_URL").ok().as_deref())
+}
+
+/// [`node_urls`] with the value of `ELASTICSEARCH_URL` given.
+fn node_urls_with(cfg: &ElasticsearchConfig, from_env: Option<&str>) -> Vec<String> {
     if !cfg.urls.is_empty() {
         return cfg.urls.clone();
     }
-    std::env::var("ELASTICSEARCH_URL")
-        .ok()
+    from_env
         .map(|v| {
             v.split(',')
                 .map(|s| s.trim().to_owned())
@@ -307,13 +311,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_url_means_journal_only() {
-        let cfg = ElasticsearchConfig {
-            urls: vec![],
+    fn the_nodes_are_the_urls_else_elasticsearch_url_else_none() {
+        let none = ElasticsearchConfig::default();
+        let urls = ElasticsearchConfig {
+            urls: vec!["http://a:9200".into()],
             ..Default::default()
         };
-        if std::env::var_os("ELASTICSEARCH_URL").is_none() {
-            assert!(build(&cfg).unwrap().is_none());
+        for (cfg, env, want) in [
+            (&none, None, vec![]),
+            (&none, Some(" , "), vec![]),
+            (
+                &none,
+                Some("http://b:9200, http://c:9200"),
+                vec!["http://b:9200", "http://c:9200"],
+            ),
+            (&urls, Some("http://b:9200"), vec!["http://a:9200"]),
+            (&urls, None, vec!["http://a:9200"]),
+        ] {
+            assert_eq!(node_urls_with(cfg, env), want, "{env:?}");
         }
     }
 
