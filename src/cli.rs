@@ -1,7 +1,8 @@
 //! The command line: parse, load the configuration, run the command, map the outcome to an
-//! exit code (the table is `summary::EXIT_CODES_HELP`, printed by `--help`).
+//! exit code (the table is `exit::EXIT_CODES_HELP`, printed by `--help`).
 
 use crate::config::{load, ConfigSource, LoadedConfig};
+use crate::exit::ExitCode;
 use crate::selection::{Selection, Shard};
 use crate::{logging, RunOptions};
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +13,7 @@ use std::path::PathBuf;
     name = "iaso-probe",
     version,
     about = "Continuously tests the IASO backup API and ships every result to Elasticsearch",
-    after_help = crate::summary::EXIT_CODES_HELP
+    after_help = crate::exit::EXIT_CODES_HELP
 )]
 pub struct Cli {
     /// Configuration file (repeatable; later files override earlier ones). Without any, the
@@ -185,9 +186,6 @@ pub struct SimulateArgs {
     pub dialect: Option<crate::simulator::Dialect>,
 }
 
-/// Exit code of a configuration or setup error.
-pub const EXIT_SETUP: i32 = 2;
-
 fn source(cli: &Cli) -> ConfigSource {
     if cli.config.is_empty() {
         ConfigSource::Embedded
@@ -196,37 +194,64 @@ fn source(cli: &Cli) -> ConfigSource {
     }
 }
 
-fn load_or_report(cli: &Cli) -> Result<LoadedConfig, i32> {
-    load(&source(cli)).map_err(|e| {
+fn load_or_report(cli: &Cli) -> Result<LoadedConfig, ExitCode> {
+    reported(load(&source(cli)))
+}
+
+/// An error printed on stderr, as exit code 2.
+fn reported<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, ExitCode> {
+    r.map_err(|e| {
         eprintln!("iaso-probe: {e}");
-        EXIT_SETUP
+        ExitCode::Setup
     })
+}
+
+/// The exit code, whichever way a command ended.
+fn either(r: Result<ExitCode, ExitCode>) -> ExitCode {
+    r.unwrap_or_else(|code| code)
+}
+
+/// The Elasticsearch client `command` (setup, ship) needs; built in this one place.
+fn es_client_for(
+    cfg: &crate::config::Config,
+    command: &str,
+) -> Result<elasticsearch::Elasticsearch, ExitCode> {
+    match reported(crate::sink::es_client::build(&cfg.elasticsearch))? {
+        Some((c, _)) => Ok(c),
+        None => {
+            eprintln!("iaso-probe: {command} needs Elasticsearch: set elasticsearch.urls, elasticsearch.cloud_id or ELASTICSEARCH_URL");
+            Err(ExitCode::Setup)
+        }
+    }
+}
+
+/// The templates and ILM policy of `[elasticsearch]`.
+fn setup_plan(cfg: &crate::config::Config) -> Vec<crate::setup::SetupRequest> {
+    crate::setup::elasticsearch_plan_with(&crate::setup::PlanOptions::from_config(
+        &cfg.elasticsearch,
+    ))
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match &cli.command {
+    let code = match &cli.command {
         Command::CheckConfig(sel) => check_config(&cli, sel),
         Command::Run(args) => run(&cli, args),
         Command::Simulate(args) => simulate(args),
         Command::Setup(args) => setup(&cli, args),
         Command::Ship(args) => ship(&cli, args),
-    }
+    };
+    code.code()
 }
 
-fn check_config(cli: &Cli, sel: &SelectArgs) -> i32 {
-    let loaded = match load_or_report(cli) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let selection = match sel.selection() {
-        Ok(s) => s,
-        Err(m) => {
-            eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
-        }
-    };
+fn check_config(cli: &Cli, sel: &SelectArgs) -> ExitCode {
+    either(try_check_config(cli, sel))
+}
+
+fn try_check_config(cli: &Cli, sel: &SelectArgs) -> Result<ExitCode, ExitCode> {
+    let loaded = load_or_report(cli)?;
+    let selection = reported(sel.selection())?;
     if let Some(s) = selection.shard {
         let checks = if s.runs_checks(selection.checks_owner) {
             "runs the checks"
@@ -238,30 +263,23 @@ fn check_config(cli: &Cli, sel: &SelectArgs) -> i32 {
             checks.replace("{owner}", &selection.checks_owner.to_string())
         );
     }
-    match crate::selection::select(&loaded.config, &selection) {
-        Ok(plan) => {
-            for (name, env, hosts) in plan {
-                let target = match (&env.simulator, &env.base_url) {
-                    (Some(_), _) => "in-process simulator".to_string(),
-                    (None, Some(u)) => u.clone(),
-                    _ => String::new(),
-                };
-                println!(
-                    "environment {name}: {target}, {} hosts, {} restores, {}/s (burst {})",
-                    hosts.len(),
-                    env.restores.len(),
-                    env.rate_limit_per_sec,
-                    env.rate_limit_burst
-                );
-            }
-            println!("configuration is valid");
-            0
-        }
-        Err(m) => {
-            eprintln!("iaso-probe: {m}");
-            EXIT_SETUP
-        }
+    let plan = reported(crate::selection::select(&loaded.config, &selection))?;
+    for (name, env, hosts) in plan {
+        let target = match (&env.simulator, &env.base_url) {
+            (Some(_), _) => "in-process simulator".to_string(),
+            (None, Some(u)) => u.clone(),
+            _ => String::new(),
+        };
+        println!(
+            "environment {name}: {target}, {} hosts, {} restores, {}/s (burst {})",
+            hosts.len(),
+            env.restores.len(),
+            env.rate_limit_per_sec,
+            env.rate_limit_burst
+        );
     }
+    println!("configuration is valid");
+    Ok(ExitCode::Ok)
 }
 
 /// Handles the stop signals for the rest of the process (`signals::watch`): the returned
@@ -276,7 +294,7 @@ fn stop_signals() -> (
             "iaso-probe: second signal ({}, more than 1 s after the first), exiting without waiting for the drain",
             sig.name()
         );
-        std::process::exit(sig.exit_code());
+        std::process::exit(ExitCode::Signal(sig).code());
     })
 }
 
@@ -307,26 +325,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn run(cli: &Cli, args: &RunArgs) -> i32 {
-    let loaded = match load_or_report(cli) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let selection = match args.select.selection() {
-        Ok(s) => s,
-        Err(m) => {
-            eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
-        }
-    };
+fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
+    either(try_run(cli, args))
+}
+
+fn try_run(cli: &Cli, args: &RunArgs) -> Result<ExitCode, ExitCode> {
+    let loaded = load_or_report(cli)?;
+    let selection = reported(args.select.selection())?;
     let cfg = loaded.config;
-    let _guards = match logging::init(&cfg.log) {
-        Ok(g) => g,
-        Err(m) => {
-            eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
-        }
-    };
+    let _guards = reported(logging::init(&cfg.log))?;
     let opts = RunOptions {
         once: args.once,
         selection,
@@ -345,59 +352,63 @@ fn run(cli: &Cli, args: &RunArgs) -> i32 {
         let (signal, first) = stop_signals();
         (crate::run(cfg, opts, signal).await, first)
     });
-    let signal = first.get().copied();
-    match result {
-        Ok(report) => {
-            let code = run_exit_code(&report, once, signal, &journal_dir);
-            println!("{}", report.tally.render());
-            println!(
-                "run {}: journal has {} new results",
-                report.run_id, report.sink.written
-            );
-            match &report.shipping {
-                Some(s) => println!(
-                    "elasticsearch: {} stored, {} already there, {} dead-lettered, {} still unshipped{}",
-                    s.counters.stored,
-                    s.counters.duplicates,
-                    s.counters.dead_lettered,
-                    s.unshipped,
-                    if s.unshipped > 0 {
-                        " (sent by the next run or `iaso-probe ship`)"
-                    } else {
-                        ""
-                    }
-                ),
-                None => println!("elasticsearch: not configured (results in the journal only)"),
+    let report = result.map_err(|e| {
+        tracing::error!(error = %e, "run failed");
+        eprintln!("iaso-probe: {e}");
+        ExitCode::Setup
+    })?;
+    let code = run_exit_code(&report, once, first.get().copied(), &journal_dir);
+    print_run_report(&report, once);
+    if let Some(path) = &args.summary_json {
+        write_summary_json(path, &report.summary_json(code))?;
+    }
+    Ok(code)
+}
+
+/// The end-of-run lines on stdout: the summary table, the journal, shipping, thresholds.
+fn print_run_report(report: &crate::RunReport, once: bool) {
+    println!("{}", report.tally.render());
+    println!(
+        "run {}: journal has {} new results",
+        report.run_id, report.sink.written
+    );
+    match &report.shipping {
+        Some(s) => println!(
+            "elasticsearch: {} stored, {} already there, {} dead-lettered, {} still unshipped{}",
+            s.counters.stored,
+            s.counters.duplicates,
+            s.counters.dead_lettered,
+            s.unshipped,
+            if s.unshipped > 0 {
+                " (sent by the next run or `iaso-probe ship`)"
+            } else {
+                ""
             }
-            if report.thresholds_set && once {
-                let failed = report.thresholds.iter().filter(|v| !v.passed).count();
-                println!(
-                    "thresholds: {} passed, {failed} failed",
-                    report.thresholds.len() - failed
-                );
-                for v in report.thresholds.iter().filter(|v| !v.passed) {
-                    println!("  {}", v.describe());
-                }
-            }
-            if let Some(path) = &args.summary_json {
-                let doc = report.summary_json(code);
-                let text = serde_json::to_string_pretty(&doc).expect("a JSON value serializes");
-                if let Err(e) = std::fs::write(path, text + "\n") {
-                    eprintln!(
-                        "iaso-probe: cannot write the summary to {}: {e}",
-                        path.display()
-                    );
-                    return EXIT_SETUP;
-                }
-            }
-            code
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "run failed");
-            eprintln!("iaso-probe: {e}");
-            EXIT_SETUP
+        ),
+        None => println!("elasticsearch: not configured (results in the journal only)"),
+    }
+    if report.thresholds_set && once {
+        let failed = report.thresholds.iter().filter(|v| !v.passed).count();
+        println!(
+            "thresholds: {} passed, {failed} failed",
+            report.thresholds.len() - failed
+        );
+        for v in report.thresholds.iter().filter(|v| !v.passed) {
+            println!("  {}", v.describe());
         }
     }
+}
+
+/// `--summary-json FILE`.
+fn write_summary_json(path: &std::path::Path, doc: &serde_json::Value) -> Result<(), ExitCode> {
+    let text = serde_json::to_string_pretty(doc).expect("a JSON value serializes");
+    std::fs::write(path, text + "\n").map_err(|e| {
+        eprintln!(
+            "iaso-probe: cannot write the summary to {}: {e}",
+            path.display()
+        );
+        ExitCode::Setup
+    })
 }
 
 /// The exit code of a finished run (and the messages that explain it).
@@ -406,7 +417,7 @@ fn run_exit_code(
     once: bool,
     signal: Option<crate::signals::StopSignal>,
     journal_dir: &std::path::Path,
-) -> i32 {
+) -> ExitCode {
     let shipping_cut = report.shipping.as_ref().is_some_and(|s| s.interrupted);
     let lost = report.sink.lost;
     if lost > 0 {
@@ -416,32 +427,32 @@ fn run_exit_code(
             report.sink.last_error.as_deref().unwrap_or("write error")
         );
         tracing::error!(lost, dir = %journal_dir.display(), "results lost: the journal could not be written");
-        return EXIT_SETUP;
+        return ExitCode::Setup;
     }
     match (once, signal) {
         (_, Some(s @ crate::signals::StopSignal::Hangup)) => {
             eprintln!(
                 "iaso-probe: stopped by SIGHUP (graceful stop; the configuration is not reloaded)"
             );
-            s.exit_code()
+            ExitCode::Signal(s)
         }
         (true, Some(s)) if report.interrupted => {
             eprintln!(
                 "iaso-probe: interrupted by {} before the pass completed",
                 s.name()
             );
-            s.exit_code()
+            ExitCode::Signal(s)
         }
         (true, Some(s)) if shipping_cut => {
             eprintln!("iaso-probe: {} ended the wait for shipping; the rest stays in the journal (the next run or `iaso-probe ship` sends it)", s.name());
-            s.exit_code()
+            ExitCode::Signal(s)
         }
         (true, _) => report.exit_code(),
-        (false, _) => crate::summary::EXIT_OK,
+        (false, _) => ExitCode::Ok,
     }
 }
 
-fn simulate(args: &SimulateArgs) -> i32 {
+fn simulate(args: &SimulateArgs) -> ExitCode {
     let _guards = logging::init_stderr("info");
     let mut cfg = match &args.simulator_config {
         None => crate::simulator::SimulatorConfig::default(),
@@ -453,7 +464,7 @@ fn simulate(args: &SimulateArgs) -> i32 {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("iaso-probe: simulator config {}: {e}", p.display());
-                return EXIT_SETUP;
+                return ExitCode::Setup;
             }
         },
     };
@@ -465,20 +476,20 @@ fn simulate(args: &SimulateArgs) -> i32 {
     }
     if let Err(m) = cfg.validate() {
         eprintln!("iaso-probe: simulator config: {m}");
-        return EXIT_SETUP;
+        return ExitCode::Setup;
     }
     let addr = match format!("{}:{}", args.bind, args.port).parse() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("iaso-probe: --bind/--port: {e}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     let handle = match crate::simulator::spawn(cfg, addr) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("iaso-probe: simulator on {addr}: {e}");
-            return EXIT_SETUP;
+            return ExitCode::Setup;
         }
     };
     tracing::info!(url = %handle.base_url(), "simulator listening");
@@ -488,7 +499,7 @@ fn simulate(args: &SimulateArgs) -> i32 {
         .expect("runtime");
     rt.block_on(async { shutdown_signal().await });
     drop(handle);
-    0
+    ExitCode::Ok
 }
 
 fn kibana_target(
@@ -500,49 +511,47 @@ fn kibana_target(
     let url = crate::config::check_url(url).map_err(|m| format!("kibana.url: {m}"))?;
     let es = &cfg.elasticsearch;
     let username = cfg.kibana.username.clone().or_else(|| es.username.clone());
-    let password =
-        if let Some(var) = &cfg.kibana.password_env {
-            Some(std::env::var(var).map_err(|_| {
-                format!("kibana.password_env: environment variable {var} is not set")
-            })?)
-        } else if let Some(p) = &es.password {
-            Some(p.expose().to_owned())
-        } else if let Some(var) = &es.password_env {
-            std::env::var(var).ok()
-        } else if let Some(f) = &es.password_file {
-            crate::config::read_secret_file(f)
-                .ok()
-                .map(|s| s.expose().to_owned())
-        } else {
-            None
-        };
-    let api_key = es.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+    // Kibana's own password variable must be there; the Elasticsearch password and API key
+    // are borrowed when they can be had (the Elasticsearch client reports them otherwise).
+    let own = crate::config::secret(
+        "kibana",
+        None,
+        cfg.kibana
+            .password_env
+            .as_deref()
+            .map(|v| ("password_env", v)),
+        None,
+    )?;
+    let password = match own {
+        Some(p) => Some(p),
+        None => crate::config::es_password(es).ok().flatten(),
+    };
+    let api_key = crate::config::secret(
+        "elasticsearch",
+        None,
+        es.api_key_env.as_deref().map(|v| ("api_key_env", v)),
+        None,
+    )
+    .ok()
+    .flatten();
     Ok(Some(crate::setup::KibanaTarget {
         url,
         username,
-        password,
-        api_key,
+        password: password.map(|p| p.expose().to_owned()),
+        api_key: api_key.map(|k| k.expose().to_owned()),
         space: cfg.kibana.space.clone(),
     }))
 }
 
-fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
-    let loaded = match load_or_report(cli) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let cfg = loaded.config;
+fn setup(cli: &Cli, args: &SetupArgs) -> ExitCode {
+    either(try_setup(cli, args))
+}
+
+fn try_setup(cli: &Cli, args: &SetupArgs) -> Result<ExitCode, ExitCode> {
+    let cfg = load_or_report(cli)?.config;
     let _guards = logging::init_stderr(&cfg.log.level);
-    let plan = crate::setup::elasticsearch_plan_with(&crate::setup::PlanOptions::from_config(
-        &cfg.elasticsearch,
-    ));
-    let kibana = match kibana_target(&cfg) {
-        Ok(k) => k,
-        Err(m) => {
-            eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
-        }
-    };
+    let plan = setup_plan(&cfg);
+    let kibana = reported(kibana_target(&cfg))?;
     let rules = if cfg.kibana.alerts.enabled {
         crate::setup::alert_rules(&cfg.kibana.alerts)
     } else {
@@ -557,19 +566,9 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
                 println!("{line}");
             }
         }
-        return 0;
+        return Ok(ExitCode::Ok);
     }
-    let client = match crate::sink::es_client::build(&cfg.elasticsearch) {
-        Ok(Some((c, _))) => c,
-        Ok(None) => {
-            eprintln!("iaso-probe: setup needs Elasticsearch: set elasticsearch.urls, elasticsearch.cloud_id or ELASTICSEARCH_URL");
-            return EXIT_SETUP;
-        }
-        Err(m) => {
-            eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
-        }
-    };
+    let client = es_client_for(&cfg, "setup")?;
     let wait = std::time::Duration::from_secs(args.kibana_wait_secs);
     let force = args.force_dashboards;
     let kibana_cfg = cfg.kibana.clone();
@@ -579,48 +578,53 @@ fn setup(cli: &Cli, args: &SetupArgs) -> i32 {
             .await
             .map_err(|e| e.to_string())?;
         println!("elasticsearch: {}", installed.describe());
-        if let Some(target) = kibana {
-            let http = crate::setup::kibana_http_client(&kibana_cfg)?;
-            crate::setup::wait_kibana_available(
-                &http,
-                &target,
-                wait,
-                std::time::Duration::from_secs(5),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let files = crate::setup::kibana_files();
-            let synced = crate::setup::sync_kibana(&http, &target, &files, force)
-                .await
-                .map_err(|e| e.to_string())?;
-            for (file, sync) in &synced {
-                println!("kibana: {}", sync.describe(file));
+        match kibana {
+            Some(target) => setup_kibana(&kibana_cfg, &target, &rules, wait, force).await,
+            None => {
+                println!("kibana: no kibana.url configured, dashboards not imported");
+                Ok(())
             }
-            if rules.is_empty() {
-                println!("kibana: alerting rules disabled (kibana.alerts.enabled = false)");
-            }
-            for (id, sync) in crate::setup::install_rules(&http, &target, &rules)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                let what = match sync {
-                    crate::setup::RuleSync::Created => "created",
-                    crate::setup::RuleSync::Updated => "updated",
-                };
-                println!("kibana: alerting rule {id} {what} (no action: add a connector in Kibana, README \"Alerts\")");
-            }
-        } else {
-            println!("kibana: no kibana.url configured, dashboards not imported");
         }
-        Ok(())
     });
-    match result {
-        Ok(()) => 0,
-        Err(m) => {
-            eprintln!("iaso-probe: setup failed: {m}");
-            EXIT_SETUP
-        }
+    result.map(|()| ExitCode::Ok).map_err(|m| {
+        eprintln!("iaso-probe: setup failed: {m}");
+        ExitCode::Setup
+    })
+}
+
+/// Waits for Kibana, syncs the dashboards, then creates or updates the alerting rules.
+async fn setup_kibana(
+    kibana_cfg: &crate::config::KibanaConfig,
+    target: &crate::setup::KibanaTarget,
+    rules: &[crate::setup::AlertRule],
+    wait: std::time::Duration,
+    force: bool,
+) -> Result<(), String> {
+    let http = crate::setup::kibana_http_client(kibana_cfg)?;
+    crate::setup::wait_kibana_available(&http, target, wait, std::time::Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    let files = crate::setup::kibana_files();
+    let synced = crate::setup::sync_kibana(&http, target, &files, force)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (file, sync) in &synced {
+        println!("kibana: {}", sync.describe(file));
     }
+    if rules.is_empty() {
+        println!("kibana: alerting rules disabled (kibana.alerts.enabled = false)");
+    }
+    for (id, sync) in crate::setup::install_rules(&http, target, rules)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let what = match sync {
+            crate::setup::RuleSync::Created => "created",
+            crate::setup::RuleSync::Updated => "updated",
+        };
+        println!("kibana: alerting rule {id} {what} (no action: add a connector in Kibana, README \"Alerts\")");
+    }
+    Ok(())
 }
 
 /// How `ship` ended.
@@ -652,48 +656,25 @@ async fn ship_until_caught_up(shipper: &mut crate::sink::shipper::Shipper) {
     }
 }
 
-fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
-    let loaded = match load_or_report(cli) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let cfg = loaded.config;
+fn ship(cli: &Cli, args: &ShipArgs) -> ExitCode {
+    either(try_ship(cli, args))
+}
+
+fn try_ship(cli: &Cli, args: &ShipArgs) -> Result<ExitCode, ExitCode> {
+    let cfg = load_or_report(cli)?.config;
     let _guards = logging::init_stderr(&cfg.log.level);
     // The journal directory is ours until we exit: a running prober (or another ship) there
     // would move the checkpoint under us.
-    let _lock = match crate::sink::lock::JournalLock::acquire(&cfg.journal.dir) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("iaso-probe: {e}");
-            return EXIT_SETUP;
-        }
-    };
-    let client = match crate::sink::es_client::build(&cfg.elasticsearch) {
-        Ok(Some((c, _))) => c,
-        Ok(None) => {
-            eprintln!("iaso-probe: ship needs Elasticsearch: set elasticsearch.urls, elasticsearch.cloud_id or ELASTICSEARCH_URL");
-            return EXIT_SETUP;
-        }
-        Err(m) => {
-            eprintln!("iaso-probe: {m}");
-            return EXIT_SETUP;
-        }
-    };
-    let mut shipper = match crate::sink::shipper::Shipper::new(
-        client,
-        cfg.elasticsearch.clone(),
-        cfg.journal.clone(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("iaso-probe: journal {}: {e}", cfg.journal.dir.display());
-            return EXIT_SETUP;
-        }
-    };
+    let _lock = reported(crate::sink::lock::JournalLock::acquire(&cfg.journal.dir))?;
+    let client = es_client_for(&cfg, "ship")?;
+    let mut shipper =
+        crate::sink::shipper::Shipper::new(client, cfg.elasticsearch.clone(), cfg.journal.clone())
+            .map_err(|e| {
+                eprintln!("iaso-probe: journal {}: {e}", cfg.journal.dir.display());
+                ExitCode::Setup
+            })?;
     if cfg.elasticsearch.setup_on_start {
-        shipper.require_setup(crate::setup::elasticsearch_plan_with(
-            &crate::setup::PlanOptions::from_config(&cfg.elasticsearch),
-        ));
+        shipper.require_setup(setup_plan(&cfg));
     }
     let counters = shipper.counters();
     let dead_letter_path = shipper.dead_letter_path().to_owned();
@@ -729,6 +710,26 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
         "shipped: {} stored, {} already there, {} dead-lettered; {} results still unshipped",
         c.stored, c.duplicates, c.dead_lettered, unshipped
     );
+    let sig = first.get().copied();
+    Ok(ship_exit_code(
+        end,
+        &c,
+        unshipped,
+        &dead_letter_path,
+        sig,
+        deadline,
+    ))
+}
+
+/// The exit code of `ship`, and the lines that explain it.
+fn ship_exit_code(
+    end: ShipEnd,
+    c: &crate::sink::shipper::ShipperCounters,
+    unshipped: u64,
+    dead_letter_path: &std::path::Path,
+    signal: Option<crate::signals::StopSignal>,
+    deadline: std::time::Duration,
+) -> ExitCode {
     match end {
         ShipEnd::Done(report) => {
             if let Some(r) = report {
@@ -746,25 +747,22 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
                     }
                 );
             }
-            crate::summary::EXIT_OK
+            ExitCode::Ok
         }
         ShipEnd::Failed(e) => {
             eprintln!(
                 "iaso-probe: dead-letter file {}: {e}",
                 dead_letter_path.display()
             );
-            EXIT_SETUP
+            ExitCode::Setup
         }
         ShipEnd::Signal => {
-            let sig = first
-                .get()
-                .copied()
-                .unwrap_or(crate::signals::StopSignal::Interrupt);
+            let sig = signal.unwrap_or(crate::signals::StopSignal::Interrupt);
             eprintln!(
                 "iaso-probe: stopped by {} with {unshipped} results unshipped; run ship again later",
                 sig.name()
             );
-            sig.exit_code()
+            ExitCode::Signal(sig)
         }
         ShipEnd::Deadline => {
             let why = match (&c.paused, &c.last_error) {
@@ -776,7 +774,7 @@ fn ship(cli: &Cli, args: &ShipArgs) -> i32 {
                 "iaso-probe: stopped at the deadline ({} s) with {unshipped} results unshipped: {why}; run ship again later (--deadline to wait longer)",
                 deadline.as_secs()
             );
-            crate::summary::EXIT_PROBE_FAILED
+            ExitCode::ProbeFailed
         }
     }
 }

@@ -11,7 +11,8 @@
 //! - [`sink`]: the journal and the shipping stages.
 //! - [`schedule`]: schedule state kept across restarts, placement, windows, launch pacing.
 //! - [`selection`]: `--env`, `--host`, `--hosts`, `--shard`.
-//! - [`summary`]: per-environment tallies, the summary table and exit code.
+//! - [`summary`]: per-environment tallies, the summary table and the exit code they imply.
+//! - [`exit`]: the exit code type and its table.
 //! - [`progress`]: the live progress line on a terminal, progress log lines otherwise.
 //! - [`setup`]: index templates, ILM and Kibana dashboards (`iaso-probe setup`).
 //! - [`simulator`]: the built-in simulator of the portal.
@@ -19,12 +20,16 @@
 //! - [`oplog`]: WARN/ERROR lines for the operator, derived from the results (rate-limited).
 //! - [`metrics`]: the metrics registry, `/metrics`, `/healthz` and `/readyz`.
 //! - [`signals`]: stop signals (one request within 1 s, a later one exits at once).
+//! - [`fsutil`], [`hash`]: the atomic file write and the stable FNV-1a hash.
 //! - [`cli`]: the command line.
 
 pub mod actors;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod exit;
+pub mod fsutil;
+pub mod hash;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

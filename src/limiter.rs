@@ -6,8 +6,9 @@
 //! The pacer sleeps on tokio's timer, not governor's `until_ready` (whose futures-timer
 //! thread cost ≈20 % of a core at 2,000 requests/s, see BENCHMARKS.md). Tokio's timer has a
 //! 1 ms resolution, so after each wake-up the pacer hands out every cell the limiter has
-//! ready; validation requires `burst ≥ rate / 1000` so that one wake-up per millisecond can
-//! sustain the configured rate.
+//! ready; validation requires `burst ≥ rate / 1000`
+//! (`config::EnvLimitsSpec::min_burst_for`) so that one wake-up per millisecond can sustain
+//! the configured rate.
 
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -134,11 +135,6 @@ async fn wait_for_cell(limiter: &DefaultDirectRateLimiter) {
             Err(not_until) => tokio::time::sleep(not_until.wait_time_from(clock.now())).await,
         }
     }
-}
-
-/// The smallest burst that a pacer waking once per millisecond needs to sustain `rate`/s.
-pub fn min_burst_for(rate: u32) -> u32 {
-    rate.div_ceil(1000).max(1)
 }
 
 /// A FIFO queue in front of a limiter, served by one task.

@@ -85,12 +85,7 @@ impl Shard {
 
     /// Stable across processes and versions (FNV-1a of the host name).
     pub fn owns(&self, host: &str) -> bool {
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in host.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        h % self.count as u64 == self.index as u64
+        crate::hash::fnv1a(host.bytes()) % self.count as u64 == self.index as u64
     }
 }
 

@@ -1,38 +1,12 @@
 //! Per-environment tallies of results (kept by the sink), the end-of-run summary table and
-//! the exit code it implies; the process's exit code table.
+//! the exit code it implies (the codes themselves: [`crate::exit`]).
 
 use crate::config::ThresholdsConfig;
+use crate::exit::ExitCode;
 use crate::model::{Action, ErrorType, JobResult, Outcome, ProbeResult};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-
-/// Every probe passed (`run --once`); a requested stop (service mode); all shipped (`ship`).
-pub const EXIT_OK: i32 = 0;
-/// Some probe failed or was skipped (`run --once`); results left unshipped (`ship`).
-pub const EXIT_PROBE_FAILED: i32 = 1;
-/// Configuration, setup or internal error; journal directory locked by another instance;
-/// results lost because the journal could not be written.
-pub const EXIT_SETUP: i32 = 2;
-/// `run --once` with `[thresholds]`: at least one threshold failed (k6's code).
-pub const EXIT_THRESHOLDS: i32 = 99;
-// Interrupted by a signal: 128 + its number (`signals::StopSignal::exit_code`).
-
-/// The exit code table, printed by `--help` (the README carries the same table).
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0    run --once: every probe passed · run (service mode): stopped by SIGINT/SIGTERM ·
-       ship: everything shipped · check-config: valid
-  1    run --once without [thresholds]: some probe failed or was skipped · ship: results
-       still unshipped at the deadline (the reason is printed)
-  2    configuration or setup error, internal error, journal directory in use by another
-       instance, or results lost because the journal could not be written (count printed)
-  99   run --once with [thresholds]: at least one threshold failed (with thresholds set, 0
-       means every threshold held, even if some probes failed within them)
-  129  stopped by SIGHUP (graceful stop, every mode; the configuration is not reloaded)
-  130  run --once or ship interrupted by SIGINT (Ctrl-C): results so far are in the journal
-  143  run --once or ship interrupted by SIGTERM: results so far are in the journal
-Signals within 1 s of the first count as one; a later one exits at once (same 128+n code).";
 
 /// Durations in a log-linear histogram: 16 buckets per power of two (a value is reported
 /// within ±3 %), sparse, so a tally stays small whatever the number of results.
@@ -267,15 +241,17 @@ impl Tally {
 
     /// 0 when every probe passed, 1 when some failed or was skipped, 2 when the prober
     /// itself failed (an internal error: a caught panic).
-    pub fn exit_code(&self) -> i32 {
-        if self.internal_errors > 0 {
-            return 2;
-        }
+    pub fn exit_code(&self) -> ExitCode {
+        self.pass_exit_code(None)
+    }
+
+    /// The pass's exit code, decided by the thresholds when set (`Some(all passed)`).
+    pub fn pass_exit_code(&self, thresholds: Option<bool>) -> ExitCode {
         let bad = self
             .environments
             .values()
             .any(|e| e.failures() > 0 || e.skipped > 0);
-        i32::from(bad)
+        ExitCode::of_pass(self.internal_errors > 0, bad, thresholds)
     }
 
     /// The human summary: the table, p95 latency per check, the top failure reasons.
@@ -488,70 +464,14 @@ pub fn summary_json(
     verdicts: &[Verdict],
     thresholds_set: bool,
     interrupted: bool,
-    exit_code: i32,
+    exit_code: ExitCode,
 ) -> serde_json::Value {
-    use serde_json::{json, Map, Value};
-    let mut envs = Map::new();
-    for (name, e) in &tally.environments {
-        let mut actions = Map::new();
-        for a in Action::ALL {
-            let c = e.actions.get(a.as_str()).copied().unwrap_or_default();
-            if c.iter().sum::<u64>() == 0 {
-                continue;
-            }
-            let latency = e.latency.get(a.as_str()).filter(|l| l.count > 0).map(|l| {
-                json!({
-                    "count": l.count,
-                    "p50": l.quantile_ms(0.50),
-                    "p95": l.quantile_ms(0.95),
-                    "p99": l.quantile_ms(0.99),
-                })
-            });
-            let mut reasons: Vec<(&String, &u64)> = e
-                .reasons
-                .get(a.as_str())
-                .map(|m| m.iter().collect())
-                .unwrap_or_default();
-            reasons.sort_by(|x, y| y.1.cmp(x.1).then_with(|| x.0.cmp(y.0)));
-            let top: Vec<Value> = reasons
-                .iter()
-                .take(5)
-                .map(|(r, n)| json!({"reason": r, "count": n}))
-                .collect();
-            actions.insert(
-                a.as_str().into(),
-                json!({
-                    "success": c[0],
-                    "failure": c[1],
-                    "unknown": c[2],
-                    "latency_ms": latency,
-                    "top_failure_reasons": top,
-                }),
-            );
-        }
-        let mut jobs = Map::new();
-        jobs.insert("launched".into(), e.launched().into());
-        jobs.insert("launch_failed".into(), e.launches_failed().into());
-        for r in [
-            JobResult::Success,
-            JobResult::Warning,
-            JobResult::Failure,
-            JobResult::Timeout,
-            JobResult::PollFailed,
-            JobResult::Cancelled,
-        ] {
-            jobs.insert(r.as_str().into(), e.jobs(r).into());
-        }
-        envs.insert(
-            name.clone(),
-            json!({
-                "actions": actions,
-                "jobs": jobs,
-                "skipped": e.skipped,
-                "checks_failed": e.checks_failed(),
-            }),
-        );
-    }
+    use serde_json::{json, Map};
+    let envs: Map<String, serde_json::Value> = tally
+        .environments
+        .iter()
+        .map(|(name, e)| (name.clone(), env_summary_json(e)))
+        .collect();
     json!({
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_id": run_id,
@@ -564,6 +484,59 @@ pub fn summary_json(
         "unshipped": shipping.map(|s| s.unshipped),
         "thresholds": verdicts,
         "thresholds_passed": thresholds_set.then(|| verdicts.iter().all(|v| v.passed)),
+    })
+}
+
+/// One environment of the `--summary-json` document: its actions, jobs and skips.
+fn env_summary_json(e: &EnvTally) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let mut actions = Map::new();
+    for a in Action::ALL {
+        let c = e.actions.get(a.as_str()).copied().unwrap_or_default();
+        if c.iter().sum::<u64>() == 0 {
+            continue;
+        }
+        let latency = e.latency.get(a.as_str()).filter(|l| l.count > 0).map(|l| {
+            json!({
+                "count": l.count,
+                "p50": l.quantile_ms(0.50),
+                "p95": l.quantile_ms(0.95),
+                "p99": l.quantile_ms(0.99),
+            })
+        });
+        let mut reasons: Vec<(&String, &u64)> = e
+            .reasons
+            .get(a.as_str())
+            .map(|m| m.iter().collect())
+            .unwrap_or_default();
+        reasons.sort_by(|x, y| y.1.cmp(x.1).then_with(|| x.0.cmp(y.0)));
+        let top: Vec<Value> = reasons
+            .iter()
+            .take(5)
+            .map(|(r, n)| json!({"reason": r, "count": n}))
+            .collect();
+        actions.insert(
+            a.as_str().into(),
+            json!({
+                "success": c[0],
+                "failure": c[1],
+                "unknown": c[2],
+                "latency_ms": latency,
+                "top_failure_reasons": top,
+            }),
+        );
+    }
+    let mut jobs = Map::new();
+    jobs.insert("launched".into(), e.launched().into());
+    jobs.insert("launch_failed".into(), e.launches_failed().into());
+    for r in JobResult::ALL {
+        jobs.insert(r.as_str().into(), e.jobs(r).into());
+    }
+    json!({
+        "actions": actions,
+        "jobs": jobs,
+        "skipped": e.skipped,
+        "checks_failed": e.checks_failed(),
     })
 }
 
@@ -599,7 +572,7 @@ mod tests {
             &ctx.result(Action::Health, Outcome::Failure)
                 .with_error(ErrorType::Internal, "internal error: boom"),
         );
-        assert_eq!((t.exit_code(), t.internal_errors), (2, 1));
+        assert_eq!((t.exit_code(), t.internal_errors), (ExitCode::Setup, 1));
     }
 
     #[test]

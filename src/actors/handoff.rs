@@ -175,7 +175,7 @@ impl Handoff {
         Ok(aside)
     }
 
-    /// Writes the handed-over jobs atomically ([`write_atomic`](crate::sink::disk::write_atomic)); no job → no file.
+    /// Writes the handed-over jobs atomically ([`write_atomic`](crate::fsutil::write_atomic)); no job → no file.
     pub fn save(&self) -> std::io::Result<usize> {
         let jobs = self.jobs.lock().unwrap();
         if jobs.is_empty() {
@@ -196,7 +196,7 @@ impl Handoff {
             },
         )
         .map_err(std::io::Error::other)?;
-        crate::sink::disk::write_atomic(&self.path, &text, &Default::default())?;
+        crate::fsutil::write_atomic(&self.path, &text)?;
         Ok(jobs.len())
     }
 }

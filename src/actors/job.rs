@@ -268,13 +268,8 @@ impl Job {
 }
 
 fn seed_of(job_id: &str, env: &str) -> u64 {
-    // FNV-1a: a stable, dependency-free seed per job for reproducible jitter.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in env.bytes().chain([0]).chain(job_id.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
+    // A stable seed per job for reproducible jitter.
+    crate::hash::fnv1a(env.bytes().chain([0]).chain(job_id.bytes()))
 }
 
 impl Actor for Job {

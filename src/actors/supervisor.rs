@@ -9,7 +9,8 @@ use super::handoff::{HandedOffJob, Handoff};
 use super::sink::{Sink, SinkCounters, SinkHandle};
 use super::Workers;
 use crate::api::TokenManager;
-use crate::config::{resolve_password, Config, HostSpec};
+use crate::config::{Config, ConfigError, HostSpec, ValidConfig};
+use crate::exit::ExitCode;
 use crate::limiter::EnvLimits;
 use crate::model::ResultContext;
 use crate::probes::EnvRuntime;
@@ -23,7 +24,6 @@ use crate::summary::Tally;
 use actix::prelude::*;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,16 +80,11 @@ pub struct ShippingReport {
 impl RunReport {
     /// 2 on an internal error; with `[thresholds]`: 0 when every threshold held, 99 when
     /// one failed; without: 0 all passed, 1 some probe failed (or was skipped).
-    pub fn exit_code(&self) -> i32 {
-        let code = self.tally.exit_code();
-        if code == crate::summary::EXIT_SETUP || !self.thresholds_set {
-            return code;
-        }
-        if self.thresholds.iter().all(|v| v.passed) {
-            crate::summary::EXIT_OK
-        } else {
-            crate::summary::EXIT_THRESHOLDS
-        }
+    pub fn exit_code(&self) -> ExitCode {
+        let thresholds = self
+            .thresholds_set
+            .then(|| self.thresholds.iter().all(|v| v.passed));
+        self.tally.pass_exit_code(thresholds)
     }
 
     /// Shipping as the summaries show it.
@@ -106,7 +101,7 @@ impl RunReport {
     }
 
     /// The `--summary-json` document, with the exit code the process ends with.
-    pub fn summary_json(&self, exit_code: i32) -> serde_json::Value {
+    pub fn summary_json(&self, exit_code: ExitCode) -> serde_json::Value {
         crate::summary::summary_json(
             &self.run_id,
             &self.tally,
@@ -124,6 +119,9 @@ impl RunReport {
 pub enum RunError {
     #[error("{0}")]
     Selection(String),
+    /// The configuration does not validate (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("journal {dir}: {source}")]
     Journal { dir: String, source: std::io::Error },
     #[error("simulator for environment {env}: {source}")]
@@ -221,55 +219,27 @@ pub fn observer_hostname() -> String {
 
 /// Runs the prober until the pass ends (`once`) or `shutdown` resolves. Must be called
 /// inside an actix System. Results go to the journal; the sink is flushed before returning.
+/// `cfg` is validated first (secrets and hosts files read once): the actors only ever see a
+/// [`ValidConfig`].
+// Long on purpose: the start order (sink, shipping, arbiters, environments) and the stop
+// order (environments, schedule and handover, sink, shipping) read top to bottom, one named
+// step per line.
 pub async fn run(
     cfg: Config,
-    opts: RunOptions,
+    mut opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
-    let plan = select(&cfg, &opts.selection).map_err(RunError::Selection)?;
+    let valid = ValidConfig::new(cfg).map_err(ConfigError::Invalid)?;
+    let cfg = valid.config();
+    let plan = select(cfg, &opts.selection).map_err(RunError::Selection)?;
     let seed = opts.seed.unwrap_or_else(rand::random);
     let run_id = run_id();
-    let observer = observer_hostname();
     tracing::info!(run_id = %run_id, environments = plan.len(), once = opts.once, "run starting");
 
-    // The journal directory is ours alone for the whole run (journal, checkpoint, handover,
-    // schedule state): a second instance there fails here, before it writes anything.
-    let _lock = crate::sink::lock::JournalLock::acquire(&cfg.journal.dir)?;
-
+    let (_lock, journal, schedule) = open_journal_dir(cfg, &opts.disk_faults)?;
     // Downstream first: the sink.
-    let journal = Journal::open_with(
-        &cfg.journal.dir,
-        cfg.journal.segment_max_bytes,
-        opts.disk_faults.clone(),
-    )
-    .map_err(|e| RunError::Journal {
-        dir: cfg.journal.dir.display().to_string(),
-        source: e,
-    })?;
-    // When each check, scenario and spec last ran: a start resumes the schedule.
-    let schedule = Arc::new(
-        ScheduleStore::open(&cfg.journal.dir).map_err(|e| RunError::Schedule(e.to_string()))?,
-    );
-    let clock = opts.clock.clone().unwrap_or_default();
-    let narrowed = !opts.selection.hosts.is_empty()
-        || opts.selection.hosts_file.is_some()
-        || opts.selection.shard.is_some();
+    let (metrics, metrics_server) = start_metrics(cfg, opts.metrics_bound.take())?;
     let journal_only = !es_client::is_configured(&cfg.elasticsearch);
-    // Self-observation: one registry for the run; the listener (opt-in) binds first, so a
-    // taken address fails the start before anything is probed.
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    metrics.track_journal(cfg.journal.dir.clone());
-    let mut metrics_bound = opts.metrics_bound;
-    let metrics_server = match cfg.metrics.listen.as_deref().filter(|l| !l.is_empty()) {
-        Some(listen) => {
-            let server = crate::metrics::server::MetricsServer::start(listen, metrics.clone())?;
-            if let Some(tx) = metrics_bound.take() {
-                let _ = tx.send(server.addr());
-            }
-            Some(server)
-        }
-        None => None,
-    };
     let sink_addr = Sink::new(journal, cfg.journal.clone(), journal_only)
         .with_metrics(metrics.clone())
         .start();
@@ -277,21 +247,212 @@ pub async fn run(
 
     // The sink's second half: shipping the journal to Elasticsearch, when configured.
     let (stop_ship, stop_ship_rx) = tokio::sync::watch::channel(false);
-    let shipping = start_shipping(&cfg, stop_ship_rx, &opts.disk_faults, &metrics).await?;
+    let shipping = start_shipping(cfg, stop_ship_rx, &opts.disk_faults, &metrics).await?;
 
     // Worker arbiters for job actors, one per core.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
-    let workers = Workers::new(arbiters.iter().map(|a| a.handle()).collect());
 
     // Jobs the last stop handed over; tracked again below.
     let handoff = Arc::new(Handoff::new(&cfg.journal.dir));
     let handed_over = load_handoff(&handoff);
 
-    // Simulators (kept alive for the whole run), then the environments.
-    let mut simulators: Vec<SimulatorHandle> = Vec::new();
-    let mut simulated = std::collections::BTreeSet::new();
-    let mut envs = BTreeMap::new();
+    let start = EnvStart {
+        valid: &valid,
+        opts: &opts,
+        run_id: &run_id,
+        observer: observer_hostname(),
+        seed,
+        sink: &sink,
+        metrics: &metrics,
+        workers: Workers::new(arbiters.iter().map(|a| a.handle()).collect()),
+        handoff: &handoff,
+        schedule: &schedule,
+        clock: opts.clock.clone().unwrap_or_default(),
+    };
+    let started = start_environments(&start, plan)?;
+    resume_handed_over(&started, &handoff, handed_over).await;
+    if !opts.once {
+        // Only now: a first tick before the resume could launch a resumed host again.
+        for addr in started.envs.values() {
+            let _ = addr.send(StartSchedules).await;
+        }
+    }
+    let simulators = started.simulators;
+    let supervisor = Supervisor { envs: started.envs }.start();
+    let saver = actix_rt::spawn(schedule.clone().save_periodically());
+
+    let progress = actix_rt::spawn(crate::progress::report(sink.clone(), opts.live_progress));
+    metrics.set_started();
+    let deadline = opts.shutdown_deadline.unwrap_or(Duration::from_secs(10));
+    tokio::pin!(shutdown);
+    let interrupted = wait_for_the_end(&supervisor, opts.once, shutdown.as_mut()).await;
+    // Not ready from here on: a load balancer or orchestrator stops sending us work.
+    metrics.set_stopping();
+    let environments = supervisor.send(StopAll(deadline)).await.unwrap_or_default();
+    saver.abort();
+    schedule.save_logged();
+    save_handoff(&handoff);
+    progress.abort();
+    crate::progress::clear();
+    let (tally, counters) = flush_and_stop(&sink, arbiters, simulators, &run_id).await?;
+
+    // Then let shipping catch up, within its deadline. A completed pass waits for shipping
+    // up to once_ship_deadline_secs; a stop (service mode, or a pass cut short) only up to
+    // the shutdown deadline.
+    let _ = stop_ship.send(true);
+    let shipping = match shipping {
+        None => None,
+        Some(task) => {
+            let completed = opts.once && !interrupted;
+            let ship_deadline = match completed {
+                true => Duration::from_secs(cfg.elasticsearch.once_ship_deadline_secs),
+                false => deadline,
+            };
+            let wait = (!interrupted).then_some(shutdown.as_mut());
+            Some(finish_shipping(task, ship_deadline, wait, &cfg.journal.dir).await)
+        }
+    };
+    if let Some(server) = metrics_server {
+        server.stop().await;
+    }
+    let thresholds = evaluate_thresholds(cfg, &tally, shipping.as_ref());
+    Ok(RunReport {
+        run_id,
+        tally,
+        sink: counters,
+        environments,
+        interrupted,
+        shipping,
+        thresholds,
+        thresholds_set: cfg.thresholds.any(),
+        metrics,
+    })
+}
+
+/// The journal directory, ours alone for the whole run (journal, checkpoint, handover,
+/// schedule state): a second instance there fails here, before it writes anything. Then
+/// the journal, and the schedule state (when each check, scenario and spec last ran: a
+/// start resumes the schedule).
+fn open_journal_dir(
+    cfg: &Config,
+    faults: &crate::sink::disk::DiskFaults,
+) -> Result<(crate::sink::lock::JournalLock, Journal, Arc<ScheduleStore>), RunError> {
+    let dir = &cfg.journal.dir;
+    let lock = crate::sink::lock::JournalLock::acquire(dir)?;
+    let journal =
+        Journal::open_with(dir, cfg.journal.segment_max_bytes, faults.clone()).map_err(|e| {
+            RunError::Journal {
+                dir: dir.display().to_string(),
+                source: e,
+            }
+        })?;
+    let schedule =
+        Arc::new(ScheduleStore::open(dir).map_err(|e| RunError::Schedule(e.to_string()))?);
+    Ok((lock, journal, schedule))
+}
+
+/// Producers are stopped: flush the sink and take its report, then stop the arbiters and
+/// the simulators.
+async fn flush_and_stop(
+    sink: &SinkHandle,
+    arbiters: Vec<Arbiter>,
+    simulators: Vec<SimulatorHandle>,
+    run_id: &str,
+) -> Result<(Tally, SinkCounters), RunError> {
+    let flushed = sink.flush().await;
+    let report = sink.report().await.unwrap_or_default();
+    for a in &arbiters {
+        a.stop();
+    }
+    drop(simulators);
+    let written = flushed.map_err(RunError::Flush)?;
+    tracing::info!(run_id = %run_id, results = written, "run finished, journal flushed");
+    Ok(report)
+}
+
+/// `[thresholds]` against the run's tallies, each failed one logged.
+fn evaluate_thresholds(
+    cfg: &Config,
+    tally: &Tally,
+    shipping: Option<&ShippingReport>,
+) -> Vec<crate::summary::Verdict> {
+    let thresholds =
+        crate::summary::evaluate(&cfg.thresholds, tally, shipping.map(|s| s.unshipped));
+    for v in thresholds.iter().filter(|v| !v.passed) {
+        tracing::warn!(threshold = v.threshold, environment = ?v.environment, check = ?v.check, limit = v.limit, value = ?v.value, "threshold failed");
+    }
+    thresholds
+}
+
+/// One registry for the run; the `/metrics` listener (opt-in) binds first, so a taken
+/// address fails the start before anything is probed.
+fn start_metrics(
+    cfg: &Config,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<
+    (
+        Arc<crate::metrics::Metrics>,
+        Option<crate::metrics::server::MetricsServer>,
+    ),
+    RunError,
+> {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    metrics.track_journal(cfg.journal.dir.clone());
+    let server = match cfg.metrics.listen.as_deref().filter(|l| !l.is_empty()) {
+        Some(listen) => {
+            let server = crate::metrics::server::MetricsServer::start(listen, metrics.clone())?;
+            if let Some(tx) = bound {
+                let _ = tx.send(server.addr());
+            }
+            Some(server)
+        }
+        None => None,
+    };
+    Ok((metrics, server))
+}
+
+/// What every environment actor of the run is started with.
+struct EnvStart<'a> {
+    valid: &'a ValidConfig,
+    opts: &'a RunOptions,
+    run_id: &'a str,
+    observer: String,
+    seed: u64,
+    sink: &'a SinkHandle,
+    metrics: &'a Arc<crate::metrics::Metrics>,
+    workers: Workers,
+    handoff: &'a Arc<Handoff>,
+    schedule: &'a Arc<ScheduleStore>,
+    clock: Clock,
+}
+
+impl EnvStart<'_> {
+    /// `--host`, `--hosts` or `--shard` narrow the run: keep the state of the other specs.
+    fn narrowed(&self) -> bool {
+        let sel = &self.opts.selection;
+        !sel.hosts.is_empty() || sel.hosts_file.is_some() || sel.shard.is_some()
+    }
+}
+
+/// The environment actors, and the in-process simulators they probe (kept alive for the
+/// whole run).
+struct Started {
+    envs: BTreeMap<String, Addr<Environment>>,
+    simulators: Vec<SimulatorHandle>,
+    simulated: std::collections::BTreeSet<String>,
+}
+
+/// Starts the simulators, then one actor per selected environment.
+fn start_environments(
+    start: &EnvStart<'_>,
+    plan: Vec<(String, crate::config::EnvironmentConfig, Vec<HostSpec>)>,
+) -> Result<Started, RunError> {
+    let mut started = Started {
+        envs: BTreeMap::new(),
+        simulators: Vec::new(),
+        simulated: std::collections::BTreeSet::new(),
+    };
     for (i, (name, env_cfg, hosts)) in plan.into_iter().enumerate() {
         let base_url = match (&env_cfg.simulator, &env_cfg.base_url) {
             (Some(sim), _) => {
@@ -304,85 +465,108 @@ pub async fn run(
                     })?;
                 let url = h.base_url();
                 tracing::info!(env = %name, url = %url, "in-process simulator started");
-                simulators.push(h);
-                simulated.insert(name.clone());
+                started.simulators.push(h);
+                started.simulated.insert(name.clone());
                 url
             }
             (None, Some(u)) => u.clone(),
             (None, None) => unreachable!("validated: base_url or simulator"),
         };
-        crate::net::log_outbound(
-            &format!("environments.{name}"),
-            &env_cfg.tls,
-            &env_cfg.proxy(),
-        );
-        let password =
-            resolve_password(&env_cfg.credentials).map_err(|m| RunError::Environment {
-                env: name.clone(),
-                message: m,
-            })?;
-        let rate = NonZeroU32::new(env_cfg.rate_limit_per_sec).expect("validated > 0");
-        let burst = NonZeroU32::new(env_cfg.rate_limit_burst).expect("validated > 0");
-        let limits = Arc::new(EnvLimits::new(&name, rate, burst, env_cfg.max_in_flight));
-        metrics.track_limiter(&name, limits.clone());
-        let mut restores = if opts.selection.hosts.is_empty() && opts.selection.hosts_file.is_none()
-        {
-            env_cfg.restores.clone()
-        } else {
-            // A host selection narrows restores to the selected hosts too.
-            env_cfg
-                .restores
-                .iter()
-                .filter(|r| hosts.iter().any(|h: &HostSpec| h.name == r.host))
-                .cloned()
-                .collect()
-        };
-        let namespace = env_cfg.namespace_of(&name);
-        let geo_name = cfg.observer.geo_name.clone();
-        let mut env_cfg = env_cfg;
-        if let Some(shard) = opts.selection.shard {
-            // A restore belongs to the shard of its host (the same hash), and only the
-            // checks owner runs the checks: N shards write one copy of each.
-            restores.retain(|r| shard.owns(&r.host));
-            if !shard.runs_checks(opts.selection.checks_owner) {
-                env_cfg.checks.disable_all();
-            }
-        }
-        let rt = Arc::new(EnvRuntime {
-            name: name.as_str().into(),
-            tokens: TokenManager::new(
-                env_cfg.credentials.username.clone().unwrap_or_default(),
-                password,
-            ),
-            cfg: Arc::new(env_cfg),
-            base_url,
-            limits,
-            ctx: ResultContext::new(&run_id, &name, &observer)
-                .with_shard(opts.selection.shard.map(|s| s.to_string()))
-                .with_namespace(&namespace)
-                .with_geo_name(geo_name.as_deref()),
-            sink: sink.clone(),
-            hosts,
-        });
-        let env = Environment::new(
-            rt,
-            workers.clone(),
-            restores,
-            !opts.once,
-            seed.wrapping_add(i as u64),
-            handoff.clone(),
-            EnvSchedule {
-                store: schedule.clone(),
-                clock: clock.clone(),
-                prune: !narrowed,
-            },
-        )
-        .start();
-        envs.insert(name, env);
+        let env = start_environment(start, i, &name, env_cfg, hosts, base_url)?;
+        started.envs.insert(name, env);
     }
-    for (env, jobs) in group_by_env(handed_over) {
-        match envs.get(&env) {
-            Some(_) if simulated.contains(&env) => {
+    Ok(started)
+}
+
+/// One environment: its limits, token manager, restores (narrowed by the selection and the
+/// shard) and actor.
+fn start_environment(
+    start: &EnvStart<'_>,
+    index: usize,
+    name: &str,
+    mut env_cfg: crate::config::EnvironmentConfig,
+    hosts: Vec<HostSpec>,
+    base_url: String,
+) -> Result<Addr<Environment>, RunError> {
+    let (opts, sel) = (start.opts, &start.opts.selection);
+    crate::net::log_outbound(
+        &format!("environments.{name}"),
+        &env_cfg.tls,
+        &env_cfg.proxy(),
+    );
+    let checked = start
+        .valid
+        .environment(name)
+        .ok_or_else(|| RunError::Environment {
+            env: name.to_owned(),
+            message: "not in the validated configuration".into(),
+        })?;
+    let l = checked.limits;
+    let limits = Arc::new(EnvLimits::new(
+        name,
+        l.rate_per_sec,
+        l.burst,
+        l.max_in_flight.get(),
+    ));
+    start.metrics.track_limiter(name, limits.clone());
+    let mut restores = if sel.hosts.is_empty() && sel.hosts_file.is_none() {
+        env_cfg.restores.clone()
+    } else {
+        // A host selection narrows restores to the selected hosts too.
+        env_cfg
+            .restores
+            .iter()
+            .filter(|r| hosts.iter().any(|h: &HostSpec| h.name == r.host))
+            .cloned()
+            .collect()
+    };
+    let namespace = env_cfg.namespace_of(name);
+    let geo_name = start.valid.config().observer.geo_name.clone();
+    if let Some(shard) = sel.shard {
+        // A restore belongs to the shard of its host (the same hash), and only the
+        // checks owner runs the checks: N shards write one copy of each.
+        restores.retain(|r| shard.owns(&r.host));
+        if !shard.runs_checks(sel.checks_owner) {
+            env_cfg.checks.disable_all();
+        }
+    }
+    let rt = Arc::new(EnvRuntime {
+        name: name.into(),
+        tokens: TokenManager::new(
+            env_cfg.credentials.username.clone().unwrap_or_default(),
+            checked.password.clone(),
+        ),
+        cfg: Arc::new(env_cfg),
+        base_url,
+        limits,
+        ctx: ResultContext::new(start.run_id, name, &start.observer)
+            .with_shard(sel.shard.map(|s| s.to_string()))
+            .with_namespace(&namespace)
+            .with_geo_name(geo_name.as_deref()),
+        sink: start.sink.clone(),
+        hosts,
+    });
+    Ok(Environment::new(
+        rt,
+        start.workers.clone(),
+        restores,
+        !opts.once,
+        start.seed.wrapping_add(index as u64),
+        start.handoff.clone(),
+        EnvSchedule {
+            store: start.schedule.clone(),
+            clock: start.clock.clone(),
+            prune: !start.narrowed(),
+        },
+    )
+    .start())
+}
+
+/// Hands the jobs the last stop handed over to their environment's actor.
+async fn resume_handed_over(started: &Started, handoff: &Handoff, jobs: Vec<HandedOffJob>) {
+    for (env, jobs) in group_by_env(jobs) {
+        match started.envs.get(&env) {
+            Some(_) if started.simulated.contains(&env) => {
                 // Jobs of a simulator that died with the last process cannot be polled.
                 tracing::warn!(env = %env, jobs = jobs.len(), "handed-over jobs of an environment now served by an in-process simulator: dropped");
             }
@@ -399,38 +583,31 @@ pub async fn run(
             }
         }
     }
-    if !opts.once {
-        // Only now: a first tick before the resume could launch a resumed host again.
-        for addr in envs.values() {
-            let _ = addr.send(StartSchedules).await;
-        }
-    }
-    let supervisor = Supervisor { envs }.start();
-    let saver = actix_rt::spawn(schedule.clone().save_periodically());
+}
 
-    let progress = actix_rt::spawn(crate::progress::report(sink.clone(), opts.live_progress));
-    metrics.set_started();
-    let deadline = opts.shutdown_deadline.unwrap_or(Duration::from_secs(10));
-    let mut interrupted = false;
-    tokio::pin!(shutdown);
-    if opts.once {
+/// Waits for the pass (`once`) or the shutdown; true when the shutdown ended the run.
+async fn wait_for_the_end(
+    supervisor: &Addr<Supervisor>,
+    once: bool,
+    shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    if once {
         tokio::select! {
-            r = supervisor.send(RunOnce) => { let _ = r; }
-            _ = &mut shutdown => {
-                interrupted = true;
+            r = supervisor.send(RunOnce) => { let _ = r; false }
+            _ = shutdown => {
                 tracing::warn!("shutdown requested: stopping the pass");
+                true
             }
         }
     } else {
-        (&mut shutdown).await;
-        interrupted = true;
+        shutdown.await;
         tracing::info!("shutdown requested: stopping");
+        true
     }
-    // Not ready from here on: a load balancer or orchestrator stops sending us work.
-    metrics.set_stopping();
-    let environments = supervisor.send(StopAll(deadline)).await.unwrap_or_default();
-    saver.abort();
-    schedule.save_logged();
+}
+
+/// Writes the jobs still running for the next start.
+fn save_handoff(handoff: &Handoff) {
     match handoff.save() {
         Ok(0) => {}
         Ok(n) => {
@@ -440,83 +617,49 @@ pub async fn run(
             tracing::error!(jobs = handoff.len(), file = %handoff.path().display(), error = %e, "cannot write the handed-over jobs: they will not be tracked again")
         }
     }
+}
 
-    progress.abort();
-    crate::progress::clear();
-    // Producers are stopped: flush the sink, then stop the arbiters.
-    let flushed = sink.flush().await;
-    let (tally, counters) = sink.report().await.unwrap_or_default();
-    for a in &arbiters {
-        a.stop();
-    }
-    drop(simulators);
-    let written = flushed.map_err(RunError::Flush)?;
-    tracing::info!(run_id = %run_id, results = written, "run finished, journal flushed");
-
-    // Then let shipping catch up, within its deadline.
-    let shipping = match shipping {
-        None => None,
-        Some((task, counters)) => {
-            let _ = stop_ship.send(true);
-            // A completed pass waits for shipping up to once_ship_deadline_secs; a stop
-            // (service mode, or a pass cut short) only up to the shutdown deadline.
-            let deadline = if opts.once && !interrupted {
-                Duration::from_secs(cfg.elasticsearch.once_ship_deadline_secs)
-            } else {
-                deadline
-            };
-            let mut wait_interrupted = false;
-            tokio::select! {
-                r = tokio::time::timeout(deadline, task) => if r.is_err() {
-                    tracing::warn!(deadline_s = deadline.as_secs(), "shipping did not catch up before the deadline; the next run or `iaso-probe ship` sends the rest");
-                },
-                // Ctrl-C while a completed pass waits for shipping ends the wait.
-                _ = &mut shutdown, if !interrupted => {
-                    wait_interrupted = true;
-                    tracing::warn!("shutdown requested while waiting for shipping: the rest stays in the journal (the next run or `iaso-probe ship` sends it)");
-                }
-            }
-            let counters = counters.lock().unwrap().clone();
-            // From the shipper's own position: a checkpoint a full disk kept from being
-            // saved does not make stored results look unshipped.
-            let unshipped =
-                shipper::unshipped_from(&cfg.journal.dir, counters.position).unwrap_or(u64::MAX);
-            tracing::info!(
-                stored = counters.stored,
-                duplicates = counters.duplicates,
-                dead_lettered = counters.dead_lettered,
-                unshipped,
-                "shipping finished"
-            );
-            Some(ShippingReport {
-                counters,
-                unshipped,
-                interrupted: wait_interrupted,
-            })
+/// Lets shipping (already told to stop following) catch up within `deadline`; `shutdown`,
+/// when given, ends the wait early (Ctrl-C while a completed pass waits for shipping).
+async fn finish_shipping<F: Future<Output = ()>>(
+    (task, counters): ShippingTask,
+    deadline: Duration,
+    shutdown: Option<std::pin::Pin<&mut F>>,
+    journal_dir: &std::path::Path,
+) -> ShippingReport {
+    let mut wait_interrupted = false;
+    let interruptible = shutdown.is_some();
+    let shutdown = async move {
+        match shutdown {
+            Some(s) => s.await,
+            None => std::future::pending().await,
         }
     };
-    if let Some(server) = metrics_server {
-        server.stop().await;
+    tokio::select! {
+        r = tokio::time::timeout(deadline, task) => if r.is_err() {
+            tracing::warn!(deadline_s = deadline.as_secs(), "shipping did not catch up before the deadline; the next run or `iaso-probe ship` sends the rest");
+        },
+        _ = shutdown, if interruptible => {
+            wait_interrupted = true;
+            tracing::warn!("shutdown requested while waiting for shipping: the rest stays in the journal (the next run or `iaso-probe ship` sends it)");
+        }
     }
-    let thresholds = crate::summary::evaluate(
-        &cfg.thresholds,
-        &tally,
-        shipping.as_ref().map(|s| s.unshipped),
+    let counters = counters.lock().unwrap().clone();
+    // From the shipper's own position: a checkpoint a full disk kept from being saved does
+    // not make stored results look unshipped.
+    let unshipped = shipper::unshipped_from(journal_dir, counters.position).unwrap_or(u64::MAX);
+    tracing::info!(
+        stored = counters.stored,
+        duplicates = counters.duplicates,
+        dead_lettered = counters.dead_lettered,
+        unshipped,
+        "shipping finished"
     );
-    for v in thresholds.iter().filter(|v| !v.passed) {
-        tracing::warn!(threshold = v.threshold, environment = ?v.environment, check = ?v.check, limit = v.limit, value = ?v.value, "threshold failed");
+    ShippingReport {
+        counters,
+        unshipped,
+        interrupted: wait_interrupted,
     }
-    Ok(RunReport {
-        run_id,
-        tally,
-        sink: counters,
-        environments,
-        interrupted,
-        shipping,
-        thresholds,
-        thresholds_set: cfg.thresholds.any(),
-        metrics,
-    })
 }
 
 /// The jobs the last stop handed over. An unreadable file is moved aside (never deleted)
@@ -585,7 +728,30 @@ async fn start_shipping(
 
 #[cfg(test)]
 mod tests {
-    use super::run_id;
+    use super::{run, run_id, RunError, RunOptions};
+
+    #[test]
+    fn a_config_that_does_not_validate_is_refused_before_anything_starts() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::load::load_with(&crate::config::ConfigSource::Embedded, false)
+            .unwrap()
+            .config;
+        cfg.journal.dir = d.path().join("journal");
+        cfg.environments.get_mut("lab").unwrap().rate_limit_burst = 0;
+        let r =
+            actix::System::new().block_on(run(cfg, RunOptions::default(), std::future::pending()));
+        match r {
+            Err(RunError::Config(e)) => {
+                assert!(
+                    e.to_string().contains("environments.lab.rate_limit_burst"),
+                    "{e}"
+                )
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        // Refused before the journal directory was locked or created.
+        assert!(!d.path().join("journal").exists());
+    }
 
     #[test]
     fn run_ids_are_distinct_even_within_one_millisecond() {

@@ -1,7 +1,7 @@
 //! Loading: built-in defaults < TOML files (`--config`, repeatable; the embedded
 //! `config/default.toml` when none is given) < `IASO_PROBE_<SECTION>__<KEY>` variables.
 
-use super::{validate, Config, Problem};
+use super::{valid, Config, Problem};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ pub fn load_with(source: &ConfigSource, env: bool) -> Result<LoadedConfig, Confi
                 .join("\n"),
         )
     })?;
-    let mut problems = validate(&config);
+    let mut problems = valid::problems(&config);
     for p in &mut problems {
         if p.source.is_none() {
             p.source = source_of(&figment, &p.key).or_else(|| match source {

@@ -1,11 +1,15 @@
 //! Configuration: one serde tree (`deny_unknown_fields` everywhere), loaded by figment from
-//! built-in defaults < TOML files < `IASO_PROBE_*` environment variables, validated once.
+//! built-in defaults < TOML files < `IASO_PROBE_*` environment variables (`load`); what it
+//! refers to outside itself (secrets, hosts files, TLS files, proxy variables) read once
+//! (`resolve`); checked by a pure `validate`; and carried as a [`ValidConfig`] (`valid`).
 //!
 //! Every field's `///` comment is its user documentation; `config/example.toml` repeats it.
 
 mod api;
 pub mod load;
+mod resolve;
 mod secret;
+mod valid;
 mod validate;
 
 pub use api::{body_strings, placeholder_names, typed_placeholder};
@@ -14,16 +18,21 @@ pub use api::{
     LaunchEndpoint, LivenessEndpoint, PasswordEncoding,
 };
 pub use load::{load, ConfigError, ConfigSource, LoadedConfig, ENV_PREFIX};
-pub use secret::Secret;
-pub use validate::{
-    check_url, read_hosts_file, read_secret_file, resolve_password, validate, Problem,
+pub use resolve::{
+    es_credentials, es_password, portal_password, read_hosts_file, read_secret_file, resolve,
+    secret, EsCredentials, Resolved,
 };
+pub use secret::Secret;
+pub use valid::{EnvLimitsSpec, ValidConfig};
+pub use validate::{check_url, validate, Problem};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::model::BackupLevel;
+/// Defined in `model` (a job carries it); configured here.
+pub use crate::model::RestoreSpec;
 pub use crate::net::{TlsConfig, TlsVersion};
 use crate::simulator::SimulatorConfig;
 
@@ -479,24 +488,6 @@ pub struct HostSpec {
     pub level: Option<BackupLevel>,
     /// The host's own values for placeholders (`{ subclient_id = "101" }` fills
     /// `{subclient_id}` in its backups, job polls and restores).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub vars: BTreeMap<String, String>,
-}
-
-/// A file restore to launch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreSpec {
-    /// Host whose backup holds the file.
-    pub host: String,
-    /// File to restore.
-    pub file_name: String,
-    /// Folder of the file in the backup.
-    pub source_path: String,
-    /// Where to restore it.
-    pub destination_path: String,
-    /// Values for placeholders of this restore; the restore's host's `vars` fill in the
-    /// others (a name given in both takes the restore's value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
 }

@@ -1,10 +1,12 @@
-//! Validation: one pure pass over the whole tree, every problem reported with its key.
-//! `check-config` and every other command call the same function.
+//! Validation: one pure pass over the whole tree and what [`resolve`](super::resolve()) read
+//! for it (secrets, hosts files, TLS files, proxy variables), every problem reported with
+//! its key. It reads nothing itself. `check-config` and every other command call the same
+//! function, through [`ValidConfig::new`](super::ValidConfig::new).
 
-use super::{Config, Credentials, EnvironmentConfig, HostSpec, Secret};
+use super::resolve::Resolved;
+use super::{Config, EnvironmentConfig, HostSpec};
 use crate::model::BackupLevel;
 use std::fmt;
-use std::path::Path;
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +39,7 @@ impl fmt::Display for Problem {
 }
 
 /// Checks everything; an empty list means valid.
-pub fn validate(c: &Config) -> Vec<Problem> {
+pub fn validate(c: &Config, r: &Resolved) -> Vec<Problem> {
     let mut p = Vec::new();
     if c.journal.segment_max_bytes < 4096 {
         p.push(Problem::new(
@@ -51,7 +53,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     if c.sink.buffer == 0 {
         p.push(Problem::new("sink.buffer", "must be greater than 0"));
     }
-    validate_elasticsearch(c, &mut p);
+    validate_elasticsearch(c, r, &mut p);
     validate_global_bounds(c, &mut p);
     validate_metrics_and_thresholds(c, &mut p);
     if c.environments.is_empty() {
@@ -63,17 +65,14 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         ));
     }
     for (name, env) in &c.environments {
-        validate_environment(name, env, &mut p);
+        validate_environment(name, env, r, &mut p);
     }
     // Outbound TLS files and proxies (portal, Kibana, Elasticsearch).
-    p.extend(crate::net::problems(c));
-    if crate::sink::es_client::is_configured(&c.elasticsearch) {
-        p.extend(crate::sink::es_client::outbound_problems(&c.elasticsearch));
-    }
+    p.extend(r.outbound.iter().cloned());
     p
 }
 
-fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
+fn validate_elasticsearch(c: &Config, r: &Resolved, p: &mut Vec<Problem>) {
     let es = &c.elasticsearch;
     for (i, u) in es.urls.iter().enumerate() {
         if let Err(m) = check_url(u) {
@@ -100,33 +99,8 @@ fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
             "a password is set but no username",
         ));
     }
-    if let Some(var) = &es.password_env {
-        if std::env::var_os(var).is_none() {
-            p.push(Problem::new(
-                "elasticsearch.password_env",
-                format!("environment variable {var} is not set"),
-            ));
-        }
-    }
-    if let Some(var) = &es.api_key_env {
-        if std::env::var_os(var).is_none() {
-            p.push(Problem::new(
-                "elasticsearch.api_key_env",
-                format!("environment variable {var} is not set"),
-            ));
-        }
-    }
-    for (key, file) in [
-        ("elasticsearch.password_file", &es.password_file),
-        ("elasticsearch.api_key_file", &es.api_key_file),
-        ("elasticsearch.ca_cert_file", &es.ca_cert_file),
-    ] {
-        if let Some(f) = file {
-            if let Err(e) = std::fs::metadata(f) {
-                p.push(Problem::new(key, format!("{}: {e}", f.display())));
-            }
-        }
-    }
+    // Unset variables and missing files, as the resolver found them.
+    p.extend(r.elasticsearch.iter().cloned());
     for (key, v) in [
         ("elasticsearch.batch_max_docs", es.batch_max_docs as u64),
         ("elasticsearch.batch_max_bytes", es.batch_max_bytes as u64),
@@ -150,6 +124,12 @@ fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
             "must not be smaller than retry_initial_ms",
         ));
     }
+    validate_lifecycle(es, p);
+    validate_kibana_and_observer(c, p);
+}
+
+/// ILM and rollover values Elasticsearch would refuse, and the replicas.
+fn validate_lifecycle(es: &super::ElasticsearchConfig, p: &mut Vec<Problem>) {
     if !is_duration(&es.ilm_delete_after) {
         p.push(Problem::new(
             "elasticsearch.ilm_delete_after",
@@ -158,11 +138,6 @@ fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
                 es.ilm_delete_after
             ),
         ));
-    }
-    if let Some(u) = &c.kibana.url {
-        if let Err(m) = check_url(u) {
-            p.push(Problem::new("kibana.url", m));
-        }
     }
     if !is_duration(&es.rollover_max_age) {
         p.push(Problem::new(
@@ -187,6 +162,15 @@ fn validate_elasticsearch(c: &Config, p: &mut Vec<Problem>) {
             "elasticsearch.number_of_replicas",
             "must be at most 32 (0 on a single node)",
         ));
+    }
+}
+
+/// `[kibana]` (its URL and alert rules) and `[observer]`.
+fn validate_kibana_and_observer(c: &Config, p: &mut Vec<Problem>) {
+    if let Some(u) = &c.kibana.url {
+        if let Err(m) = check_url(u) {
+            p.push(Problem::new("kibana.url", m));
+        }
     }
     let a = &c.kibana.alerts;
     if a.down_consecutive_checks == 0 {
@@ -338,8 +322,23 @@ pub fn check_url(u: &str) -> Result<url::Url, String> {
     Ok(parsed)
 }
 
-fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+fn validate_environment(name: &str, e: &EnvironmentConfig, r: &Resolved, p: &mut Vec<Problem>) {
     let k = |s: &str| format!("environments.{name}.{s}");
+    validate_target(name, &k, e, p);
+    validate_limits_and_checks(&k, e, p);
+    validate_account_and_hosts(name, &k, e, r, p);
+    validate_api(&k, e, p);
+    validate_answers_rules(&k, e, r.file_hosts(name), p);
+    validate_schedule(&k, e, p);
+}
+
+/// The environment's name, namespace and what it probes (a portal URL or a simulator).
+fn validate_target(
+    name: &str,
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    p: &mut Vec<Problem>,
+) {
     if name.is_empty()
         || !name
             .chars()
@@ -374,6 +373,14 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             }
         }
     }
+}
+
+/// Counts and durations that must not be zero, the burst the pacer needs, the checks.
+fn validate_limits_and_checks(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    p: &mut Vec<Problem>,
+) {
     for (key, v) in [
         ("rate_limit_per_sec", e.rate_limit_per_sec as u64),
         ("rate_limit_burst", e.rate_limit_burst as u64),
@@ -401,7 +408,7 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             p.push(Problem::new(k(key), "must be greater than 0"));
         }
     }
-    let min_burst = crate::limiter::min_burst_for(e.rate_limit_per_sec);
+    let min_burst = super::EnvLimitsSpec::min_burst_for(e.rate_limit_per_sec);
     if e.rate_limit_burst > 0 && e.rate_limit_burst < min_burst {
         p.push(Problem::new(
             k("rate_limit_burst"),
@@ -439,11 +446,21 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             ));
         }
     }
+}
+
+/// The account (as the resolver found its password), the hosts and the restores.
+fn validate_account_and_hosts(
+    name: &str,
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    r: &Resolved,
+    p: &mut Vec<Problem>,
+) {
     if e.credentials.username.as_deref().is_none_or(str::is_empty) {
         p.push(Problem::new(k("credentials.username"), "missing"));
     }
-    if let Err(m) = check_password_source(&e.credentials) {
-        p.push(Problem::new(k("credentials"), m));
+    if let Some(Err(m)) = r.passwords.get(name) {
+        p.push(Problem::new(k("credentials"), m.clone()));
     }
     let mut seen = std::collections::HashSet::new();
     for (i, h) in e.hosts.iter().enumerate() {
@@ -456,10 +473,8 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             ));
         }
     }
-    if let Some(f) = &e.hosts_file {
-        if let Err(m) = read_hosts_file(f, e.default_backup_level) {
-            p.push(Problem::new(k("hosts_file"), m));
-        }
+    if let Some(Err(m)) = r.hosts_files.get(name) {
+        p.push(Problem::new(k("hosts_file"), m.clone()));
     }
     for (i, r) in e.restores.iter().enumerate() {
         for (field, v) in [
@@ -476,9 +491,6 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
             }
         }
     }
-    validate_api(&k, e, p);
-    validate_answers_rules(&k, e, p);
-    validate_schedule(&k, e, p);
 }
 
 // ---- Configs that cannot misbehave: placeholders, base URL shape, hosts given twice,
@@ -490,7 +502,12 @@ fn validate_environment(name: &str, e: &EnvironmentConfig, p: &mut Vec<Problem>)
 const DAY_SECS: u64 = 24 * 3600;
 const YEAR_SECS: u64 = 365 * DAY_SECS;
 
-fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
+fn validate_answers_rules(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    file_hosts: Option<&[HostSpec]>,
+    p: &mut Vec<Problem>,
+) {
     if let Some(u) = &e.base_url {
         if let Ok(parsed) = url::Url::parse(u) {
             if parsed.query().is_some() || parsed.fragment().is_some() {
@@ -504,9 +521,20 @@ fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: 
             }
         }
     }
-    check_placeholders(k, e, p);
-    if let Some(f) = &e.hosts_file {
-        if let Ok(from_file) = read_hosts_file(f, e.default_backup_level) {
+    check_placeholders(k, e, file_hosts, p);
+    check_hosts_listed_twice(k, e, file_hosts, p);
+    check_environment_bounds(k, e, p);
+}
+
+/// A host listed inline and in the hosts file.
+fn check_hosts_listed_twice(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    file_hosts: Option<&[HostSpec]>,
+    p: &mut Vec<Problem>,
+) {
+    if let (Some(f), Some(from_file)) = (&e.hosts_file, file_hosts) {
+        {
             let in_file: std::collections::HashSet<&str> =
                 from_file.iter().map(|h| h.name.as_str()).collect();
             for (i, h) in e.hosts.iter().enumerate() {
@@ -523,6 +551,15 @@ fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: 
             }
         }
     }
+}
+
+/// The upper bound of every environment duration and count.
+// Long on purpose: one flat table of (key, value, limit), a row per setting.
+fn check_environment_bounds(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    p: &mut Vec<Problem>,
+) {
     let c = &e.checks;
     let j = &e.jobs;
     let a = &e.api;
@@ -630,26 +667,42 @@ fn validate_answers_rules(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: 
     }
 }
 
-/// Every `{name}` in a path, header, body string or token format must be one that endpoint
-/// fills in (an unknown one, `{hostt}`, would be sent literally): a built-in one, or a
-/// variable every host (restore) it is used for defines.
-fn check_placeholders(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<Problem>) {
-    use super::api::{body_strings, placeholder_names, typed_placeholder};
-    use serde_json::Value;
-    const NONE: &[&str] = &[];
-    const BACKUP: &[&str] = &["host", "level"];
-    const RESTORE: &[&str] = &["host", "file_name", "source_path", "destination_path"];
-    const JOB: &[&str] = &["host", "job_id"];
-    let a = &e.api;
-    let hosts = all_hosts(e);
-    let restores = restore_vars(e, &hosts);
-    let host_vars: Vec<(String, &std::collections::BTreeMap<String, String>)> = hosts
-        .iter()
-        .map(|h| (format!("host `{}`", h.name), &h.vars))
-        .collect();
-    let restore_providers: Vec<(String, &std::collections::BTreeMap<String, String>)> =
-        if restores.is_empty() {
-            host_vars.clone()
+/// Built-in placeholders of each kind of request.
+const PH_NONE: &[&str] = &[];
+const PH_BACKUP: &[&str] = &["host", "level"];
+const PH_RESTORE: &[&str] = &["host", "file_name", "source_path", "destination_path"];
+const PH_JOB: &[&str] = &["host", "job_id"];
+
+type VarMap = std::collections::BTreeMap<String, String>;
+/// Who defines variables (`host \`web01\``, `restores[0]`), and their variables.
+type Providers<'a> = [(String, &'a VarMap)];
+type Vars<'a> = Option<&'a Providers<'a>>;
+
+/// One template: which built-in names it may use, whose variables, whether the token.
+struct Use<'a> {
+    key: String,
+    template: &'a str,
+    known: &'a [&'a str],
+    vars: Vars<'a>,
+    token: bool,
+    whole_string: bool,
+}
+
+/// Whose variables fill in the placeholders of backups, restores and job polls.
+struct VarProviders<'a> {
+    host: Vec<(String, &'a VarMap)>,
+    restore: Vec<(String, &'a VarMap)>,
+    job: Vec<(String, &'a VarMap)>,
+}
+
+impl<'a> VarProviders<'a> {
+    fn new(hosts: &'a [HostSpec], restores: &'a [VarMap]) -> Self {
+        let host: Vec<(String, &VarMap)> = hosts
+            .iter()
+            .map(|h| (format!("host `{}`", h.name), &h.vars))
+            .collect();
+        let restore: Vec<(String, &VarMap)> = if restores.is_empty() {
+            host.clone()
         } else {
             restores
                 .iter()
@@ -657,251 +710,234 @@ fn check_placeholders(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut
                 .map(|(i, v)| (format!("restores[{i}]"), v))
                 .collect()
         };
-    let job_providers: Vec<_> = host_vars
-        .iter()
-        .chain(if restores.is_empty() {
-            &[][..]
-        } else {
-            &restore_providers[..]
-        })
-        .cloned()
-        .collect();
-    // Which templates, with which built-in names, whose variables, whether the token.
-    struct Use<'a> {
-        key: String,
-        template: &'a str,
-        known: &'a [&'a str],
-        vars: Option<&'a [(String, &'a std::collections::BTreeMap<String, String>)]>,
-        token: bool,
-        whole_string: bool,
+        let job = host
+            .iter()
+            .chain(if restores.is_empty() {
+                &[][..]
+            } else {
+                &restore[..]
+            })
+            .cloned()
+            .collect();
+        Self { host, restore, job }
     }
-    let mut uses: Vec<Use> = vec![Use {
-        key: "api.token_format".into(),
-        template: a.token_format.as_str(),
-        known: &["token"],
+
+    /// The built-in names and variables of endpoint `ep` (`backup`, `restore`, …).
+    fn of(&self, ep: &str) -> (&'static [&'static str], Vars<'_>) {
+        match ep {
+            "backup" => (PH_BACKUP, Some(&self.host[..])),
+            "restore" => (PH_RESTORE, Some(&self.restore[..])),
+            "job_status" => (PH_JOB, Some(&self.job[..])),
+            _ => (PH_NONE, None),
+        }
+    }
+}
+
+/// Every `{name}` in a path, header, body string or token format must be one that endpoint
+/// fills in (an unknown one, `{hostt}`, would be sent literally): a built-in one, or a
+/// variable every host (restore) it is used for defines.
+fn check_placeholders(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    file_hosts: Option<&[HostSpec]>,
+    p: &mut Vec<Problem>,
+) {
+    let hosts = all_hosts(e, file_hosts);
+    let restores = restore_vars(e, &hosts);
+    let providers = VarProviders::new(&hosts, &restores);
+    let bodies = request_bodies(&e.api);
+    let mut strings: Vec<(String, &str)> = Vec::new();
+    for (prefix, v) in &bodies {
+        super::api::body_strings(prefix, v, &mut strings);
+    }
+    for u in placeholder_uses(e, &providers, &strings) {
+        check_use(k, &u, p);
+    }
+    check_value_maps(k, e, &hosts, &restores, p);
+}
+
+/// The request bodies, as JSON, under their keys (`api.backup.body`).
+fn request_bodies(a: &super::ApiMapping) -> Vec<(String, serde_json::Value)> {
+    [
+        ("auth", &a.auth.body),
+        ("backup", &a.backup.body),
+        ("restore", &a.restore.body),
+        ("job_status", &a.job_status.body),
+    ]
+    .into_iter()
+    .map(|(ep, b)| {
+        (
+            format!("api.{ep}.body"),
+            serde_json::Value::Object(b.clone()),
+        )
+    })
+    .collect()
+}
+
+/// Every template of the environment, in the order problems are reported: the token
+/// format, each endpoint's path and headers, the body strings, the global headers, the
+/// response-time paths.
+fn placeholder_uses<'a>(
+    e: &'a EnvironmentConfig,
+    providers: &'a VarProviders<'a>,
+    body_strings: &'a [(String, &'a str)],
+) -> Vec<Use<'a>> {
+    let a = &e.api;
+    let plain = |key: String, template: &'a str| Use {
+        key,
+        template,
+        known: PH_NONE,
         vars: None,
         token: false,
         whole_string: false,
-    }];
-    type Vars<'a> = Option<&'a [(String, &'a std::collections::BTreeMap<String, String>)]>;
-    struct Endpoint<'a> {
-        name: &'a str,
-        path: &'a str,
-        headers: &'a crate::config::Headers,
-        body: Option<&'a super::Body>,
-        known: &'a [&'a str],
-        vars: Vars<'a>,
-        token: bool,
-    }
-    let endpoint = |name, path, headers, body, known, vars, token| Endpoint {
-        name,
-        path,
-        headers,
-        body,
-        known,
-        vars,
-        token,
     };
-    let endpoints = [
-        endpoint(
+    let mut uses = vec![Use {
+        known: &["token"],
+        ..plain("api.token_format".into(), a.token_format.as_str())
+    }];
+    let endpoints: [(&str, &str, &crate::config::Headers, bool); 6] = [
+        (
             "liveness",
             &a.liveness.path,
             &a.liveness.headers,
-            None,
-            NONE,
-            None,
             a.liveness.send_token,
         ),
-        endpoint(
+        (
             "health",
             &a.health.path,
             &a.health.headers,
-            None,
-            NONE,
-            None,
             a.health.send_token,
         ),
-        endpoint(
-            "auth",
-            &a.auth.path,
-            &a.auth.headers,
-            Some(&a.auth.body),
-            NONE,
-            None,
-            false,
-        ),
-        endpoint(
-            "backup",
-            &a.backup.path,
-            &a.backup.headers,
-            Some(&a.backup.body),
-            BACKUP,
-            Some(&host_vars[..]),
-            true,
-        ),
-        endpoint(
-            "restore",
-            &a.restore.path,
-            &a.restore.headers,
-            Some(&a.restore.body),
-            RESTORE,
-            Some(&restore_providers[..]),
-            true,
-        ),
-        endpoint(
+        ("auth", &a.auth.path, &a.auth.headers, false),
+        ("backup", &a.backup.path, &a.backup.headers, true),
+        ("restore", &a.restore.path, &a.restore.headers, true),
+        (
             "job_status",
             &a.job_status.path,
             &a.job_status.headers,
-            Some(&a.job_status.body),
-            JOB,
-            Some(&job_providers[..]),
             true,
         ),
     ];
-    let mut bodies: Vec<(String, Value)> = Vec::new();
-    for Endpoint {
-        name: ep,
-        path,
-        headers,
-        body,
-        known,
-        vars,
-        token,
-    } in endpoints
-    {
+    for (ep, path, headers, token) in endpoints {
+        let (known, vars) = providers.of(ep);
         uses.push(Use {
-            key: format!("api.{ep}.path"),
-            template: path,
             known,
             vars,
-            token: false,
-            whole_string: false,
+            ..plain(format!("api.{ep}.path"), path)
         });
         for (name, v) in headers {
             uses.push(Use {
-                key: format!("api.{ep}.headers.{name}"),
-                template: v,
                 known,
                 vars,
                 token,
-                whole_string: false,
+                ..plain(format!("api.{ep}.headers.{name}"), v)
             });
         }
-        if let Some(b) = body {
-            bodies.push((format!("api.{ep}.body"), Value::Object(b.clone())));
-        }
     }
-    let mut strings: Vec<(String, &str)> = Vec::new();
-    for (prefix, v) in &bodies {
-        body_strings(prefix, v, &mut strings);
-    }
-    for (key, template) in &strings {
-        let ep = key.split('.').nth(1).unwrap_or_default();
-        let (known, vars): (&[&str], Vars) = match ep {
-            "backup" => (BACKUP, Some(&host_vars[..])),
-            "restore" => (RESTORE, Some(&restore_providers[..])),
-            "job_status" => (JOB, Some(&job_providers[..])),
-            _ => (NONE, None),
-        };
+    for (key, template) in body_strings {
+        let (known, vars) = providers.of(key.split('.').nth(1).unwrap_or_default());
         uses.push(Use {
-            key: key.clone(),
-            template,
             known,
             vars,
-            token: false,
             whole_string: true,
+            ..plain(key.clone(), template)
         });
     }
     for (name, v) in &a.headers {
-        uses.push(Use {
-            key: format!("api.headers.{name}"),
-            template: v,
-            known: NONE,
-            vars: None,
-            token: false,
-            whole_string: false,
-        });
+        uses.push(plain(format!("api.headers.{name}"), v));
     }
     for (i, path) in e.checks.response_time_paths.iter().enumerate() {
-        uses.push(Use {
-            key: format!("checks.response_time_paths[{i}]"),
-            template: path,
-            known: NONE,
-            vars: None,
-            token: false,
-            whole_string: false,
-        });
+        uses.push(plain(format!("checks.response_time_paths[{i}]"), path));
     }
-    for u in uses {
-        for raw in placeholder_names(u.template) {
-            let name = match raw.split_once(':') {
-                Some((n, _)) if u.whole_string && typed_placeholder(u.template).is_some() => n,
-                Some(_) => {
-                    p.push(Problem::new(
-                        k(&u.key),
-                        format!(
-                            "`{{{raw}}}`: a typed placeholder (`{{name:number}}`, `{{name:bool}}`) must be the whole string of a body value"
-                        ),
-                    ));
-                    continue;
-                }
-                None => raw,
-            };
-            if u.known.contains(&name) || (u.token && name == "token") {
+    uses
+}
+
+/// The problems of one template's placeholders.
+fn check_use(k: &dyn Fn(&str) -> String, u: &Use<'_>, p: &mut Vec<Problem>) {
+    use super::api::{placeholder_names, typed_placeholder};
+    for raw in placeholder_names(u.template) {
+        let name = match raw.split_once(':') {
+            Some((n, _)) if u.whole_string && typed_placeholder(u.template).is_some() => n,
+            Some(_) => {
+                p.push(Problem::new(
+                    k(&u.key),
+                    format!(
+                        "`{{{raw}}}`: a typed placeholder (`{{name:number}}`, `{{name:bool}}`) must be the whole string of a body value"
+                    ),
+                ));
                 continue;
             }
-            let providers = u.vars.unwrap_or(&[]);
-            let lacking: Vec<&str> = providers
-                .iter()
-                .filter(|(_, v)| !v.contains_key(name))
-                .map(|(who, _)| who.as_str())
-                .collect();
-            if !providers.is_empty() && lacking.len() < providers.len() {
-                let shown = lacking
-                    .iter()
-                    .take(5)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let more = if lacking.len() > 5 {
-                    format!(" and {} more", lacking.len() - 5)
-                } else {
-                    String::new()
-                };
-                if !lacking.is_empty() {
-                    p.push(Problem::new(
-                        k(&u.key),
-                        format!("`{{{name}}}` is a host variable that {shown}{more} does not define (give it in their `vars`)"),
-                    ));
-                }
-                continue;
-            }
-            let mut names: Vec<String> = u.known.iter().map(|n| format!("{{{n}}}")).collect();
-            if u.token {
-                names.push("{token}".into());
-            }
-            let known = if names.is_empty() {
-                "none is filled in here".to_owned()
-            } else if u.vars.is_some() {
-                format!(
-                    "known here: {}, or a variable every host defines in `vars`",
-                    names.join(", ")
-                )
-            } else {
-                format!("known here: {}", names.join(", "))
-            };
-            p.push(Problem::new(
-                k(&u.key),
-                format!("unknown placeholder `{{{name}}}` ({known})"),
-            ));
+            None => raw,
+        };
+        if u.known.contains(&name) || (u.token && name == "token") {
+            continue;
         }
+        let providers = u.vars.unwrap_or(&[]);
+        let lacking: Vec<&str> = providers
+            .iter()
+            .filter(|(_, v)| !v.contains_key(name))
+            .map(|(who, _)| who.as_str())
+            .collect();
+        if !providers.is_empty() && lacking.len() < providers.len() {
+            let shown = lacking
+                .iter()
+                .take(5)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = if lacking.len() > 5 {
+                format!(" and {} more", lacking.len() - 5)
+            } else {
+                String::new()
+            };
+            if !lacking.is_empty() {
+                p.push(Problem::new(
+                    k(&u.key),
+                    format!("`{{{name}}}` is a host variable that {shown}{more} does not define (give it in their `vars`)"),
+                ));
+            }
+            continue;
+        }
+        let mut names: Vec<String> = u.known.iter().map(|n| format!("{{{n}}}")).collect();
+        if u.token {
+            names.push("{token}".into());
+        }
+        let known = if names.is_empty() {
+            "none is filled in here".to_owned()
+        } else if u.vars.is_some() {
+            format!(
+                "known here: {}, or a variable every host defines in `vars`",
+                names.join(", ")
+            )
+        } else {
+            format!("known here: {}", names.join(", "))
+        };
+        p.push(Problem::new(
+            k(&u.key),
+            format!("unknown placeholder `{{{name}}}` ({known})"),
+        ));
     }
-    let mut all_names: std::collections::BTreeSet<&str> =
-        BACKUP.iter().chain(RESTORE).chain(JOB).copied().collect();
-    for h in &hosts {
+}
+
+/// Every `api.value_maps` entry must map a placeholder that exists.
+fn check_value_maps(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    hosts: &[HostSpec],
+    restores: &[VarMap],
+    p: &mut Vec<Problem>,
+) {
+    let a = &e.api;
+    let mut all_names: std::collections::BTreeSet<&str> = PH_BACKUP
+        .iter()
+        .chain(PH_RESTORE)
+        .chain(PH_JOB)
+        .copied()
+        .collect();
+    for h in hosts {
         all_names.extend(h.vars.keys().map(String::as_str));
     }
-    for r in &restores {
+    for r in restores {
         all_names.extend(r.keys().map(String::as_str));
     }
     for name in a.value_maps.keys() {
@@ -916,14 +952,10 @@ fn check_placeholders(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut
     }
 }
 
-/// The hosts of the configuration: inline, then the hosts file (when it can be read).
-fn all_hosts(e: &EnvironmentConfig) -> Vec<HostSpec> {
+/// The hosts of the configuration: inline, then the hosts file (when it could be read).
+fn all_hosts(e: &EnvironmentConfig, file_hosts: Option<&[HostSpec]>) -> Vec<HostSpec> {
     let mut hosts = e.hosts.clone();
-    if let Some(f) = &e.hosts_file {
-        if let Ok(more) = read_hosts_file(f, e.default_backup_level) {
-            hosts.extend(more);
-        }
-    }
+    hosts.extend(file_hosts.unwrap_or_default().iter().cloned());
     hosts
 }
 
@@ -1012,6 +1044,13 @@ fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<P
             ));
         }
     }
+    check_pointers(k, a, p);
+    check_header_names(k, a, p);
+    check_variables_and_job_id(k, e, p);
+}
+
+/// Every JSON pointer of the answers (required ones not empty) and of the error mappings.
+fn check_pointers(k: &dyn Fn(&str) -> String, a: &super::ApiMapping, p: &mut Vec<Problem>) {
     let pointers = [
         ("liveness.status_pointer", &a.liveness.status_pointer, false),
         ("health.overall_pointer", &a.health.overall_pointer, false),
@@ -1082,6 +1121,10 @@ fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<P
             }
         }
     }
+}
+
+/// Every header name, global and per endpoint.
+fn check_header_names(k: &dyn Fn(&str) -> String, a: &super::ApiMapping, p: &mut Vec<Problem>) {
     let header_tables = [
         ("api.headers".to_owned(), &a.headers),
         ("api.liveness.headers".to_owned(), &a.liveness.headers),
@@ -1101,6 +1144,16 @@ fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<P
             }
         }
     }
+}
+
+/// The credentials fields left to the prober, host and restore variable names, and a job
+/// status request that names its job.
+fn check_variables_and_job_id(
+    k: &dyn Fn(&str) -> String,
+    e: &EnvironmentConfig,
+    p: &mut Vec<Problem>,
+) {
+    let a = &e.api;
     for field in [&a.auth.username_field, &a.auth.password_field] {
         if a.auth.body.contains_key(field) {
             p.push(Problem::new(
@@ -1135,62 +1188,6 @@ fn validate_api(k: &dyn Fn(&str) -> String, e: &EnvironmentConfig, p: &mut Vec<P
             k("api.job_status"),
             "neither the path nor the body uses {job_id}",
         ));
-    }
-}
-
-/// The password, from whichever single source is configured.
-pub fn resolve_password(c: &Credentials) -> Result<Secret, String> {
-    check_password_source(c)?;
-    if let Some(pw) = &c.password {
-        return Ok(pw.clone());
-    }
-    if let Some(var) = &c.password_env {
-        return std::env::var(var)
-            .map(Secret::new)
-            .map_err(|_| format!("password_env: environment variable {var} is not set"));
-    }
-    if let Some(f) = &c.password_file {
-        return read_secret_file(f).map_err(|e| format!("password_file: {e}"));
-    }
-    unreachable!("check_password_source guarantees one source")
-}
-
-/// Reads a secret file, trimming one trailing newline.
-pub fn read_secret_file(f: &Path) -> Result<Secret, String> {
-    let s = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-    let s = s.strip_suffix('\n').unwrap_or(&s);
-    let s = s.strip_suffix('\r').unwrap_or(s);
-    if s.is_empty() {
-        return Err(format!("{} is empty", f.display()));
-    }
-    Ok(Secret::new(s))
-}
-
-fn check_password_source(c: &Credentials) -> Result<(), String> {
-    let n = [
-        c.password.is_some(),
-        c.password_env.is_some(),
-        c.password_file.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    match n {
-        0 => Err("missing password source: set password, password_env or password_file".into()),
-        1 => {
-            if let Some(var) = &c.password_env {
-                if std::env::var_os(var).is_none() {
-                    return Err(format!(
-                        "password_env: environment variable {var} is not set"
-                    ));
-                }
-            }
-            if let Some(f) = &c.password_file {
-                read_secret_file(f).map_err(|e| format!("password_file: {e}"))?;
-            }
-            Ok(())
-        }
-        _ => Err("set only one of password, password_env, password_file".into()),
     }
 }
 
@@ -1230,15 +1227,12 @@ fn check_host_name(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a hosts file: one `hostname [LEVEL] [name=value ...]` per line, `#` comments,
-/// blank lines ignored.
-/// Errors name the file and line.
-pub fn read_hosts_file(path: &Path, default: BackupLevel) -> Result<Vec<HostSpec>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_hosts(&text, default).map_err(|(line, m)| format!("{}:{line}: {m}", path.display()))
-}
-
-fn parse_hosts(text: &str, default: BackupLevel) -> Result<Vec<HostSpec>, (usize, String)> {
+/// Parses the text of a hosts file (read by [`read_hosts_file`](super::read_hosts_file)).
+/// Errors give the line.
+pub(super) fn parse_hosts(
+    text: &str,
+    default: BackupLevel,
+) -> Result<Vec<HostSpec>, (usize, String)> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, raw) in text.lines().enumerate() {

@@ -79,14 +79,7 @@ struct BuildLabels {
 
 const OUTCOMES: [Outcome; 3] = [Outcome::Success, Outcome::Failure, Outcome::Unknown];
 const ERROR_TYPES: usize = ErrorType::ALL.len();
-const JOB_RESULTS: [JobResult; 6] = [
-    JobResult::Success,
-    JobResult::Warning,
-    JobResult::Failure,
-    JobResult::Timeout,
-    JobResult::PollFailed,
-    JobResult::Cancelled,
-];
+const JOB_RESULTS: [JobResult; 6] = JobResult::ALL;
 
 fn outcome_str(o: Outcome) -> &'static str {
     match o {
@@ -228,6 +221,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry with every metric registered.
+    // Long on purpose: one registration per metric (name, help, handle), a flat list in the
+    // order `/metrics` serves them.
     pub fn new() -> Self {
         let mut reg = Registry::with_prefix("iaso_probe");
         let results = Family::<ResultLabels, Counter>::default();
@@ -473,16 +469,25 @@ impl Metrics {
                 })
                 .inc();
         }
-        let is_check = matches!(
-            action,
-            Action::Liveness | Action::Health | Action::ResponseTime | Action::Auth
-        );
         // Health reports one result per component: the overall one carries the request.
         let per_component = r
             .iaso
             .health
             .as_ref()
             .is_some_and(|c| c.component != "_overall");
+        self.record_check_up(h, r, env, per_component);
+        self.record_duration(h, r, env, per_component);
+        self.record_jobs(h, r, env);
+    }
+
+    /// `check_up`: the last outcome of each check (the overall result of a health check).
+    fn record_check_up(&self, h: &mut EnvHandles, r: &ProbeResult, env: &str, per_component: bool) {
+        let action = r.event.action;
+        let a = action_idx(action);
+        let is_check = matches!(
+            action,
+            Action::Liveness | Action::Health | Action::ResponseTime | Action::Auth
+        );
         if is_check && !per_component && r.event.outcome != Outcome::Unknown {
             h.check_up[a]
                 .get_or_insert_with(|| {
@@ -493,6 +498,12 @@ impl Metrics {
                 })
                 .set(i64::from(r.event.outcome == Outcome::Success));
         }
+    }
+
+    /// Request durations by endpoint, job durations by kind.
+    fn record_duration(&self, h: &mut EnvHandles, r: &ProbeResult, env: &str, per_component: bool) {
+        let action = r.event.action;
+        let a = action_idx(action);
         if let Some(ns) = r.event.duration {
             let secs = ns as f64 / 1e9;
             if action == Action::JobEnd {
@@ -518,6 +529,11 @@ impl Metrics {
                     .observe(secs);
             }
         }
+    }
+
+    /// Jobs launched and ended.
+    fn record_jobs(&self, h: &mut EnvHandles, r: &ProbeResult, env: &str) {
+        let action = r.event.action;
         if let Some(j) = &r.iaso.job {
             let k = j.kind as usize;
             if matches!(action, Action::BackupLaunch | Action::RestoreLaunch)

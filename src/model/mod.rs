@@ -1,4 +1,5 @@
 //! Data that travels between actors: result documents, job descriptions, backup levels.
+//! It depends on nothing else in the crate (`config` uses its types, not the reverse).
 
 pub mod result;
 
@@ -7,6 +8,7 @@ pub use result::{
 };
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -86,9 +88,28 @@ pub struct JobSpec {
     pub level: Option<BackupLevel>,
     /// Boxed: most jobs are backups, and every tracked job holds its spec (bytes per job
     /// count at a million jobs).
-    pub restore: Option<Box<crate::config::RestoreSpec>>,
+    pub restore: Option<Box<RestoreSpec>>,
     /// Placeholder values of this job: the host's `vars` (a restore's own over its host's).
     pub vars: std::collections::BTreeMap<String, String>,
+}
+
+/// A file restore to launch (configured in `[[environments.<name>.restores]]`; a job
+/// carries it, which is why it lives here and not in `config`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSpec {
+    /// Host whose backup holds the file.
+    pub host: String,
+    /// File to restore.
+    pub file_name: String,
+    /// Folder of the file in the backup.
+    pub source_path: String,
+    /// Where to restore it.
+    pub destination_path: String,
+    /// Values for placeholders of this restore; the restore's host's `vars` fill in the
+    /// others (a name given in both takes the restore's value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// How a tracked job ended (`iaso.job.result`).
@@ -104,6 +125,16 @@ pub enum JobResult {
 }
 
 impl JobResult {
+    /// Every result, in the order summaries and metrics list them.
+    pub const ALL: [JobResult; 6] = [
+        JobResult::Success,
+        JobResult::Warning,
+        JobResult::Failure,
+        JobResult::Timeout,
+        JobResult::PollFailed,
+        JobResult::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobResult::Success => "success",

@@ -171,12 +171,10 @@ impl ScheduleStore {
             })
             .map_err(io::Error::other)?
         };
-        crate::sink::disk::write_atomic(&self.path, &text, &Default::default()).inspect_err(
-            |_| {
-                // Try again at the next save.
-                self.dirty.store(true, Ordering::SeqCst);
-            },
-        )?;
+        crate::fsutil::write_atomic(&self.path, &text).inspect_err(|_| {
+            // Try again at the next save.
+            self.dirty.store(true, Ordering::SeqCst);
+        })?;
         Ok(true)
     }
 }

@@ -14,7 +14,7 @@ use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use serde_json::Value;
 
-use super::{redact_url, SetupError, SetupRequest};
+use super::{redact_url, truncate, SetupError, SetupRequest};
 
 /// ILM policies: (name, body). The name is the file name without `.json`.
 const ILM_POLICIES: &[(&str, &str)] = &[(
@@ -633,13 +633,6 @@ pub(crate) fn check_answer(
         });
     }
     Ok(())
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::Value;
 use url::Url;
 
-use super::{redact_url, SetupError};
+use super::{redact_url, truncate, SetupError};
 
 /// Value of the `kbn-xsrf` header Kibana requires on every non-GET API call (any value works).
 pub(crate) const KBN_XSRF: &str = "true";
@@ -852,13 +852,6 @@ pub(crate) fn status_level(status: u16, body: &str) -> Result<(), String> {
         (200, Some("available" | "green")) => Ok(()),
         (_, Some(level)) => Err(format!("HTTP {status}, overall level {level}")),
         (_, None) => Err(format!("HTTP {status}, no overall level in the answer")),
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
     }
 }
 

@@ -24,6 +24,15 @@ pub use self::kibana::{
     wait_kibana_available, AlertRule, FileSync, KibanaTarget, RuleSync,
 };
 
+/// `text` cut to its first `max` characters (an ellipsis marks the cut): answers quoted in
+/// errors stay one readable line.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
 /// One request of the Elasticsearch plan: `PUT /_ilm/policy/iaso-probe` and its JSON body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SetupRequest {
@@ -192,6 +201,19 @@ pub(crate) fn redact_url(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_cuts_at_a_character_count_and_marks_the_cut() {
+        for (text, max, want) in [
+            ("short", 300, "short"),
+            ("abcdef", 3, "abc…"),
+            ("abc", 3, "abc"),
+            ("éèêë", 2, "éè…"),
+            ("", 0, ""),
+        ] {
+            assert_eq!(truncate(text, max), want, "{text:?} {max}");
+        }
+    }
 
     #[test]
     fn redact_url_removes_userinfo_only() {

@@ -6,37 +6,21 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never half:
-/// temporary file beside it, fsync, rename, fsync of the folder (makes the rename durable).
-/// `faults` may refuse the write first (tests); every error names the file it was about.
-/// The checkpoint, the job handover, the schedule state and the dead-letter rewrite use it.
+/// Replaces `path` with `bytes` ([`crate::fsutil::write_atomic`]: temporary file, fsync,
+/// rename, fsync of the folder), after `faults` had their say (tests); every error names the
+/// file it was about. The checkpoint and the dead-letter rewrite use it.
 pub fn write_atomic(path: &Path, bytes: &[u8], faults: &DiskFaults) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let named = |p: &Path| {
-        let p = p.display().to_string();
-        move |e: io::Error| io::Error::new(e.kind(), format!("{p}: {e}"))
-    };
-    faults.check(bytes.len()).map_err(named(&tmp))?;
-    {
-        let mut f = File::create(&tmp).map_err(named(&tmp))?;
-        f.write_all(bytes).map_err(named(&tmp))?;
-        f.sync_all().map_err(named(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(named(path))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    let tmp = crate::fsutil::tmp_path(path);
+    faults
+        .check(bytes.len())
+        .map_err(crate::fsutil::named(&tmp))?;
+    crate::fsutil::write_atomic(path, bytes)
 }
 
 /// Injected disk space for tests: unlimited unless [`set_space`](Self::set_space) says

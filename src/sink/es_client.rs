@@ -1,7 +1,7 @@
 //! The Elasticsearch client, built once from `[elasticsearch]` (and `ELASTICSEARCH_URL`, as
 //! in Elastic's own tools). Credentials come from env/file sources and never reach a log.
 
-use crate::config::{check_url, read_secret_file, ElasticsearchConfig};
+use crate::config::{check_url, es_credentials, ElasticsearchConfig, EsCredentials};
 use crate::net::{self, TlsVersion};
 use elasticsearch::auth::{ClientCertificate, Credentials};
 use elasticsearch::cert::{Certificate, CertificateValidation};
@@ -21,11 +21,15 @@ pub struct EsTarget {
 
 /// The node URLs: `urls`, else `ELASTICSEARCH_URL` (comma-separated).
 pub fn node_urls(cfg: &ElasticsearchConfig) -> Vec<String> {
+    node_urls_with(cfg, std::env::var("ELASTICSEARCH_URL").ok().as_deref())
+}
+
+/// [`node_urls`] with the value of `ELASTICSEARCH_URL` given.
+fn node_urls_with(cfg: &ElasticsearchConfig, from_env: Option<&str>) -> Vec<String> {
     if !cfg.urls.is_empty() {
         return cfg.urls.clone();
     }
-    std::env::var("ELASTICSEARCH_URL")
-        .ok()
+    from_env
         .map(|v| {
             v.split(',')
                 .map(|s| s.trim().to_owned())
@@ -43,40 +47,65 @@ pub fn is_configured(cfg: &ElasticsearchConfig) -> bool {
 /// Builds the client; `Ok(None)` when Elasticsearch is not configured (journal only).
 pub fn build(cfg: &ElasticsearchConfig) -> Result<Option<(Elasticsearch, EsTarget)>, String> {
     let mut creds = credentials(cfg)?;
-    let builder = if let Some(cloud) = &cfg.cloud_id {
-        let pool =
-            CloudConnectionPool::new(cloud).map_err(|e| format!("elasticsearch.cloud_id: {e}"))?;
-        TransportBuilder::new(pool)
-    } else {
-        let raw = node_urls(cfg);
-        if raw.is_empty() {
-            return Ok(None);
-        }
-        let mut urls = Vec::new();
-        for u in &raw {
-            // ELASTICSEARCH_URL may carry user:password@ (Elastic's convention): take them
-            // as basic credentials and keep them out of the URL (and of every log line).
-            let mut parsed = Url::parse(u).map_err(|e| format!("elasticsearch URL: {e}"))?;
-            if !parsed.username().is_empty() {
-                if creds.is_none() {
-                    let user = urlencoding_decode(parsed.username());
-                    let pass = urlencoding_decode(parsed.password().unwrap_or(""));
-                    creds = Some(Credentials::Basic(user, pass));
-                }
-                let _ = parsed.set_username("");
-                let _ = parsed.set_password(None);
-            }
-            check_url(parsed.as_str()).map_err(|m| format!("elasticsearch URL: {m}"))?;
-            urls.push(parsed);
-        }
-        if urls.len() == 1 {
-            TransportBuilder::new(SingleNodeConnectionPool::new(urls[0].clone()))
-        } else {
-            TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None))
-        }
+    let Some(builder) = node_pool(cfg, &mut creds)? else {
+        return Ok(None);
     };
     net::log_outbound("elasticsearch", &cfg.effective_tls(), &cfg.proxy());
-    let description = match &cfg.cloud_id {
+    let description = describe_target(cfg);
+    let mut builder = builder.timeout(Duration::from_millis(cfg.request_timeout_ms));
+    builder = apply_proxy(builder, cfg)?;
+    builder = apply_tls_and_login(builder, cfg, creds)?;
+    let transport = builder
+        .build()
+        .map_err(|e| format!("elasticsearch client: {e}"))?;
+    Ok(Some((
+        Elasticsearch::new(transport),
+        EsTarget { description },
+    )))
+}
+
+/// The connection pool: Elastic Cloud, one node or round robin; `None` without any node.
+/// Credentials in a node URL become the login when none is configured.
+fn node_pool(
+    cfg: &ElasticsearchConfig,
+    creds: &mut Option<Credentials>,
+) -> Result<Option<TransportBuilder>, String> {
+    if let Some(cloud) = &cfg.cloud_id {
+        let pool =
+            CloudConnectionPool::new(cloud).map_err(|e| format!("elasticsearch.cloud_id: {e}"))?;
+        return Ok(Some(TransportBuilder::new(pool)));
+    }
+    let raw = node_urls(cfg);
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let mut urls = Vec::new();
+    for u in &raw {
+        // ELASTICSEARCH_URL may carry user:password@ (Elastic's convention): take them
+        // as basic credentials and keep them out of the URL (and of every log line).
+        let mut parsed = Url::parse(u).map_err(|e| format!("elasticsearch URL: {e}"))?;
+        if !parsed.username().is_empty() {
+            if creds.is_none() {
+                let user = urlencoding_decode(parsed.username());
+                let pass = urlencoding_decode(parsed.password().unwrap_or(""));
+                *creds = Some(Credentials::Basic(user, pass));
+            }
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+        }
+        check_url(parsed.as_str()).map_err(|m| format!("elasticsearch URL: {m}"))?;
+        urls.push(parsed);
+    }
+    Ok(Some(if urls.len() == 1 {
+        TransportBuilder::new(SingleNodeConnectionPool::new(urls[0].clone()))
+    } else {
+        TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None))
+    }))
+}
+
+/// Where the client points, without credentials.
+fn describe_target(cfg: &ElasticsearchConfig) -> String {
+    match &cfg.cloud_id {
         Some(_) => "Elastic Cloud deployment".to_string(),
         None => node_urls(cfg)
             .iter()
@@ -91,9 +120,15 @@ pub fn build(cfg: &ElasticsearchConfig) -> Result<Option<(Elasticsearch, EsTarge
             })
             .collect::<Vec<_>>()
             .join(", "),
-    };
-    let mut builder = builder.timeout(Duration::from_millis(cfg.request_timeout_ms));
-    builder = apply_proxy(builder, cfg)?;
+    }
+}
+
+/// The client certificate, the login and the trusted roots.
+fn apply_tls_and_login(
+    mut builder: TransportBuilder,
+    cfg: &ElasticsearchConfig,
+    mut creds: Option<Credentials>,
+) -> Result<TransportBuilder, String> {
     let tls = tls_settings(cfg)?;
     if let Some(identity) = tls.identity_pem() {
         // The crate holds one credential: the client certificate takes it, and the basic
@@ -107,29 +142,22 @@ pub fn build(cfg: &ElasticsearchConfig) -> Result<Option<(Elasticsearch, EsTarge
         builder = builder.auth(c);
     }
     if tls.insecure_skip_verify {
-        builder = builder.cert_validation(CertificateValidation::None);
-    } else if !tls.extra_roots.is_empty() {
-        let mut chain: Option<Certificate> = None;
-        for der in &tls.extra_roots {
-            let c = Certificate::from_der(der.as_ref())
-                .map_err(|e| format!("elasticsearch.tls.ca_files: {e}"))?;
-            match &mut chain {
-                Some(all) => all.append(c),
-                None => chain = Some(c),
-            }
-        }
-        if let Some(chain) = chain {
-            // Added to the built-in roots (system store and Mozilla roots).
-            builder = builder.cert_validation(CertificateValidation::Full(chain));
+        return Ok(builder.cert_validation(CertificateValidation::None));
+    }
+    let mut chain: Option<Certificate> = None;
+    for der in &tls.extra_roots {
+        let c = Certificate::from_der(der.as_ref())
+            .map_err(|e| format!("elasticsearch.tls.ca_files: {e}"))?;
+        match &mut chain {
+            Some(all) => all.append(c),
+            None => chain = Some(c),
         }
     }
-    let transport = builder
-        .build()
-        .map_err(|e| format!("elasticsearch client: {e}"))?;
-    Ok(Some((
-        Elasticsearch::new(transport),
-        EsTarget { description },
-    )))
+    if let Some(chain) = chain {
+        // Added to the built-in roots (system store and Mozilla roots).
+        builder = builder.cert_validation(CertificateValidation::Full(chain));
+    }
+    Ok(builder)
 }
 
 /// `[elasticsearch.tls]` (with the older `ca_cert_file`), read and checked. The crate builds
@@ -267,37 +295,15 @@ fn urlencoding_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The login of `[elasticsearch]` ([`config::es_credentials`](crate::config::es_credentials),
+/// the one resolver), as the crate takes it.
 fn credentials(cfg: &ElasticsearchConfig) -> Result<Option<Credentials>, String> {
-    if let Some(var) = &cfg.api_key_env {
-        let key = std::env::var(var).map_err(|_| {
-            format!("elasticsearch.api_key_env: environment variable {var} is not set")
-        })?;
-        return Ok(Some(Credentials::EncodedApiKey(key)));
-    }
-    if let Some(f) = &cfg.api_key_file {
-        let key = read_secret_file(f).map_err(|e| format!("elasticsearch.api_key_file: {e}"))?;
-        return Ok(Some(Credentials::EncodedApiKey(key.expose().to_owned())));
-    }
-    let password = if let Some(p) = &cfg.password {
-        Some(p.expose().to_owned())
-    } else if let Some(var) = &cfg.password_env {
-        Some(std::env::var(var).map_err(|_| {
-            format!("elasticsearch.password_env: environment variable {var} is not set")
-        })?)
-    } else if let Some(f) = &cfg.password_file {
-        Some(
-            read_secret_file(f)
-                .map_err(|e| format!("elasticsearch.password_file: {e}"))?
-                .expose()
-                .to_owned(),
-        )
-    } else {
-        None
-    };
-    Ok(match (&cfg.username, password) {
-        (Some(u), Some(p)) => Some(Credentials::Basic(u.clone(), p)),
-        _ => None,
-    })
+    Ok(es_credentials(cfg)?.map(|c| match c {
+        EsCredentials::ApiKey(k) => Credentials::EncodedApiKey(k.expose().to_owned()),
+        EsCredentials::Basic { username, password } => {
+            Credentials::Basic(username, password.expose().to_owned())
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -305,13 +311,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_url_means_journal_only() {
-        let cfg = ElasticsearchConfig {
-            urls: vec![],
+    fn the_nodes_are_the_urls_else_elasticsearch_url_else_none() {
+        let none = ElasticsearchConfig::default();
+        let urls = ElasticsearchConfig {
+            urls: vec!["http://a:9200".into()],
             ..Default::default()
         };
-        if std::env::var_os("ELASTICSEARCH_URL").is_none() {
-            assert!(build(&cfg).unwrap().is_none());
+        for (cfg, env, want) in [
+            (&none, None, vec![]),
+            (&none, Some(" , "), vec![]),
+            (
+                &none,
+                Some("http://b:9200, http://c:9200"),
+                vec!["http://b:9200", "http://c:9200"],
+            ),
+            (&urls, Some("http://b:9200"), vec!["http://a:9200"]),
+            (&urls, None, vec!["http://a:9200"]),
+        ] {
+            assert_eq!(node_urls_with(cfg, env), want, "{env:?}");
         }
     }
 
