@@ -382,3 +382,7 @@ mod tests {
         assert_eq!(t.active(), 0);
     }
 }
+
+#[cfg(test)]
+#[path = "job_tests.rs"]
+mod tests_paused;

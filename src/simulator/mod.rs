@@ -182,3 +182,5 @@ impl Drop for SimulatorHandle {
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+pub(crate) mod local;
