@@ -305,14 +305,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_url_means_journal_only() {
-        let cfg = ElasticsearchConfig {
+    fn no_url_means_journal_only_and_configured_urls_win_over_the_variable() {
+        let mut cfg = ElasticsearchConfig {
             urls: vec![],
             ..Default::default()
         };
+        // ELASTICSEARCH_URL belongs to the process (a developer's shell may set it);
+        // without it, nothing is configured.
         if std::env::var_os("ELASTICSEARCH_URL").is_none() {
+            assert!(!is_configured(&cfg));
             assert!(build(&cfg).unwrap().is_none());
         }
+        cfg.urls = vec!["http://127.0.0.1:9200".into()];
+        assert_eq!(node_urls(&cfg), ["http://127.0.0.1:9200"]);
+        assert!(is_configured(&cfg));
+        let (_, target) = build(&cfg).unwrap().expect("configured");
+        assert!(
+            target.description.contains("127.0.0.1:9200"),
+            "{}",
+            target.description
+        );
     }
 
     #[test]
