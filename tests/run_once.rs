@@ -7,15 +7,16 @@ mod harness;
 use harness::*;
 use iaso_probe::model::{Action, ErrorType, JobResult, Outcome};
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const SIM: &str = r#"
-seed = 11
-latency_ms = { min = 0, max = 2 }
-job_duration_ms = { min = 50, max = 400 }
-job_failure_ratio = 0.2
-job_warning_ratio = 0.1
-"#;
+const SIM: Sim = Sim {
+    seed: 11,
+    latency_max_ms: 2,
+    jobs_ms: (50, 400),
+    failure: Some(0.2),
+    warning: Some(0.1),
+    unhealthy: None,
+};
 
 const RESTORES: &str = r#"
 [[environments.lab.restores]]
@@ -32,7 +33,7 @@ destination_path = "/restore"
 
 #[test]
 fn seeded_run_journal_holds_exactly_what_the_simulator_served() {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let dir = tempfile::tempdir().unwrap();
     let tail = format!("{}{}", hosts("lab", 20), RESTORES);
     let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
@@ -112,7 +113,7 @@ fn seeded_run_journal_holds_exactly_what_the_simulator_served() {
 
 #[test]
 fn wrong_password_fails_auth_and_skips_every_step_that_needs_the_token() {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let dir = tempfile::tempdir().unwrap();
     let tail = format!("{}{}", hosts("lab", 10), RESTORES);
     let mut cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
@@ -163,7 +164,7 @@ fn wrong_password_fails_auth_and_skips_every_step_that_needs_the_token() {
 
 #[test]
 fn token_expiry_mid_run_costs_one_relogin_and_no_job() {
-    let sim = simulator(&SIM.replace("min = 50, max = 400", "min = 1500, max = 2500"));
+    let sim = SIM.jobs(1500, 2500).start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = one_env(
         dir.path(),
@@ -176,15 +177,10 @@ fn token_expiry_mid_run_costs_one_relogin_and_no_job() {
     let s2 = sim_for_thread.clone();
     // Expire every token once all jobs are launched and being polled.
     let expirer = std::thread::spawn(move || {
-        let t0 = Instant::now();
-        while s2.counters().backups_launched < 40 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "jobs never launched"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(300));
+        wait_until("jobs launched and polled", Duration::from_secs(20), || {
+            let c = s2.counters();
+            c.backups_launched >= 40 && c.endpoint("job_status").ok_2xx >= 40
+        });
         s2.expire_tokens();
     });
     let report = run_once(cfg);
@@ -207,7 +203,7 @@ fn token_expiry_mid_run_costs_one_relogin_and_no_job() {
 
 #[test]
 fn limiter_keeps_every_second_at_or_under_quota_plus_burst() {
-    let sim = simulator(&SIM.replace("min = 50, max = 400", "min = 300, max = 900"));
+    let sim = SIM.jobs(300, 900).start();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = one_env(
         dir.path(),
@@ -247,15 +243,10 @@ fn service_run_stopped_after_launches(
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let s2 = sim.clone();
     let trigger = std::thread::spawn(move || {
-        let t0 = Instant::now();
         // Service mode spreads first runs over the interval (2 s here); wait for the launches.
-        while s2.counters().backups_launched < 25 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(90),
-                "jobs never launched"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until("jobs launched", Duration::from_secs(90), || {
+            s2.counters().backups_launched >= 25
+        });
         let _ = tx.send(());
     });
     let report = run_with(cfg, false, async move {
@@ -277,9 +268,7 @@ fn job_ids(docs: &[iaso_probe::model::ProbeResult], action: Action) -> Vec<Strin
 
 #[test]
 fn shutdown_hands_running_jobs_to_the_next_start_which_tracks_them_to_their_end() {
-    let sim = std::sync::Arc::new(simulator(
-        &SIM.replace("min = 50, max = 400", "min = 5000, max = 9000"),
-    ));
+    let sim = std::sync::Arc::new(SIM.jobs(5000, 9000).start());
     let dir = tempfile::tempdir().unwrap();
     let report = service_run_stopped_after_launches(&sim, dir.path(), "");
     let docs = journal(dir.path());
@@ -363,9 +352,7 @@ fn shutdown_hands_running_jobs_to_the_next_start_which_tracks_them_to_their_end(
 
 #[test]
 fn without_resume_shutdown_ends_every_running_job_cancelled() {
-    let sim = std::sync::Arc::new(simulator(
-        &SIM.replace("min = 50, max = 400", "min = 5000, max = 9000"),
-    ));
+    let sim = std::sync::Arc::new(SIM.jobs(5000, 9000).start());
     let dir = tempfile::tempdir().unwrap();
     let report = service_run_stopped_after_launches(&sim, dir.path(), "resume_on_restart = false");
     let docs = journal(dir.path());
@@ -395,7 +382,8 @@ fn without_resume_shutdown_ends_every_running_job_cancelled() {
 #[test]
 fn the_portals_own_429s_delay_the_prober_but_fail_nothing() {
     let sim = simulator(&format!(
-        "{SIM}\nrate_limit_per_sec = 15\nrate_limit_burst = 3\n"
+        "{}\nrate_limit_per_sec = 15\nrate_limit_burst = 3\n",
+        SIM.toml()
     ));
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &hosts("lab", 12));
@@ -460,23 +448,11 @@ job_duration_ms = {{ min = 60000, max = 90000 }}
         ),
     );
     let journal_dir = dir.path().join("journal");
-    let jd = journal_dir.clone();
+    let d = dir.path().to_owned();
     // Stop once the five launches are in the journal.
-    let stop = async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let launched = iaso_probe::sink::journal::read_all(&jd)
-                .map(|l| {
-                    l.iter()
-                        .filter(|l| l.contains("\"action\":\"backup.launch\""))
-                        .count()
-                })
-                .unwrap_or(0);
-            if launched >= 5 {
-                return;
-            }
-        }
-    };
+    let stop = until(Duration::from_secs(60), move || {
+        journal_lines_with(&d, "\"action\":\"backup.launch\"") >= 5
+    });
     run_with(cfg, false, stop);
     let docs = journal(dir.path());
     let ends: Vec<_> = docs
@@ -493,30 +469,19 @@ job_duration_ms = {{ min = 60000, max = 90000 }}
 
 #[test]
 fn a_host_whose_backup_still_runs_is_skipped_at_the_next_interval_not_launched_again() {
-    let sim = std::sync::Arc::new(simulator(
-        &SIM.replace("min = 50, max = 400", "min = 60000, max = 90000"),
-    ));
+    let sim = std::sync::Arc::new(SIM.jobs(60000, 90000).start());
     let dir = tempfile::tempdir().unwrap();
     let tail = format!(
         "backup_interval_secs = 1\nresume_on_restart = false\n{}",
         hosts("lab", 5)
     );
     let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
-    let jd = dir.path().join("journal");
+    let d = dir.path().to_owned();
     // Stop once two later ticks found every host still busy (or after 30 s: the asserts
     // below then say what went wrong).
-    let t0 = Instant::now();
-    let stop = async move {
-        while t0.elapsed() < Duration::from_secs(30) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let skipped = iaso_probe::sink::journal::read_all(&jd)
-                .map(|l| l.iter().filter(|l| l.contains("still running")).count())
-                .unwrap_or(0);
-            if skipped >= 10 {
-                return;
-            }
-        }
-    };
+    let stop = until(Duration::from_secs(30), move || {
+        journal_lines_with(&d, "still running") >= 10
+    });
     run_with(cfg, false, stop);
     let docs = journal(dir.path());
     assert_eq!(sim.counters().backups_launched, 5, "one backup per host");
@@ -540,9 +505,7 @@ fn a_host_whose_backup_still_runs_is_skipped_at_the_next_interval_not_launched_a
 
 #[test]
 fn in_service_mode_a_resumed_host_is_launched_again_only_after_its_job_ended() {
-    let sim = std::sync::Arc::new(simulator(
-        &SIM.replace("min = 50, max = 400", "min = 5000, max = 6000"),
-    ));
+    let sim = std::sync::Arc::new(SIM.jobs(5000, 6000).start());
     let dir = tempfile::tempdir().unwrap();
     service_run_stopped_after_launches(&sim, dir.path(), "");
     let handed = job_ids(&journal(dir.path()), Action::BackupLaunch);
@@ -554,20 +517,14 @@ fn in_service_mode_a_resumed_host_is_launched_again_only_after_its_job_ended() {
     let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
     let d = dir.path().to_owned();
     let ids = handed.clone();
-    let t0 = Instant::now();
-    let stop = async move {
-        while t0.elapsed() < Duration::from_secs(60) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let ended: HashSet<String> = journal(&d)
-                .iter()
-                .filter(|r| r.event.action == Action::JobEnd)
-                .filter_map(|r| r.iaso.job.as_ref().unwrap().id.clone())
-                .collect();
-            if ids.iter().all(|id| ended.contains(id)) {
-                return;
-            }
-        }
-    };
+    let stop = until(Duration::from_secs(60), move || {
+        let ended: HashSet<String> = journal(&d)
+            .iter()
+            .filter(|r| r.event.action == Action::JobEnd)
+            .filter_map(|r| r.iaso.job.as_ref().unwrap().id.clone())
+            .collect();
+        ids.iter().all(|id| ended.contains(id))
+    });
     let second = run_with(cfg, false, stop);
     let docs = journal(dir.path());
     let in_second = |r: &&iaso_probe::model::ProbeResult| r.labels.run_id == second.run_id;
