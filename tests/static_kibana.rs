@@ -789,145 +789,162 @@ fn dashboards_are_well_formed() {
     assert_no_errors(errors);
 }
 
-/// What each dashboard must show (the panels ops asked for): fields the dashboard's panels read,
-/// and action values their queries select. Guards against a panel silently disappearing.
-#[test]
-fn dashboards_show_what_ops_asked_for() {
-    let objects = objects();
-    let keys = by_key(&objects);
-    let expectations: &[(&str, &[&str], &[&str])] = &[
-        (
-            "IASO — service availability",
-            &[
-                "summary.up",
-                "summary.final_attempt",
-                "monitor.check_group",
-                "monitor.id",
-                "state.status",
-                "state.started_at",
-                "state.checks",
-                "event.duration",
-                "iaso.limit_ms",
-                "iaso.health.component",
-                "iaso.health.status",
-                "error.type",
-                "error.message",
-                "service.environment",
-                "event.action",
-                "@timestamp",
-            ],
-            &["auth", "response_time", "health", "failure", "down"],
-        ),
-        (
-            "IASO — backup & restore jobs",
-            &[
-                "iaso.job.result",
-                "event.duration",
-                "host.name",
-                "iaso.job.failure_reason",
-                "iaso.job.status",
-                "iaso.job.id",
-                "trace.id",
-                "labels.run_id",
-                "error.type",
-                "error.message.keyword",
-                "service.environment",
-                "@timestamp",
-            ],
-            &[
-                "backup.launch",
-                "restore.launch",
-                "job.end",
-                "success",
-                "failure",
-                "timeout",
-            ],
-        ),
-    ];
-    for (title, wanted_fields, wanted_values) in expectations {
-        let dash = objects
-            .iter()
-            .find(|o| o.type_() == "dashboard" && o.attributes()["title"] == *title)
-            .unwrap_or_else(|| panic!("no dashboard titled {title:?}"));
-        let mut used_fields = BTreeSet::new();
-        let mut used_values = BTreeSet::new();
-        let mut add_query = |q: &str, f: &mut BTreeSet<String>| {
-            for c in kql_clauses(q) {
-                f.insert(c.field);
-                used_values.extend(c.values);
-            }
+/// The fields a dashboard's panels read and the values their queries select.
+fn fields_and_values_read(
+    dash: &SavedObject,
+    keys: &BTreeMap<(String, String), &SavedObject>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut used_fields = BTreeSet::new();
+    let mut used_values = BTreeSet::new();
+    let mut add_query = |q: &str, f: &mut BTreeSet<String>| {
+        for c in kql_clauses(q) {
+            f.insert(c.field);
+            used_values.extend(c.values);
+        }
+    };
+    for (name, ty, id) in dash.references() {
+        let Some(o) = keys.get(&(ty.to_owned(), id.to_owned())) else {
+            continue;
         };
-        for (name, ty, id) in dash.references() {
-            let Some(o) = keys.get(&(ty.to_owned(), id.to_owned())) else {
-                continue;
-            };
-            if name.starts_with("controlGroup_") {
-                continue;
-            }
-            match ty {
-                "lens" => {
-                    let state = &o.attributes()["state"];
-                    add_query(
-                        state["query"]["query"].as_str().unwrap_or(""),
-                        &mut used_fields,
-                    );
-                    for layer in state["datasourceStates"]["formBased"]["layers"]
-                        .as_object()
-                        .unwrap()
-                        .values()
-                    {
-                        for column in layer["columns"].as_object().unwrap().values() {
-                            used_fields.extend(column["sourceField"].as_str().map(str::to_owned));
-                            if let Some(q) = column.pointer("/filter/query").and_then(Value::as_str)
-                            {
-                                add_query(q, &mut used_fields);
-                            }
+        if name.starts_with("controlGroup_") {
+            continue;
+        }
+        match ty {
+            "lens" => {
+                let state = &o.attributes()["state"];
+                add_query(
+                    state["query"]["query"].as_str().unwrap_or(""),
+                    &mut used_fields,
+                );
+                for layer in state["datasourceStates"]["formBased"]["layers"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                {
+                    for column in layer["columns"].as_object().unwrap().values() {
+                        used_fields.extend(column["sourceField"].as_str().map(str::to_owned));
+                        if let Some(q) = column.pointer("/filter/query").and_then(Value::as_str) {
+                            add_query(q, &mut used_fields);
                         }
                     }
                 }
-                "search" => {
-                    let a = o.attributes();
-                    used_fields.extend(
-                        a["columns"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .filter_map(|c| c.as_str().map(str::to_owned)),
-                    );
-                    let source = decode(
-                        &a["kibanaSavedObjectMeta"]["searchSourceJSON"],
-                        "searchSourceJSON",
-                    );
-                    add_query(
-                        source["query"]["query"].as_str().unwrap_or(""),
-                        &mut used_fields,
-                    );
-                }
-                _ => {}
             }
+            "search" => {
+                let a = o.attributes();
+                used_fields.extend(
+                    a["columns"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned)),
+                );
+                let source = decode(
+                    &a["kibanaSavedObjectMeta"]["searchSourceJSON"],
+                    "searchSourceJSON",
+                );
+                add_query(
+                    source["query"]["query"].as_str().unwrap_or(""),
+                    &mut used_fields,
+                );
+            }
+            _ => {}
         }
-        let missing: Vec<_> = wanted_fields
-            .iter()
-            .filter(|f| !used_fields.contains(**f))
-            .collect();
-        assert!(missing.is_empty(), "{title}: no panel reads {missing:?}");
-        let missing: Vec<_> = wanted_values
-            .iter()
-            .filter(|v| !used_values.contains(**v))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "{title}: no panel query selects {missing:?}"
-        );
-        let env_control = controls(dash).iter().any(|(_, c)| {
-            c["type"] == "optionsListControl"
-                && c["explicitInput"]["fieldName"] == "service.environment"
-        });
-        assert!(
-            env_control,
-            "{title}: no options-list control on service.environment"
-        );
     }
+    (used_fields, used_values)
+}
+
+/// The dashboard titled `title` reads every one of `wanted_fields`, its queries select every
+/// one of `wanted_values` (the panels ops asked for: guards against a panel silently
+/// disappearing), and it has an options-list control on `service.environment`.
+fn dashboard_shows(title: &str, wanted_fields: &[&str], wanted_values: &[&str]) {
+    let objects = objects();
+    let keys = by_key(&objects);
+    let dash = objects
+        .iter()
+        .find(|o| o.type_() == "dashboard" && o.attributes()["title"] == *title)
+        .unwrap_or_else(|| panic!("no dashboard titled {title:?}"));
+    let (used_fields, used_values) = fields_and_values_read(dash, &keys);
+    let missing: Vec<_> = wanted_fields
+        .iter()
+        .filter(|f| !used_fields.contains(**f))
+        .collect();
+    assert!(missing.is_empty(), "{title}: no panel reads {missing:?}");
+    let missing: Vec<_> = wanted_values
+        .iter()
+        .filter(|v| !used_values.contains(**v))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{title}: no panel query selects {missing:?}"
+    );
+    let env_control = controls(dash).iter().any(|(_, c)| {
+        c["type"] == "optionsListControl"
+            && c["explicitInput"]["fieldName"] == "service.environment"
+    });
+    assert!(
+        env_control,
+        "{title}: no options-list control on service.environment"
+    );
+}
+
+#[test]
+fn the_availability_dashboard_shows_what_ops_asked_for() {
+    dashboard_shows(
+        "IASO — service availability",
+        &[
+            "summary.up",
+            "summary.final_attempt",
+            "monitor.check_group",
+            "monitor.id",
+            "state.status",
+            "state.started_at",
+            "state.checks",
+            "event.duration",
+            "iaso.limit_ms",
+            "iaso.health.component",
+            "iaso.health.status",
+            "error.type",
+            "error.message",
+            "service.environment",
+            "event.action",
+            "@timestamp",
+        ],
+        &["auth", "response_time", "health", "failure", "down"],
+    );
+}
+
+#[test]
+fn the_jobs_dashboard_shows_what_ops_asked_for() {
+    dashboard_shows(
+        "IASO — backup & restore jobs",
+        &[
+            "iaso.job.result",
+            "event.duration",
+            "host.name",
+            "iaso.job.failure_reason",
+            "iaso.job.status",
+            "iaso.job.id",
+            "trace.id",
+            "labels.run_id",
+            "error.type",
+            "error.message.keyword",
+            "service.environment",
+            "@timestamp",
+        ],
+        &[
+            "backup.launch",
+            "restore.launch",
+            "job.end",
+            "success",
+            "failure",
+            "timeout",
+        ],
+    );
+}
+
+#[test]
+fn a_dashboard_has_a_host_control() {
+    let objects = objects();
     let host_control = objects
         .iter()
         .filter(|o| o.type_() == "dashboard")
