@@ -1,6 +1,8 @@
 //! `run --once` and service mode against the in-process simulator: the journal holds exactly
 //! what the simulator served, authentication failures skip what needs a token, token expiry
-//! costs one re-login, the limiter holds the quota, and shutdown flushes everything.
+//! costs one re-login, the limiter holds the quota, and shutdown flushes everything. One job
+//! per host at a time, and a stop without resume ending jobs `cancelled`, are paused-time
+//! unit tests of the environment actor (src/actors/environment_tests.rs).
 
 mod harness;
 
@@ -351,35 +353,6 @@ fn shutdown_hands_running_jobs_to_the_next_start_which_tracks_them_to_their_end(
 }
 
 #[test]
-fn without_resume_shutdown_ends_every_running_job_cancelled() {
-    let sim = std::sync::Arc::new(SIM.jobs(5000, 9000).start());
-    let dir = tempfile::tempdir().unwrap();
-    let report = service_run_stopped_after_launches(&sim, dir.path(), "resume_on_restart = false");
-    let docs = journal(dir.path());
-    assert!(report.interrupted);
-    assert_eq!(report.sink.written, docs.len() as u64);
-    let ends: Vec<_> = docs
-        .iter()
-        .filter(|r| r.event.action == Action::JobEnd)
-        .collect();
-    let launched = sim.counters().backups_launched;
-    assert!(launched >= 25);
-    assert_eq!(
-        ends.len() as u64,
-        launched,
-        "every tracked job reported its end"
-    );
-    assert!(ends
-        .iter()
-        .all(|r| r.iaso.job.as_ref().unwrap().result == Some(JobResult::Cancelled)));
-    assert!(!dir
-        .path()
-        .join("journal")
-        .join("tracked-jobs.json")
-        .exists());
-}
-
-#[test]
 fn the_portals_own_429s_delay_the_prober_but_fail_nothing() {
     let sim = simulator(&format!(
         "{}\nrate_limit_per_sec = 15\nrate_limit_burst = 3\n",
@@ -465,42 +438,6 @@ job_duration_ms = {{ min = 60000, max = 90000 }}
         .iter()
         .all(|r| r.iaso.job.as_ref().unwrap().result == Some(JobResult::Cancelled)));
     assert!(!journal_dir.join("tracked-jobs.json").exists());
-}
-
-#[test]
-fn a_host_whose_backup_still_runs_is_skipped_at_the_next_interval_not_launched_again() {
-    let sim = std::sync::Arc::new(SIM.jobs(60000, 90000).start());
-    let dir = tempfile::tempdir().unwrap();
-    let tail = format!(
-        "backup_interval_secs = 1\nresume_on_restart = false\n{}",
-        hosts("lab", 5)
-    );
-    let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
-    let d = dir.path().to_owned();
-    // Stop once two later ticks found every host still busy (or after 30 s: the asserts
-    // below then say what went wrong).
-    let stop = until(Duration::from_secs(30), move || {
-        journal_lines_with(&d, "still running") >= 10
-    });
-    run_with(cfg, false, stop);
-    let docs = journal(dir.path());
-    assert_eq!(sim.counters().backups_launched, 5, "one backup per host");
-    assert_eq!(job_ids(&docs, Action::BackupLaunch).len(), 5);
-    let skipped: Vec<_> = docs
-        .iter()
-        .filter(|r| r.event.action == Action::BackupLaunch && r.event.outcome != Outcome::Success)
-        .collect();
-    assert!(skipped.len() >= 10);
-    for r in &skipped {
-        let e = r.error.as_ref().unwrap();
-        assert_eq!(e.kind, ErrorType::Skipped, "{e:?}");
-        assert!(e
-            .message
-            .contains("previous backup of this host is still running"));
-        assert!(r.host.as_ref().unwrap().name.starts_with("host-"));
-    }
-    // Once a job ends, its host is free again: every tracked job ended (cancelled here).
-    assert_eq!(count(&docs, Action::JobEnd), 5);
 }
 
 #[test]

@@ -185,7 +185,11 @@ async fn a_host_whose_job_still_runs_is_not_launched_again() {
         assert!(mine.len() >= 4, "{h}: one attempt a minute: {}", mine.len());
         assert_eq!(mine[0].event.outcome, Outcome::Success);
         for r in &mine[1..] {
-            assert_eq!(r.error.as_ref().unwrap().kind, ErrorType::Skipped, "{h}");
+            let e = r.error.as_ref().unwrap();
+            assert_eq!(e.kind, ErrorType::Skipped, "{h}");
+            assert!(e
+                .message
+                .contains("previous backup of this host is still running"));
         }
     }
     assert_eq!(f.sim.counters().endpoint("backups").requests, 2);
