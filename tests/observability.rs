@@ -15,14 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const SIM: Sim = Sim {
-    seed: 11,
-    latency_max_ms: 2,
-    jobs_ms: (20, 120),
-    failure: Some(0.3),
-    warning: Some(0.1),
-    unhealthy: None,
-};
+const SIM: Sim = Sim::new(11, 2, (20, 120)).failure(0.3).warning(0.1);
 
 /// One plain HTTP/1.1 GET: status and body.
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String, String)> {

@@ -11,14 +11,7 @@ use iaso_probe::model::{Action, ErrorType, JobResult, Outcome};
 use std::collections::HashSet;
 use std::time::Duration;
 
-const SIM: Sim = Sim {
-    seed: 11,
-    latency_max_ms: 2,
-    jobs_ms: (50, 400),
-    failure: Some(0.2),
-    warning: Some(0.1),
-    unhealthy: None,
-};
+const SIM: Sim = Sim::new(11, 2, (50, 400)).failure(0.2).warning(0.1);
 
 const RESTORES: &str = r#"
 [[environments.lab.restores]]

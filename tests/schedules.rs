@@ -21,14 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SIM: Sim = Sim {
-    seed: 5,
-    latency_max_ms: 2,
-    jobs_ms: (20, 80),
-    failure: Some(0.0),
-    warning: None,
-    unhealthy: None,
-};
+const SIM: Sim = Sim::new(5, 2, (20, 80)).failure(0.0);
 
 const HOUR: u64 = 3600;
 

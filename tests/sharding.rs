@@ -9,14 +9,7 @@ use iaso_probe::selection::{Selection, Shard};
 use iaso_probe::RunOptions;
 use std::collections::BTreeMap;
 
-const SIM: Sim = Sim {
-    seed: 5,
-    latency_max_ms: 1,
-    jobs_ms: (20, 60),
-    failure: Some(0.0),
-    warning: Some(0.0),
-    unhealthy: None,
-};
+const SIM: Sim = Sim::new(5, 1, (20, 60)).failure(0.0).warning(0.0);
 
 fn restores(n: usize) -> String {
     (0..n)

@@ -17,14 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 use support::es_emulator::EsEmulator;
 
-const SIM: Sim = Sim {
-    seed: 11,
-    latency_max_ms: 1,
-    jobs_ms: (30, 200),
-    failure: Some(0.2),
-    warning: None,
-    unhealthy: Some(0.3),
-};
+const SIM: Sim = Sim::new(11, 1, (30, 200)).failure(0.2).unhealthy(0.3);
 
 fn journal_ids(dir: &Path) -> BTreeSet<String> {
     journal(dir).into_iter().map(|r| r.event.id).collect()

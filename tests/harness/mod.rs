@@ -164,16 +164,45 @@ pub struct Sim {
 }
 
 /// Quick, mixed outcomes: failed and warning jobs, unhealthy components (shipping, real_es).
-pub const SIM_MIXED: Sim = Sim {
-    seed: 5,
-    latency_max_ms: 1,
-    jobs_ms: (30, 200),
-    failure: Some(0.2),
-    warning: Some(0.1),
-    unhealthy: Some(0.3),
-};
+pub const SIM_MIXED: Sim = Sim::new(5, 1, (30, 200))
+    .failure(0.2)
+    .warning(0.1)
+    .unhealthy(0.3);
 
 impl Sim {
+    /// `seed`, latency of 0 to `latency_max_ms`, jobs of `jobs_ms`; other shares default.
+    pub const fn new(seed: u64, latency_max_ms: u64, jobs_ms: (u64, u64)) -> Sim {
+        Sim {
+            seed,
+            latency_max_ms,
+            jobs_ms,
+            failure: None,
+            warning: None,
+            unhealthy: None,
+        }
+    }
+
+    pub const fn failure(self, share: f64) -> Sim {
+        Sim {
+            failure: Some(share),
+            ..self
+        }
+    }
+
+    pub const fn warning(self, share: f64) -> Sim {
+        Sim {
+            warning: Some(share),
+            ..self
+        }
+    }
+
+    pub const fn unhealthy(self, share: f64) -> Sim {
+        Sim {
+            unhealthy: Some(share),
+            ..self
+        }
+    }
+
     /// The same with jobs of `min..=max` ms.
     pub const fn jobs(self, min: u64, max: u64) -> Sim {
         Sim {
