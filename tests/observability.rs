@@ -367,12 +367,7 @@ fn file_config(dir: &Path, thresholds: &str, elasticsearch: &str) -> String {
         .collect();
     format!(
         r#"
-[journal]
-dir = "{journal}"
-flush_interval_ms = 20
-[log]
-dir = ""
-{thresholds}
+{head}{thresholds}
 {elasticsearch}
 [environments.lab]
 rate_limit_per_sec = 1000
@@ -391,7 +386,7 @@ latency_ms = {{ min = 0, max = 2 }}
 job_duration_ms = {{ min = 20, max = 80 }}
 job_failure_ratio = 0.5
 {hosts}"#,
-        journal = dir.join("journal").display()
+        head = journal_and_log(dir),
     )
 }
 

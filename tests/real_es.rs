@@ -82,12 +82,7 @@ fn write_config(
     };
     let text = format!(
         r#"
-[journal]
-dir = "{journal}"
-flush_interval_ms = 20
-[log]
-dir = ""
-[environments.{env}]
+{head}[environments.{env}]
 base_url = "{sim_url}"
 rate_limit_per_sec = 1000
 rate_limit_burst = 50
@@ -100,7 +95,7 @@ poll_jitter_ms = 10
 max_duration_secs = 60
 {hosts}
 {es}"#,
-        journal = dir.join("journal").display(),
+        head = journal_and_log(dir),
         hosts = hosts(env, hosts_n),
     );
     config(dir, &text)

@@ -387,12 +387,7 @@ fn jobs_of_an_in_process_simulator_are_cancelled_at_a_stop_not_handed_over() {
         dir.path(),
         &format!(
             r#"
-[journal]
-dir = "{journal}"
-flush_interval_ms = 20
-[log]
-dir = ""
-[environments.lab]
+{head}[environments.lab]
 rate_limit_per_sec = 1000
 rate_limit_burst = 50
 [environments.lab.credentials]
@@ -409,7 +404,7 @@ poll_interval_ms = 20
 [environments.lab.simulator]
 job_duration_ms = {{ min = 60000, max = 90000 }}
 {hosts}"#,
-            journal = dir.path().join("journal").display(),
+            head = journal_and_log(dir.path()),
             hosts = hosts("lab", 5)
         ),
     );

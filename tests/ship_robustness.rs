@@ -96,11 +96,7 @@ fn dead_letters_the_disk_refuses_hold_shipping_until_written_then_are_written_on
     let dir = tempfile::tempdir().unwrap();
     let cfg = journal_of_a_pass(dir.path(), 20);
     let docs = journal(dir.path());
-    let rejected: BTreeSet<String> = docs
-        .iter()
-        .filter(|r| r.iaso.limit_ms.is_some())
-        .map(|r| r.event.id.clone())
-        .collect();
+    let rejected = ids_where(&docs, |r| r.iaso.limit_ms.is_some());
     assert!(!rejected.is_empty());
     let emu = EsEmulator::start();
     emu.set_reject_field(Some("iaso.limit_ms".into()));

@@ -171,11 +171,7 @@ fn a_mapping_error_dead_letters_that_document_and_stores_the_others() {
     let s = report.shipping.unwrap();
     assert_eq!(s.unshipped, 0);
     let docs = journal(dir.path());
-    let rejected: BTreeSet<String> = docs
-        .iter()
-        .filter(|r| r.iaso.limit_ms.is_some())
-        .map(|r| r.event.id.clone())
-        .collect();
+    let rejected = ids_where(&docs, |r| r.iaso.limit_ms.is_some());
     assert!(!rejected.is_empty());
     assert_eq!(s.counters.dead_lettered, rejected.len() as u64);
     let dead = dead_letters(&dir.path().join("journal/dead-letter.ndjson"));

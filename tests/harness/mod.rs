@@ -27,17 +27,33 @@ pub fn config(dir: &Path, text: &str) -> Config {
     }
 }
 
+/// The `[journal]` (in `dir/journal`, flushed every 20 ms) and `[log]` (stderr only)
+/// tables every test configuration starts with.
+pub fn journal_and_log(dir: &Path) -> String {
+    format!(
+        "[journal]\ndir = \"{}\"\nflush_interval_ms = 20\n[log]\ndir = \"\"\n",
+        dir.join("journal").display()
+    )
+}
+
+/// The ids of the results that `pick` selects.
+pub fn ids_where(
+    results: &[ProbeResult],
+    pick: impl Fn(&ProbeResult) -> bool,
+) -> std::collections::BTreeSet<String> {
+    results
+        .iter()
+        .filter(|r| pick(r))
+        .map(|r| r.event.id.clone())
+        .collect()
+}
+
 /// A configuration with one environment `name` pointed at `base_url`, journal in `dir`.
 /// `extra` is appended inside `[environments.<name>]` (before its sub-tables).
 pub fn one_env(dir: &Path, name: &str, base_url: &str, extra: &str, tail: &str) -> Config {
     let text = format!(
         r#"
-[journal]
-dir = "{journal}"
-flush_interval_ms = 20
-[log]
-dir = ""
-[environments.{name}]
+{head}[environments.{name}]
 base_url = "{base_url}"
 rate_limit_per_sec = 1000
 rate_limit_burst = 50
@@ -50,7 +66,7 @@ password = "probe-secret"
 max_duration_secs = 30
 {tail}
 "#,
-        journal = dir.join("journal").display(),
+        head = journal_and_log(dir),
         poll = if tail.contains("poll_interval_ms") {
             ""
         } else {
