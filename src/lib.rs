@@ -46,5 +46,7 @@ pub mod signals;
 pub mod simulator;
 pub mod sink;
 pub mod summary;
+#[cfg(test)]
+mod test_support;
 
 pub use actors::supervisor::{run, RunError, RunOptions, RunReport};

@@ -168,7 +168,6 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use governor::clock::{Clock, FakeRelativeClock};
     use std::time::Duration;
 
     fn nz(n: u32) -> NonZeroU32 {
@@ -176,42 +175,41 @@ mod tests {
     }
 
     #[test]
-    fn quota_lets_burst_then_paces_at_rate() {
-        let clock = FakeRelativeClock::default();
-        let lim = RateLimiter::direct_with_clock(
-            Quota::per_second(nz(10)).allow_burst(nz(2)),
-            clock.clone(),
-        );
-        assert!(lim.check().is_ok());
-        assert!(lim.check().is_ok());
-        let wait = lim.check().unwrap_err().wait_time_from(clock.now());
-        assert_eq!(wait, Duration::from_millis(100));
-        clock.advance(wait);
-        assert!(lim.check().is_ok());
+    fn the_least_burst_is_what_one_wake_up_a_millisecond_must_hand_out() {
+        let table: Vec<u32> = [1, 999, 1000, 1001, 2500, 10_000]
+            .map(crate::config::EnvLimitsSpec::min_burst_for)
+            .to_vec();
+        assert_eq!(table, [1, 1, 1, 2, 3, 10]);
     }
 
-    #[test]
-    fn at_most_rate_plus_burst_cells_in_any_second() {
-        let clock = FakeRelativeClock::default();
-        let lim = RateLimiter::direct_with_clock(
-            Quota::per_second(nz(20)).allow_burst(nz(5)),
-            clock.clone(),
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_in_flight_requests_hold_a_permit() {
+        let limits = EnvLimits::new("t", nz(1000), nz(1000), 2);
+        let a = limits.acquire().await;
+        let _b = limits.acquire().await;
+        let third = tokio::time::timeout(Duration::from_secs(60), limits.acquire());
+        assert!(third.await.is_err(), "a third request waits for a slot");
+        drop(a);
+        let third = tokio::time::timeout(Duration::from_secs(60), limits.acquire());
+        assert!(third.await.is_ok(), "and gets the freed one");
+    }
+
+    #[tokio::test]
+    async fn the_pacer_holds_requests_to_the_rate_after_the_burst() {
+        // Governor's clock is the wall clock (paused tokio time cannot drive it): 200/s with a
+        // burst of 1 means 20 more requests take at least 100 ms.
+        let limits = EnvLimits::new("t", nz(200), nz(1), 10);
+        let _first = limits.acquire().await;
+        let t0 = std::time::Instant::now();
+        for _ in 0..20 {
+            drop(limits.acquire().await);
+        }
+        assert!(
+            t0.elapsed() >= Duration::from_millis(95),
+            "{:?}",
+            t0.elapsed()
         );
-        // Greedy client checking every millisecond for 3 seconds.
-        let mut grants = Vec::new();
-        for ms in 0..3000u64 {
-            while lim.check().is_ok() {
-                grants.push(ms);
-            }
-            clock.advance(Duration::from_millis(1));
-        }
-        for start in 0..2000u64 {
-            let n = grants
-                .iter()
-                .filter(|&&t| t >= start && t < start + 1000)
-                .count();
-            assert!(n <= 25, "window at {start} ms had {n} grants");
-        }
+        assert_eq!(crate::metrics::LimiterStats::requests(&limits), 21);
     }
 
     #[tokio::test]

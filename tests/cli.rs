@@ -5,21 +5,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use support::es_emulator::{EmulatorOptions, EsEmulator};
 
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_iaso-probe"));
-    c.current_dir(dir)
-        .env_remove("ELASTICSEARCH_URL")
-        .env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("IASO_PROBE_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use support::bin;
 
 fn text(o: &Output) -> String {
     format!(

@@ -13,16 +13,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SIM: &str = r#"
-seed = 11
-latency_ms = { min = 0, max = 2 }
-job_duration_ms = { min = 20, max = 120 }
-job_failure_ratio = 0.3
-job_warning_ratio = 0.1
-"#;
+const SIM: Sim = Sim::new(11, 2, (20, 120)).failure(0.3).warning(0.1);
 
 /// One plain HTTP/1.1 GET: status and body.
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String, String)> {
@@ -95,7 +88,7 @@ const FAMILIES: &[&str] = &[
 #[test]
 fn a_seeded_run_s_metrics_parse_as_prometheus_text_and_match_its_journal() {
     let d = tempfile::tempdir().unwrap();
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let cfg = one_env(d.path(), "lab", &sim.base_url(), "", &hosts("lab", 30));
     let report = run_once(cfg);
     let text = report.metrics.render();
@@ -249,7 +242,7 @@ fn a_seeded_run_s_metrics_parse_as_prometheus_text_and_match_its_journal() {
 #[test]
 fn healthz_readyz_and_metrics_are_served_and_readyz_flips_during_the_shutdown() {
     let d = tempfile::tempdir().unwrap();
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let mut cfg = one_env(d.path(), "lab", &sim.base_url(), "", &hosts("lab", 5));
     cfg.metrics.listen = Some("127.0.0.1:0".into());
     // Checks within a second of the start (their first run is spread over min(interval, 60 s)).
@@ -289,32 +282,26 @@ fn healthz_readyz_and_metrics_are_served_and_readyz_flips_during_the_shutdown() 
     let addr = bound_rx
         .recv_timeout(Duration::from_secs(20))
         .expect("listener bound");
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, _, body) = get(addr, "/readyz").unwrap();
-        if status == 200 {
-            assert_eq!(body, "ready\n");
-            break;
-        }
-        assert!(Instant::now() < until, "never ready: {status} {body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("/readyz 200", Duration::from_secs(20), || {
+        get(addr, "/readyz").unwrap().0 == 200
+    });
+    assert_eq!(get(addr, "/readyz").unwrap().2, "ready\n");
     let (status, _, body) = get(addr, "/healthz").unwrap();
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     // Results arrive: the liveness check runs within the first minute; wait for any.
-    let until = Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        let (status, ctype, body) = get(addr, "/metrics").unwrap();
-        assert_eq!(status, 200);
-        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
-        if body.contains("iaso_probe_results_total{")
-            && body.contains("iaso_probe_bulk_requests{status=\"transport_error\"}")
-        {
-            break body;
-        }
-        assert!(Instant::now() < until, "no result counted yet:\n{body}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut text = String::new();
+    wait_until(
+        "a result and a bulk request counted",
+        Duration::from_secs(30),
+        || {
+            let (status, ctype, body) = get(addr, "/metrics").unwrap();
+            assert_eq!(status, 200);
+            assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+            text = body;
+            text.contains("iaso_probe_results_total{")
+                && text.contains("iaso_probe_bulk_requests{status=\"transport_error\"}")
+        },
+    );
     let scrape = parse(&text);
     assert!(sample(&scrape, "iaso_probe_process_start_time_seconds", &[]).unwrap() > 1.7e9);
     assert!(
@@ -371,18 +358,7 @@ fn a_taken_metrics_address_stops_the_start_naming_the_key() {
     assert!(journal(d.path()).is_empty());
 }
 
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_iaso-probe"));
-    c.current_dir(dir)
-        .env_remove("ELASTICSEARCH_URL")
-        .env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("IASO_PROBE_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use support::bin;
 
 /// A configuration file with one in-process simulated environment (half its jobs fail).
 fn file_config(dir: &Path, thresholds: &str, elasticsearch: &str) -> String {
@@ -391,12 +367,7 @@ fn file_config(dir: &Path, thresholds: &str, elasticsearch: &str) -> String {
         .collect();
     format!(
         r#"
-[journal]
-dir = "{journal}"
-flush_interval_ms = 20
-[log]
-dir = ""
-{thresholds}
+{head}{thresholds}
 {elasticsearch}
 [environments.lab]
 rate_limit_per_sec = 1000
@@ -415,7 +386,7 @@ latency_ms = {{ min = 0, max = 2 }}
 job_duration_ms = {{ min = 20, max = 80 }}
 job_failure_ratio = 0.5
 {hosts}"#,
-        journal = dir.join("journal").display()
+        head = journal_and_log(dir),
     )
 }
 

@@ -14,18 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use support::es_emulator::EsEmulator;
 
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_iaso-probe"));
-    c.current_dir(dir)
-        .env_remove("ELASTICSEARCH_URL")
-        .env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("IASO_PROBE_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use support::bin;
 
 /// A running binary whose stderr is read line by line.
 struct Running {
@@ -177,11 +166,9 @@ fn service_run(dir: &Path) -> Running {
 
 /// Waits until the simulator launched `n` backups.
 fn wait_launches(sim: &iaso_probe::simulator::SimulatorHandle, n: u64) {
-    let t0 = Instant::now();
-    while sim.counters().backups_launched < n {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no launches");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    harness::wait_until("launches", Duration::from_secs(60), || {
+        sim.counters().backups_launched >= n
+    });
 }
 
 /// Job ids of successful launches in the journal, and of the handed-over jobs.
@@ -218,18 +205,9 @@ fn a_second_instance_on_the_same_journal_directory_exits_2_naming_it_and_the_hol
     let pid = first.child.id();
     // The lock is taken right after "run starting"; the file then holds the pid.
     let lock = d.path().join("journal/LOCK");
-    let t0 = Instant::now();
-    while std::fs::read_to_string(&lock)
-        .map(|t| t.trim().to_owned())
-        .ok()
-        != Some(pid.to_string())
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no LOCK with the pid"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    harness::wait_until("a LOCK with the pid", Duration::from_secs(30), || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid.to_string())
+    });
     for args in [
         vec!["--config", "probe.toml", "run", "--once"],
         vec!["--config", "probe.toml", "ship"],
@@ -312,11 +290,9 @@ fn a_stop_hands_over_jobs_whose_status_poll_is_in_flight_without_waiting_for_the
     let mut p = service_run(d.path());
     p.wait_for("run starting", Duration::from_secs(60));
     wait_launches(&sim, 5);
-    let t0 = Instant::now();
-    while sim.counters().endpoints["job_status"].requests < 5 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no polls");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    harness::wait_until("polls", Duration::from_secs(60), || {
+        sim.counters().endpoint("job_status").requests >= 5
+    });
     p.signal(Signal::TERM);
     let (code, _, err) = p.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{err}");
@@ -366,14 +342,9 @@ fn a_real_second_signal_later_exits_at_once() {
     let mut p = service_run(d.path());
     p.wait_for("run starting", Duration::from_secs(60));
     // Results in the journal that cannot be shipped: the stop waits for them.
-    let t0 = Instant::now();
-    while iaso_probe::sink::journal::read_all(&d.path().join("journal"))
-        .unwrap()
-        .is_empty()
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no results");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    harness::wait_until("results in the journal", Duration::from_secs(60), || {
+        harness::journal_lines_with(d.path(), "") > 0
+    });
     p.signal(Signal::TERM);
     p.wait_for("journal flushed", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1200));

@@ -25,14 +25,7 @@ use iaso_probe::sink::shipper::{Shipper, ShipperCounters};
 use real_node::{not_run, Es, Node};
 use serde_json::{json, Value};
 
-const SIM: &str = r#"
-seed = 5
-latency_ms = { min = 0, max = 1 }
-job_duration_ms = { min = 30, max = 200 }
-job_failure_ratio = 0.2
-job_warning_ratio = 0.1
-unhealthy_ratio = 0.3
-"#;
+const SIM: Sim = SIM_MIXED;
 
 /// Prints a figure for the report on the real stderr (not captured).
 fn figure(test: &str, text: &str) {
@@ -89,12 +82,7 @@ fn write_config(
     };
     let text = format!(
         r#"
-[journal]
-dir = "{journal}"
-flush_interval_ms = 20
-[log]
-dir = ""
-[environments.{env}]
+{head}[environments.{env}]
 base_url = "{sim_url}"
 rate_limit_per_sec = 1000
 rate_limit_burst = 50
@@ -107,7 +95,7 @@ poll_jitter_ms = 10
 max_duration_secs = 60
 {hosts}
 {es}"#,
-        journal = dir.join("journal").display(),
+        head = journal_and_log(dir),
         hosts = hosts(env, hosts_n),
     );
     config(dir, &text)
@@ -190,7 +178,7 @@ fn assert_exactly_once(es: &Es, env: &str, dir: &Path, except: &BTreeSet<String>
 
 /// A journal of `hosts_n` hosts written by `run --once` without Elasticsearch.
 fn journal_without_es(dir: &Path, env: &str, hosts_n: usize) -> (Config, usize) {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let cfg = write_config(dir, env, &sim.base_url(), hosts_n, &[], "");
     run_once(cfg.clone());
     let n = journal_docs(dir).len();
@@ -265,7 +253,7 @@ fn setup_twice_then_run_once_stores_every_journal_document_exactly_once_in_our_d
     const T: &str = "setup";
     let Some(url) = shared(T) else { return };
     let es = Es::new(&url);
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let dir = tempfile::tempdir().unwrap();
     write_config(
         dir.path(),
@@ -447,7 +435,7 @@ fn a_prober_killed_mid_shipping_and_restarted_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (_, lines) = journal_without_es(dir.path(), T, 120);
     // Small batches, one at a time: shipping takes long enough to be killed in the middle.
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     write_config(
         dir.path(),
         T,
@@ -609,7 +597,7 @@ fn every_field_kibana_uses_is_in_field_caps_with_the_type_its_panel_needs() {
     const T: &str = "fields";
     let Some(url) = shared(T) else { return };
     let es = Es::new(&url);
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = write_config(
         dir.path(),
@@ -918,10 +906,7 @@ fn elasticsearch_killed_mid_run_and_restarted_30s_later_loses_and_duplicates_not
     let es = Es::new(&node.url());
     // Jobs that end 15–50 s after their start: the run is still journaling job ends while
     // Elasticsearch is down (it is killed at the first stored document, for 30 s).
-    let sim = simulator(&SIM.replace(
-        "job_duration_ms = { min = 30, max = 200 }",
-        "job_duration_ms = { min = 15000, max = 50000 }",
-    ));
+    let sim = SIM.jobs(15000, 50000).start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),

@@ -1,21 +1,17 @@
 //! `run --once` and service mode against the in-process simulator: the journal holds exactly
 //! what the simulator served, authentication failures skip what needs a token, token expiry
-//! costs one re-login, the limiter holds the quota, and shutdown flushes everything.
+//! costs one re-login, the limiter holds the quota, and shutdown flushes everything. One job
+//! per host at a time, and a stop without resume ending jobs `cancelled`, are paused-time
+//! unit tests of the environment actor (src/actors/environment_tests.rs).
 
 mod harness;
 
 use harness::*;
 use iaso_probe::model::{Action, ErrorType, JobResult, Outcome};
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const SIM: &str = r#"
-seed = 11
-latency_ms = { min = 0, max = 2 }
-job_duration_ms = { min = 50, max = 400 }
-job_failure_ratio = 0.2
-job_warning_ratio = 0.1
-"#;
+const SIM: Sim = Sim::new(11, 2, (50, 400)).failure(0.2).warning(0.1);
 
 const RESTORES: &str = r#"
 [[environments.lab.restores]]
@@ -32,7 +28,7 @@ destination_path = "/restore"
 
 #[test]
 fn seeded_run_journal_holds_exactly_what_the_simulator_served() {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let dir = tempfile::tempdir().unwrap();
     let tail = format!("{}{}", hosts("lab", 20), RESTORES);
     let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
@@ -112,7 +108,7 @@ fn seeded_run_journal_holds_exactly_what_the_simulator_served() {
 
 #[test]
 fn wrong_password_fails_auth_and_skips_every_step_that_needs_the_token() {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let dir = tempfile::tempdir().unwrap();
     let tail = format!("{}{}", hosts("lab", 10), RESTORES);
     let mut cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
@@ -163,7 +159,7 @@ fn wrong_password_fails_auth_and_skips_every_step_that_needs_the_token() {
 
 #[test]
 fn token_expiry_mid_run_costs_one_relogin_and_no_job() {
-    let sim = simulator(&SIM.replace("min = 50, max = 400", "min = 1500, max = 2500"));
+    let sim = SIM.jobs(1500, 2500).start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = one_env(
         dir.path(),
@@ -176,15 +172,10 @@ fn token_expiry_mid_run_costs_one_relogin_and_no_job() {
     let s2 = sim_for_thread.clone();
     // Expire every token once all jobs are launched and being polled.
     let expirer = std::thread::spawn(move || {
-        let t0 = Instant::now();
-        while s2.counters().backups_launched < 40 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "jobs never launched"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(300));
+        wait_until("jobs launched and polled", Duration::from_secs(20), || {
+            let c = s2.counters();
+            c.backups_launched >= 40 && c.endpoint("job_status").ok_2xx >= 40
+        });
         s2.expire_tokens();
     });
     let report = run_once(cfg);
@@ -207,7 +198,7 @@ fn token_expiry_mid_run_costs_one_relogin_and_no_job() {
 
 #[test]
 fn limiter_keeps_every_second_at_or_under_quota_plus_burst() {
-    let sim = simulator(&SIM.replace("min = 50, max = 400", "min = 300, max = 900"));
+    let sim = SIM.jobs(300, 900).start();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = one_env(
         dir.path(),
@@ -247,15 +238,10 @@ fn service_run_stopped_after_launches(
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let s2 = sim.clone();
     let trigger = std::thread::spawn(move || {
-        let t0 = Instant::now();
         // Service mode spreads first runs over the interval (2 s here); wait for the launches.
-        while s2.counters().backups_launched < 25 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(90),
-                "jobs never launched"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until("jobs launched", Duration::from_secs(90), || {
+            s2.counters().backups_launched >= 25
+        });
         let _ = tx.send(());
     });
     let report = run_with(cfg, false, async move {
@@ -277,9 +263,7 @@ fn job_ids(docs: &[iaso_probe::model::ProbeResult], action: Action) -> Vec<Strin
 
 #[test]
 fn shutdown_hands_running_jobs_to_the_next_start_which_tracks_them_to_their_end() {
-    let sim = std::sync::Arc::new(simulator(
-        &SIM.replace("min = 50, max = 400", "min = 5000, max = 9000"),
-    ));
+    let sim = std::sync::Arc::new(SIM.jobs(5000, 9000).start());
     let dir = tempfile::tempdir().unwrap();
     let report = service_run_stopped_after_launches(&sim, dir.path(), "");
     let docs = journal(dir.path());
@@ -362,40 +346,10 @@ fn shutdown_hands_running_jobs_to_the_next_start_which_tracks_them_to_their_end(
 }
 
 #[test]
-fn without_resume_shutdown_ends_every_running_job_cancelled() {
-    let sim = std::sync::Arc::new(simulator(
-        &SIM.replace("min = 50, max = 400", "min = 5000, max = 9000"),
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let report = service_run_stopped_after_launches(&sim, dir.path(), "resume_on_restart = false");
-    let docs = journal(dir.path());
-    assert!(report.interrupted);
-    assert_eq!(report.sink.written, docs.len() as u64);
-    let ends: Vec<_> = docs
-        .iter()
-        .filter(|r| r.event.action == Action::JobEnd)
-        .collect();
-    let launched = sim.counters().backups_launched;
-    assert!(launched >= 25);
-    assert_eq!(
-        ends.len() as u64,
-        launched,
-        "every tracked job reported its end"
-    );
-    assert!(ends
-        .iter()
-        .all(|r| r.iaso.job.as_ref().unwrap().result == Some(JobResult::Cancelled)));
-    assert!(!dir
-        .path()
-        .join("journal")
-        .join("tracked-jobs.json")
-        .exists());
-}
-
-#[test]
 fn the_portals_own_429s_delay_the_prober_but_fail_nothing() {
     let sim = simulator(&format!(
-        "{SIM}\nrate_limit_per_sec = 15\nrate_limit_burst = 3\n"
+        "{}\nrate_limit_per_sec = 15\nrate_limit_burst = 3\n",
+        SIM.toml()
     ));
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &hosts("lab", 12));
@@ -433,12 +387,7 @@ fn jobs_of_an_in_process_simulator_are_cancelled_at_a_stop_not_handed_over() {
         dir.path(),
         &format!(
             r#"
-[journal]
-dir = "{journal}"
-flush_interval_ms = 20
-[log]
-dir = ""
-[environments.lab]
+{head}[environments.lab]
 rate_limit_per_sec = 1000
 rate_limit_burst = 50
 [environments.lab.credentials]
@@ -455,28 +404,16 @@ poll_interval_ms = 20
 [environments.lab.simulator]
 job_duration_ms = {{ min = 60000, max = 90000 }}
 {hosts}"#,
-            journal = dir.path().join("journal").display(),
+            head = journal_and_log(dir.path()),
             hosts = hosts("lab", 5)
         ),
     );
     let journal_dir = dir.path().join("journal");
-    let jd = journal_dir.clone();
+    let d = dir.path().to_owned();
     // Stop once the five launches are in the journal.
-    let stop = async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let launched = iaso_probe::sink::journal::read_all(&jd)
-                .map(|l| {
-                    l.iter()
-                        .filter(|l| l.contains("\"action\":\"backup.launch\""))
-                        .count()
-                })
-                .unwrap_or(0);
-            if launched >= 5 {
-                return;
-            }
-        }
-    };
+    let stop = until(Duration::from_secs(60), move || {
+        journal_lines_with(&d, "\"action\":\"backup.launch\"") >= 5
+    });
     run_with(cfg, false, stop);
     let docs = journal(dir.path());
     let ends: Vec<_> = docs
@@ -492,57 +429,8 @@ job_duration_ms = {{ min = 60000, max = 90000 }}
 }
 
 #[test]
-fn a_host_whose_backup_still_runs_is_skipped_at_the_next_interval_not_launched_again() {
-    let sim = std::sync::Arc::new(simulator(
-        &SIM.replace("min = 50, max = 400", "min = 60000, max = 90000"),
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let tail = format!(
-        "backup_interval_secs = 1\nresume_on_restart = false\n{}",
-        hosts("lab", 5)
-    );
-    let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
-    let jd = dir.path().join("journal");
-    // Stop once two later ticks found every host still busy (or after 30 s: the asserts
-    // below then say what went wrong).
-    let t0 = Instant::now();
-    let stop = async move {
-        while t0.elapsed() < Duration::from_secs(30) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let skipped = iaso_probe::sink::journal::read_all(&jd)
-                .map(|l| l.iter().filter(|l| l.contains("still running")).count())
-                .unwrap_or(0);
-            if skipped >= 10 {
-                return;
-            }
-        }
-    };
-    run_with(cfg, false, stop);
-    let docs = journal(dir.path());
-    assert_eq!(sim.counters().backups_launched, 5, "one backup per host");
-    assert_eq!(job_ids(&docs, Action::BackupLaunch).len(), 5);
-    let skipped: Vec<_> = docs
-        .iter()
-        .filter(|r| r.event.action == Action::BackupLaunch && r.event.outcome != Outcome::Success)
-        .collect();
-    assert!(skipped.len() >= 10);
-    for r in &skipped {
-        let e = r.error.as_ref().unwrap();
-        assert_eq!(e.kind, ErrorType::Skipped, "{e:?}");
-        assert!(e
-            .message
-            .contains("previous backup of this host is still running"));
-        assert!(r.host.as_ref().unwrap().name.starts_with("host-"));
-    }
-    // Once a job ends, its host is free again: every tracked job ended (cancelled here).
-    assert_eq!(count(&docs, Action::JobEnd), 5);
-}
-
-#[test]
 fn in_service_mode_a_resumed_host_is_launched_again_only_after_its_job_ended() {
-    let sim = std::sync::Arc::new(simulator(
-        &SIM.replace("min = 50, max = 400", "min = 5000, max = 6000"),
-    ));
+    let sim = std::sync::Arc::new(SIM.jobs(5000, 6000).start());
     let dir = tempfile::tempdir().unwrap();
     service_run_stopped_after_launches(&sim, dir.path(), "");
     let handed = job_ids(&journal(dir.path()), Action::BackupLaunch);
@@ -554,20 +442,14 @@ fn in_service_mode_a_resumed_host_is_launched_again_only_after_its_job_ended() {
     let cfg = one_env(dir.path(), "lab", &sim.base_url(), "", &tail);
     let d = dir.path().to_owned();
     let ids = handed.clone();
-    let t0 = Instant::now();
-    let stop = async move {
-        while t0.elapsed() < Duration::from_secs(60) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let ended: HashSet<String> = journal(&d)
-                .iter()
-                .filter(|r| r.event.action == Action::JobEnd)
-                .filter_map(|r| r.iaso.job.as_ref().unwrap().id.clone())
-                .collect();
-            if ids.iter().all(|id| ended.contains(id)) {
-                return;
-            }
-        }
-    };
+    let stop = until(Duration::from_secs(60), move || {
+        let ended: HashSet<String> = journal(&d)
+            .iter()
+            .filter(|r| r.event.action == Action::JobEnd)
+            .filter_map(|r| r.iaso.job.as_ref().unwrap().id.clone())
+            .collect();
+        ids.iter().all(|id| ended.contains(id))
+    });
     let second = run_with(cfg, false, stop);
     let docs = journal(dir.path());
     let in_second = |r: &&iaso_probe::model::ProbeResult| r.labels.run_id == second.run_id;

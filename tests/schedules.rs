@@ -21,12 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SIM: &str = r#"
-seed = 5
-latency_ms = { min = 0, max = 2 }
-job_duration_ms = { min = 20, max = 80 }
-job_failure_ratio = 0.0
-"#;
+const SIM: Sim = Sim::new(5, 2, (20, 80)).failure(0.0);
 
 const HOUR: u64 = 3600;
 
@@ -104,7 +99,7 @@ fn launched_hosts(docs: &[ProbeResult], run_id: &str) -> Vec<String> {
 
 #[test]
 fn a_restart_inside_the_interval_launches_nothing_and_each_host_again_once_it_is_due() {
-    let sim = Arc::new(simulator(SIM));
+    let sim = Arc::new(SIM.start());
     let dir = tempfile::tempdir().unwrap();
 
     // `run --once` launches every host now, and records it.
@@ -137,7 +132,7 @@ fn a_restart_inside_the_interval_launches_nothing_and_each_host_again_once_it_is
 
 #[test]
 fn a_config_change_adding_hosts_launches_only_the_new_ones_at_their_point() {
-    let sim = Arc::new(simulator(SIM));
+    let sim = Arc::new(SIM.start());
     let dir = tempfile::tempdir().unwrap();
     run_once(backups_every_hour(dir.path(), &sim, 12));
     assert_eq!(sim.counters().backups_launched, 12);
@@ -173,7 +168,7 @@ fn a_config_change_adding_hosts_launches_only_the_new_ones_at_their_point() {
 
 #[test]
 fn a_damaged_state_file_stops_the_start_naming_the_file() {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = backups_every_hour(dir.path(), &sim, 2);
     std::fs::create_dir_all(dir.path().join("journal")).unwrap();
@@ -208,7 +203,7 @@ fn a_damaged_state_file_stops_the_start_naming_the_file() {
 
 #[test]
 fn max_launches_per_minute_spaces_the_launches_of_a_pass() {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = backups_every_hour(dir.path(), &sim, 12);
     // 600 a minute: one launch every 100 ms, so twelve take at least 1.1 s.
@@ -242,7 +237,7 @@ fn a_panic_in_one_service_mode_launch_is_one_internal_result_and_the_other_launc
         cfg.environments.insert(ENV.into(), e);
         cfg
     };
-    let sim = Arc::new(simulator(SIM));
+    let sim = Arc::new(SIM.start());
     let dir = tempfile::tempdir().unwrap();
     // Recorded launches, so that a start one interval later finds all three hosts due.
     run_once(renamed(backups_every_hour(dir.path(), &sim, 3)));

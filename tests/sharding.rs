@@ -9,13 +9,7 @@ use iaso_probe::selection::{Selection, Shard};
 use iaso_probe::RunOptions;
 use std::collections::BTreeMap;
 
-const SIM: &str = r#"
-seed = 5
-latency_ms = { min = 0, max = 1 }
-job_duration_ms = { min = 20, max = 60 }
-job_failure_ratio = 0.0
-job_warning_ratio = 0.0
-"#;
+const SIM: Sim = Sim::new(5, 1, (20, 60)).failure(0.0).warning(0.0);
 
 fn restores(n: usize) -> String {
     (0..n)
@@ -46,7 +40,7 @@ fn run_shard(cfg: iaso_probe::config::Config, shard: Shard, owner: u32) -> iaso_
 /// Four shards, one host list of 40 and 12 restores, checks owned by shard 2.
 #[test]
 fn four_shards_split_hosts_and_restores_and_run_the_checks_once() {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let n = 4;
     let owner = 2;
     // host -> shards that launched its backup; restore file -> shards that launched it.

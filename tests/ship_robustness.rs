@@ -14,16 +14,10 @@ use iaso_probe::sink::shipper::{self, Shipper};
 use iaso_probe::RunOptions;
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::es_emulator::EsEmulator;
 
-const SIM: &str = r#"
-seed = 11
-latency_ms = { min = 0, max = 1 }
-job_duration_ms = { min = 30, max = 200 }
-job_failure_ratio = 0.2
-unhealthy_ratio = 0.3
-"#;
+const SIM: Sim = Sim::new(11, 1, (30, 200)).failure(0.2).unhealthy(0.3);
 
 fn journal_ids(dir: &Path) -> BTreeSet<String> {
     journal(dir).into_iter().map(|r| r.event.id).collect()
@@ -39,7 +33,7 @@ fn stored_once(emu: &EsEmulator) -> BTreeSet<String> {
 
 /// A journal written by a pass without Elasticsearch; its configuration.
 fn journal_of_a_pass(dir: &Path, hosts_n: usize) -> Config {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let cfg = one_env(dir, "lab", &sim.base_url(), "", &hosts("lab", hosts_n));
     run_once(cfg.clone());
     cfg
@@ -102,11 +96,7 @@ fn dead_letters_the_disk_refuses_hold_shipping_until_written_then_are_written_on
     let dir = tempfile::tempdir().unwrap();
     let cfg = journal_of_a_pass(dir.path(), 20);
     let docs = journal(dir.path());
-    let rejected: BTreeSet<String> = docs
-        .iter()
-        .filter(|r| r.iaso.limit_ms.is_some())
-        .map(|r| r.event.id.clone())
-        .collect();
+    let rejected = ids_where(&docs, |r| r.iaso.limit_ms.is_some());
     assert!(!rejected.is_empty());
     let emu = EsEmulator::start();
     emu.set_reject_field(Some("iaso.limit_ms".into()));
@@ -203,7 +193,7 @@ fn dead_letters_are_sent_again_once_with_their_ids_and_those_still_refused_are_k
 /// Service mode with Elasticsearch and injected disk faults: fills the disk once results
 /// flow, keeps it full ~1.5 s, frees it after that when `recover`, then stops.
 fn run_through_a_full_disk(dir: &Path, emu: &EsEmulator, recover: bool) -> iaso_probe::RunReport {
-    let sim = simulator(SIM);
+    let sim = SIM.start();
     let mut cfg = one_env(
         dir,
         "lab",
@@ -230,11 +220,9 @@ fn run_through_a_full_disk(dir: &Path, emu: &EsEmulator, recover: bool) -> iaso_
             let _ = rx.await;
         }))
     });
-    let t0 = Instant::now();
-    while emu.count("*-iaso.*") < 50 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "nothing shipped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("documents shipped", Duration::from_secs(60), || {
+        emu.count("*-iaso.*") >= 50
+    });
     faults.set_space(Some(0));
     // Let results pile up against the full disk (time passing, not synchronisation).
     std::thread::sleep(Duration::from_millis(1500));

@@ -386,11 +386,10 @@ fn kibana_is_checked_on_its_status_api_and_never_uses_the_elastic_user() {
 }
 
 #[test]
-fn services_start_in_order_setup_before_the_prober() {
+fn every_service_dependency_can_be_met() {
     let compose = compose();
     let services = compose["services"].as_object().unwrap();
     let mut errors = Vec::new();
-
     // Every condition names an existing service that can meet it.
     for (name, s) in services {
         for (dep, condition) in depends_on(s) {
@@ -420,7 +419,12 @@ fn services_start_in_order_setup_before_the_prober() {
             }
         }
     }
+    assert_no_errors(errors);
+}
 
+#[test]
+fn setup_is_one_shot_after_elasticsearch_and_waits_for_kibana() {
+    let compose = compose();
     let setup = service(&compose, "setup");
     assert_eq!(setup["restart"].as_str(), Some("no"), "setup is one-shot");
     assert!(
@@ -456,75 +460,96 @@ fn services_start_in_order_setup_before_the_prober() {
         "setup imports the dashboards only once Kibana is available"
     );
     assert!(environment(setup).contains_key("IASO_PROBE_KIBANA__URL"));
+}
 
-    for (prober, config, profile) in [
-        ("iaso-probe", None, None),
-        ("iaso-probe-demo", Some("/config/demo.toml"), Some("demo")),
-    ] {
-        let s = service(&compose, prober);
-        assert_eq!(
-            depends_on(s).get("setup").map(String::as_str),
-            Some("service_completed_successfully"),
-            "{prober} starts after setup completed"
-        );
-        let command = strings(&s["command"]);
-        assert_eq!(
-            command.first().map(String::as_str),
-            Some("run"),
-            "{prober} runs in service mode"
-        );
-        let config_arg = command
-            .iter()
-            .skip_while(|a| *a != "--config")
-            .nth(1)
-            .unwrap_or_else(|| panic!("{prober}: run --config /config/…"));
-        assert!(config_arg.starts_with("/config/"));
-        if let Some(config) = config {
-            assert_eq!(config_arg, config);
-        }
-        assert_eq!(strings(&s["profiles"]).first().map(String::as_str), profile);
-        let volumes = strings(&s["volumes"]);
-        assert!(
-            volumes.iter().any(|v| v == "./config:/config:ro"),
-            "{prober}: config read-only"
-        );
-        assert!(
-            volumes.iter().any(|v| v.ends_with(":/data")),
-            "{prober}: journal volume on /data"
-        );
-        let env = environment(s);
-        let password_env = env
-            .get("IASO_PROBE_ELASTICSEARCH__PASSWORD_ENV")
-            .unwrap_or_else(|| panic!("{prober}: IASO_PROBE_ELASTICSEARCH__PASSWORD_ENV"));
-        assert!(
-            env.contains_key(password_env),
-            "{prober}: the password variable {password_env} is not set in its environment"
-        );
-        assert!(env.contains_key("IASO_PROBE_ELASTICSEARCH__URLS"));
-        // Least privilege: the probers ship as the writer user setup creates, never as the
-        // superuser, and leave template installation to setup.
-        assert_eq!(
-            env.get("IASO_PROBE_ELASTICSEARCH__USERNAME")
-                .map(String::as_str),
-            Some("iaso_probe"),
-            "{prober} ships as iaso_probe"
-        );
-        assert!(
-            !env.contains_key("ELASTIC_PASSWORD"),
-            "{prober} must not see the elastic superuser's password"
-        );
-        assert_eq!(
-            env.get("IASO_PROBE_ELASTICSEARCH__SETUP_ON_START")
-                .map(String::as_str),
-            Some("false"),
-            "{prober}: setup installs the templates"
-        );
-        assert_eq!(
-            s["image"], setup["image"],
-            "{prober} and setup run the same image"
-        );
+#[test]
+fn both_probers_start_after_setup_and_ship_as_the_writer_user() {
+    let compose = compose();
+    prober_runs_after_setup(&compose, "iaso-probe", None, None);
+    prober_runs_after_setup(
+        &compose,
+        "iaso-probe-demo",
+        Some("/config/demo.toml"),
+        Some("demo"),
+    );
+}
+
+/// `prober` starts once setup completed, runs `run --config /config/…` (that file when
+/// given) under `profile`, and ships as `iaso_probe` without the superuser's password.
+fn prober_runs_after_setup(
+    compose: &Value,
+    prober: &str,
+    config: Option<&str>,
+    profile: Option<&str>,
+) {
+    let setup = service(compose, "setup");
+    let s = service(compose, prober);
+    assert_eq!(
+        depends_on(s).get("setup").map(String::as_str),
+        Some("service_completed_successfully"),
+        "{prober} starts after setup completed"
+    );
+    let command = strings(&s["command"]);
+    assert_eq!(
+        command.first().map(String::as_str),
+        Some("run"),
+        "{prober} runs in service mode"
+    );
+    let config_arg = command
+        .iter()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{prober}: run --config /config/…"));
+    assert!(config_arg.starts_with("/config/"));
+    if let Some(config) = config {
+        assert_eq!(config_arg, config);
     }
+    assert_eq!(strings(&s["profiles"]).first().map(String::as_str), profile);
+    let volumes = strings(&s["volumes"]);
+    assert!(
+        volumes.iter().any(|v| v == "./config:/config:ro"),
+        "{prober}: config read-only"
+    );
+    assert!(
+        volumes.iter().any(|v| v.ends_with(":/data")),
+        "{prober}: journal volume on /data"
+    );
+    let env = environment(s);
+    let password_env = env
+        .get("IASO_PROBE_ELASTICSEARCH__PASSWORD_ENV")
+        .unwrap_or_else(|| panic!("{prober}: IASO_PROBE_ELASTICSEARCH__PASSWORD_ENV"));
+    assert!(
+        env.contains_key(password_env),
+        "{prober}: the password variable {password_env} is not set in its environment"
+    );
+    assert!(env.contains_key("IASO_PROBE_ELASTICSEARCH__URLS"));
+    // Least privilege: the probers ship as the writer user setup creates, never as the
+    // superuser, and leave template installation to setup.
+    assert_eq!(
+        env.get("IASO_PROBE_ELASTICSEARCH__USERNAME")
+            .map(String::as_str),
+        Some("iaso_probe"),
+        "{prober} ships as iaso_probe"
+    );
+    assert!(
+        !env.contains_key("ELASTIC_PASSWORD"),
+        "{prober} must not see the elastic superuser's password"
+    );
+    assert_eq!(
+        env.get("IASO_PROBE_ELASTICSEARCH__SETUP_ON_START")
+            .map(String::as_str),
+        Some("false"),
+        "{prober}: setup installs the templates"
+    );
+    assert_eq!(
+        s["image"], setup["image"],
+        "{prober} and setup run the same image"
+    );
+}
 
+#[test]
+fn the_demo_simulator_serves_every_environment_of_the_demo_config() {
+    let compose = compose();
     let simulator = service(&compose, "simulator");
     assert_eq!(strings(&simulator["profiles"]), ["demo"]);
     assert_eq!(
@@ -542,7 +567,13 @@ fn services_start_in_order_setup_before_the_prober() {
         !urls.is_empty() && urls.iter().all(|u| *u == "http://simulator:8080"),
         "{urls:?}"
     );
+}
 
+#[test]
+fn every_named_volume_is_declared() {
+    let compose = compose();
+    let services = compose["services"].as_object().unwrap();
+    let mut errors = Vec::new();
     // Named volumes are declared.
     let declared: BTreeSet<&str> = compose["volumes"]
         .as_object()
@@ -633,16 +664,59 @@ fn env_example_documents_every_variable_the_compose_file_uses_and_no_other() {
     assert_no_errors(errors);
 }
 
-#[test]
-fn dockerfile_builds_locked_release_and_runs_unprivileged() {
-    let dockerfile = read("Dockerfile");
-    let instructions: Vec<String> = dockerfile
+/// The Dockerfile's instructions, continuation lines joined, comments dropped.
+fn dockerfile_instructions() -> Vec<String> {
+    read("Dockerfile")
         .replace("\\\n", " ")
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_owned)
+        .collect()
+}
+
+/// What the Dockerfile's build stage copies (checked to exist and not be excluded by
+/// .dockerignore, which must exclude target, .env and .git).
+fn dockerfile_copies(instructions: &[String]) -> Vec<String> {
+    // What the build copies exists, is not excluded by .dockerignore, and covers every asset
+    // the crate embeds with include_str!/include_bytes!.
+    let ignore: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_end_matches('/').to_owned())
         .collect();
+    for must in ["target", ".env", ".git"] {
+        assert!(
+            ignore.iter().any(|i| i == must),
+            ".dockerignore lacks {must}"
+        );
+    }
+    let mut copied = Vec::new();
+    for line in instructions
+        .iter()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().skip(1).collect();
+        for source in &parts[..parts.len() - 1] {
+            assert!(
+                root().join(source).exists(),
+                "Dockerfile copies {source}, which does not exist"
+            );
+            let top = source.split('/').next().unwrap();
+            assert!(
+                !ignore.iter().any(|i| i == top || i == source),
+                ".dockerignore excludes {source}, which the Dockerfile copies"
+            );
+            copied.push(source.trim_end_matches('/').to_owned());
+        }
+    }
+    copied
+}
+
+#[test]
+fn dockerfile_builds_locked_release_and_runs_unprivileged() {
+    let instructions = dockerfile_instructions();
     let froms: Vec<&String> = instructions
         .iter()
         .filter(|l| l.starts_with("FROM "))
@@ -682,40 +756,11 @@ fn dockerfile_builds_locked_release_and_runs_unprivileged() {
             .any(|l| l == r#"ENTRYPOINT ["iaso-probe"]"#),
         "ENTRYPOINT [\"iaso-probe\"]"
     );
+}
 
-    // What the build copies exists, is not excluded by .dockerignore, and covers every asset
-    // the crate embeds with include_str!/include_bytes!.
-    let ignore: Vec<String> = read(".dockerignore")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.trim_end_matches('/').to_owned())
-        .collect();
-    for must in ["target", ".env", ".git"] {
-        assert!(
-            ignore.iter().any(|i| i == must),
-            ".dockerignore lacks {must}"
-        );
-    }
-    let mut copied = Vec::new();
-    for line in instructions
-        .iter()
-        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
-    {
-        let parts: Vec<&str> = line.split_whitespace().skip(1).collect();
-        for source in &parts[..parts.len() - 1] {
-            assert!(
-                root().join(source).exists(),
-                "Dockerfile copies {source}, which does not exist"
-            );
-            let top = source.split('/').next().unwrap();
-            assert!(
-                !ignore.iter().any(|i| i == top || i == source),
-                ".dockerignore excludes {source}, which the Dockerfile copies"
-            );
-            copied.push(source.trim_end_matches('/').to_owned());
-        }
-    }
+#[test]
+fn the_docker_build_copies_every_target_cargo_parses_and_every_embedded_asset() {
+    let copied = dockerfile_copies(&dockerfile_instructions());
     // Cargo parses every target of the manifest, even for `--bin`: a declared bench or test
     // whose file is missing from the build context fails the image build.
     let manifest: toml::Value = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml");

@@ -447,155 +447,187 @@ fn data_type_of(es_type: &str) -> &'static str {
     }
 }
 
-#[test]
-fn every_field_a_kibana_object_uses_is_mapped_with_a_fitting_type() {
+/// Runs `check` over the saved objects and the mapped fields of each data view (by id),
+/// then reports every error it collected at once.
+fn check_mapped(
+    check: impl FnOnce(&[SavedObject], &BTreeMap<String, BTreeMap<String, Mapped>>, &mut Vec<String>),
+) {
     let objects = objects();
     let fields_of = data_view_fields(&objects);
     let mut errors = Vec::new();
-    let no_fields = BTreeMap::new();
+    check(&objects, &fields_of, &mut errors);
+    assert_no_errors(errors);
+}
 
-    for (lens, layer_id, layer, dv) in lens_layers(&objects) {
-        let fields = fields_of.get(&dv).unwrap_or(&no_fields);
-        let at = format!("{} layer {layer_id}", lens.at());
-        check_kql(
-            fields,
-            lens.attributes()["state"]["query"]["query"]
-                .as_str()
-                .unwrap_or(""),
-            &at,
-            &mut errors,
-        );
-        for (id, column) in layer["columns"].as_object().unwrap() {
-            let at = format!("{at} column {id}");
-            let op = column["operationType"].as_str().unwrap_or("");
-            if let Some(q) = column.pointer("/filter/query").and_then(Value::as_str) {
-                check_kql(fields, q, &at, &mut errors);
-            }
-            for key in ["sourceField", "params/sortField"] {
-                let Some(field) = column.pointer(&format!("/{key}")).and_then(Value::as_str) else {
-                    continue;
-                };
-                if field == "___records___" && op == "count" {
-                    continue;
+/// Lens layers: query, column filters, source and sort fields (aggregatable by the column's
+/// operation, with the matching dataType), and a data view that exists.
+#[test]
+fn every_field_a_lens_layer_uses_is_mapped_with_a_fitting_type() {
+    check_mapped(|objects, fields_of, errors| {
+        let no_fields = BTreeMap::new();
+        for (lens, layer_id, layer, dv) in lens_layers(objects) {
+            let fields = fields_of.get(&dv).unwrap_or(&no_fields);
+            let at = format!("{} layer {layer_id}", lens.at());
+            check_kql(
+                fields,
+                lens.attributes()["state"]["query"]["query"]
+                    .as_str()
+                    .unwrap_or(""),
+                &at,
+                errors,
+            );
+            for (id, column) in layer["columns"].as_object().unwrap() {
+                let at = format!("{at} column {id}");
+                let op = column["operationType"].as_str().unwrap_or("");
+                if let Some(q) = column.pointer("/filter/query").and_then(Value::as_str) {
+                    check_kql(fields, q, &at, errors);
                 }
-                let Some(m) = check_field(fields, field, &at, &mut errors) else {
-                    continue;
-                };
-                if key == "sourceField" {
-                    if !operation_accepts(op, &m.es_type) {
-                        errors.push(format!(
-                            "{at}: {op} cannot aggregate {field} ({})",
-                            m.es_type
-                        ));
-                    }
-                    let expected = if matches!(op, "count" | "unique_count") {
-                        "number"
-                    } else {
-                        data_type_of(&m.es_type)
+                for key in ["sourceField", "params/sortField"] {
+                    let Some(field) = column.pointer(&format!("/{key}")).and_then(Value::as_str)
+                    else {
+                        continue;
                     };
-                    if column["dataType"].as_str() != Some(expected) {
-                        errors.push(format!(
-                            "{at}: dataType {} but {field} is {} ({expected})",
-                            column["dataType"], m.es_type
-                        ));
+                    if field == "___records___" && op == "count" {
+                        continue;
+                    }
+                    let Some(m) = check_field(fields, field, &at, errors) else {
+                        continue;
+                    };
+                    if key == "sourceField" {
+                        if !operation_accepts(op, &m.es_type) {
+                            errors.push(format!(
+                                "{at}: {op} cannot aggregate {field} ({})",
+                                m.es_type
+                            ));
+                        }
+                        let expected = if matches!(op, "count" | "unique_count") {
+                            "number"
+                        } else {
+                            data_type_of(&m.es_type)
+                        };
+                        if column["dataType"].as_str() != Some(expected) {
+                            errors.push(format!(
+                                "{at}: dataType {} but {field} is {} ({expected})",
+                                column["dataType"], m.es_type
+                            ));
+                        }
                     }
                 }
             }
-        }
-        if !fields_of.contains_key(&dv) {
-            errors.push(format!("{at}: bound to data view {dv}, not in kibana/"));
-        }
-    }
-
-    for dv in objects.iter().filter(|o| o.type_() == "index-pattern") {
-        let fields = &fields_of[dv.id()];
-        let attrs = dv.attributes();
-        match attrs["timeFieldName"].as_str() {
-            Some("@timestamp") => {}
-            other => errors.push(format!(
-                "{}: timeFieldName {other:?}, expected @timestamp",
-                dv.at()
-            )),
-        }
-        if let Some(formats) = attrs.get("fieldFormatMap") {
-            for field in decode(formats, "fieldFormatMap")
-                .as_object()
-                .unwrap()
-                .keys()
-            {
-                check_field(
-                    fields,
-                    field,
-                    &format!("{} fieldFormatMap", dv.at()),
-                    &mut errors,
-                );
+            if !fields_of.contains_key(&dv) {
+                errors.push(format!("{at}: bound to data view {dv}, not in kibana/"));
             }
         }
-    }
+    });
+}
 
-    for search in objects.iter().filter(|o| o.type_() == "search") {
-        let at = search.at();
-        let source = decode(
-            &search.attributes()["kibanaSavedObjectMeta"]["searchSourceJSON"],
-            "searchSourceJSON",
-        );
-        let index_ref = source["indexRefName"].as_str().unwrap_or("");
-        let Some((_, dv)) = search.reference(index_ref) else {
-            errors.push(format!(
-                "{at}: indexRefName {index_ref:?} has no matching reference"
-            ));
-            continue;
-        };
-        let fields = fields_of.get(dv).unwrap_or(&no_fields);
-        check_kql(
-            fields,
-            source["query"]["query"].as_str().unwrap_or(""),
-            &at,
-            &mut errors,
-        );
-        for col in search.attributes()["columns"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            check_field(
-                fields,
-                col.as_str().unwrap_or(""),
-                &format!("{at} columns"),
-                &mut errors,
-            );
+/// Data views: `@timestamp` as their time field, field formats on mapped fields only.
+#[test]
+fn every_data_view_is_timed_by_timestamp_and_formats_mapped_fields() {
+    check_mapped(|objects, fields_of, errors| {
+        for dv in objects.iter().filter(|o| o.type_() == "index-pattern") {
+            let fields = &fields_of[dv.id()];
+            let attrs = dv.attributes();
+            match attrs["timeFieldName"].as_str() {
+                Some("@timestamp") => {}
+                other => errors.push(format!(
+                    "{}: timeFieldName {other:?}, expected @timestamp",
+                    dv.at()
+                )),
+            }
+            if let Some(formats) = attrs.get("fieldFormatMap") {
+                for field in decode(formats, "fieldFormatMap")
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                {
+                    check_field(
+                        fields,
+                        field,
+                        &format!("{} fieldFormatMap", dv.at()),
+                        errors,
+                    );
+                }
+            }
         }
-        for sort in search.attributes()["sort"].as_array().into_iter().flatten() {
-            check_field(
-                fields,
-                sort[0].as_str().unwrap_or(""),
-                &format!("{at} sort"),
-                &mut errors,
-            );
-        }
-    }
+    });
+}
 
-    for dash in objects.iter().filter(|o| o.type_() == "dashboard") {
-        for (control_id, control) in controls(dash) {
-            let at = format!("{} control {control_id}", dash.at());
-            let name = format!("controlGroup_{control_id}:optionsListDataView");
-            let Some((_, dv)) = dash.reference(&name) else {
-                errors.push(format!("{at}: no reference named {name}"));
+/// Saved searches: their data view reference, query, columns and sort fields.
+#[test]
+fn every_field_a_saved_search_uses_is_mapped() {
+    check_mapped(|objects, fields_of, errors| {
+        let no_fields = BTreeMap::new();
+        for search in objects.iter().filter(|o| o.type_() == "search") {
+            let at = search.at();
+            let source = decode(
+                &search.attributes()["kibanaSavedObjectMeta"]["searchSourceJSON"],
+                "searchSourceJSON",
+            );
+            let index_ref = source["indexRefName"].as_str().unwrap_or("");
+            let Some((_, dv)) = search.reference(index_ref) else {
+                errors.push(format!(
+                    "{at}: indexRefName {index_ref:?} has no matching reference"
+                ));
                 continue;
             };
             let fields = fields_of.get(dv).unwrap_or(&no_fields);
-            let field = control["explicitInput"]["fieldName"].as_str().unwrap_or("");
-            if let Some(m) = check_field(fields, field, &at, &mut errors) {
-                if m.es_type != "keyword" {
-                    errors.push(format!(
-                        "{at}: options list on {field} ({}) needs a keyword",
-                        m.es_type
-                    ));
+            check_kql(
+                fields,
+                source["query"]["query"].as_str().unwrap_or(""),
+                &at,
+                errors,
+            );
+            for col in search.attributes()["columns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                check_field(
+                    fields,
+                    col.as_str().unwrap_or(""),
+                    &format!("{at} columns"),
+                    errors,
+                );
+            }
+            for sort in search.attributes()["sort"].as_array().into_iter().flatten() {
+                check_field(
+                    fields,
+                    sort[0].as_str().unwrap_or(""),
+                    &format!("{at} sort"),
+                    errors,
+                );
+            }
+        }
+    });
+}
+
+/// Dashboard controls: an options list on a mapped keyword of a referenced data view.
+#[test]
+fn every_dashboard_control_is_an_options_list_on_a_mapped_keyword() {
+    check_mapped(|objects, fields_of, errors| {
+        let no_fields = BTreeMap::new();
+        for dash in objects.iter().filter(|o| o.type_() == "dashboard") {
+            for (control_id, control) in controls(dash) {
+                let at = format!("{} control {control_id}", dash.at());
+                let name = format!("controlGroup_{control_id}:optionsListDataView");
+                let Some((_, dv)) = dash.reference(&name) else {
+                    errors.push(format!("{at}: no reference named {name}"));
+                    continue;
+                };
+                let fields = fields_of.get(dv).unwrap_or(&no_fields);
+                let field = control["explicitInput"]["fieldName"].as_str().unwrap_or("");
+                if let Some(m) = check_field(fields, field, &at, errors) {
+                    if m.es_type != "keyword" {
+                        errors.push(format!(
+                            "{at}: options list on {field} ({}) needs a keyword",
+                            m.es_type
+                        ));
+                    }
                 }
             }
         }
-    }
-    assert_no_errors(errors);
+    });
 }
 
 fn controls(dash: &SavedObject) -> Vec<(String, Value)> {
@@ -789,145 +821,162 @@ fn dashboards_are_well_formed() {
     assert_no_errors(errors);
 }
 
-/// What each dashboard must show (the panels ops asked for): fields the dashboard's panels read,
-/// and action values their queries select. Guards against a panel silently disappearing.
-#[test]
-fn dashboards_show_what_ops_asked_for() {
-    let objects = objects();
-    let keys = by_key(&objects);
-    let expectations: &[(&str, &[&str], &[&str])] = &[
-        (
-            "IASO — service availability",
-            &[
-                "summary.up",
-                "summary.final_attempt",
-                "monitor.check_group",
-                "monitor.id",
-                "state.status",
-                "state.started_at",
-                "state.checks",
-                "event.duration",
-                "iaso.limit_ms",
-                "iaso.health.component",
-                "iaso.health.status",
-                "error.type",
-                "error.message",
-                "service.environment",
-                "event.action",
-                "@timestamp",
-            ],
-            &["auth", "response_time", "health", "failure", "down"],
-        ),
-        (
-            "IASO — backup & restore jobs",
-            &[
-                "iaso.job.result",
-                "event.duration",
-                "host.name",
-                "iaso.job.failure_reason",
-                "iaso.job.status",
-                "iaso.job.id",
-                "trace.id",
-                "labels.run_id",
-                "error.type",
-                "error.message.keyword",
-                "service.environment",
-                "@timestamp",
-            ],
-            &[
-                "backup.launch",
-                "restore.launch",
-                "job.end",
-                "success",
-                "failure",
-                "timeout",
-            ],
-        ),
-    ];
-    for (title, wanted_fields, wanted_values) in expectations {
-        let dash = objects
-            .iter()
-            .find(|o| o.type_() == "dashboard" && o.attributes()["title"] == *title)
-            .unwrap_or_else(|| panic!("no dashboard titled {title:?}"));
-        let mut used_fields = BTreeSet::new();
-        let mut used_values = BTreeSet::new();
-        let mut add_query = |q: &str, f: &mut BTreeSet<String>| {
-            for c in kql_clauses(q) {
-                f.insert(c.field);
-                used_values.extend(c.values);
-            }
+/// The fields a dashboard's panels read and the values their queries select.
+fn fields_and_values_read(
+    dash: &SavedObject,
+    keys: &BTreeMap<(String, String), &SavedObject>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut used_fields = BTreeSet::new();
+    let mut used_values = BTreeSet::new();
+    let mut add_query = |q: &str, f: &mut BTreeSet<String>| {
+        for c in kql_clauses(q) {
+            f.insert(c.field);
+            used_values.extend(c.values);
+        }
+    };
+    for (name, ty, id) in dash.references() {
+        let Some(o) = keys.get(&(ty.to_owned(), id.to_owned())) else {
+            continue;
         };
-        for (name, ty, id) in dash.references() {
-            let Some(o) = keys.get(&(ty.to_owned(), id.to_owned())) else {
-                continue;
-            };
-            if name.starts_with("controlGroup_") {
-                continue;
-            }
-            match ty {
-                "lens" => {
-                    let state = &o.attributes()["state"];
-                    add_query(
-                        state["query"]["query"].as_str().unwrap_or(""),
-                        &mut used_fields,
-                    );
-                    for layer in state["datasourceStates"]["formBased"]["layers"]
-                        .as_object()
-                        .unwrap()
-                        .values()
-                    {
-                        for column in layer["columns"].as_object().unwrap().values() {
-                            used_fields.extend(column["sourceField"].as_str().map(str::to_owned));
-                            if let Some(q) = column.pointer("/filter/query").and_then(Value::as_str)
-                            {
-                                add_query(q, &mut used_fields);
-                            }
+        if name.starts_with("controlGroup_") {
+            continue;
+        }
+        match ty {
+            "lens" => {
+                let state = &o.attributes()["state"];
+                add_query(
+                    state["query"]["query"].as_str().unwrap_or(""),
+                    &mut used_fields,
+                );
+                for layer in state["datasourceStates"]["formBased"]["layers"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                {
+                    for column in layer["columns"].as_object().unwrap().values() {
+                        used_fields.extend(column["sourceField"].as_str().map(str::to_owned));
+                        if let Some(q) = column.pointer("/filter/query").and_then(Value::as_str) {
+                            add_query(q, &mut used_fields);
                         }
                     }
                 }
-                "search" => {
-                    let a = o.attributes();
-                    used_fields.extend(
-                        a["columns"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .filter_map(|c| c.as_str().map(str::to_owned)),
-                    );
-                    let source = decode(
-                        &a["kibanaSavedObjectMeta"]["searchSourceJSON"],
-                        "searchSourceJSON",
-                    );
-                    add_query(
-                        source["query"]["query"].as_str().unwrap_or(""),
-                        &mut used_fields,
-                    );
-                }
-                _ => {}
             }
+            "search" => {
+                let a = o.attributes();
+                used_fields.extend(
+                    a["columns"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned)),
+                );
+                let source = decode(
+                    &a["kibanaSavedObjectMeta"]["searchSourceJSON"],
+                    "searchSourceJSON",
+                );
+                add_query(
+                    source["query"]["query"].as_str().unwrap_or(""),
+                    &mut used_fields,
+                );
+            }
+            _ => {}
         }
-        let missing: Vec<_> = wanted_fields
-            .iter()
-            .filter(|f| !used_fields.contains(**f))
-            .collect();
-        assert!(missing.is_empty(), "{title}: no panel reads {missing:?}");
-        let missing: Vec<_> = wanted_values
-            .iter()
-            .filter(|v| !used_values.contains(**v))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "{title}: no panel query selects {missing:?}"
-        );
-        let env_control = controls(dash).iter().any(|(_, c)| {
-            c["type"] == "optionsListControl"
-                && c["explicitInput"]["fieldName"] == "service.environment"
-        });
-        assert!(
-            env_control,
-            "{title}: no options-list control on service.environment"
-        );
     }
+    (used_fields, used_values)
+}
+
+/// The dashboard titled `title` reads every one of `wanted_fields`, its queries select every
+/// one of `wanted_values` (the panels ops asked for: guards against a panel silently
+/// disappearing), and it has an options-list control on `service.environment`.
+fn dashboard_shows(title: &str, wanted_fields: &[&str], wanted_values: &[&str]) {
+    let objects = objects();
+    let keys = by_key(&objects);
+    let dash = objects
+        .iter()
+        .find(|o| o.type_() == "dashboard" && o.attributes()["title"] == *title)
+        .unwrap_or_else(|| panic!("no dashboard titled {title:?}"));
+    let (used_fields, used_values) = fields_and_values_read(dash, &keys);
+    let missing: Vec<_> = wanted_fields
+        .iter()
+        .filter(|f| !used_fields.contains(**f))
+        .collect();
+    assert!(missing.is_empty(), "{title}: no panel reads {missing:?}");
+    let missing: Vec<_> = wanted_values
+        .iter()
+        .filter(|v| !used_values.contains(**v))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{title}: no panel query selects {missing:?}"
+    );
+    let env_control = controls(dash).iter().any(|(_, c)| {
+        c["type"] == "optionsListControl"
+            && c["explicitInput"]["fieldName"] == "service.environment"
+    });
+    assert!(
+        env_control,
+        "{title}: no options-list control on service.environment"
+    );
+}
+
+#[test]
+fn the_availability_dashboard_shows_what_ops_asked_for() {
+    dashboard_shows(
+        "IASO — service availability",
+        &[
+            "summary.up",
+            "summary.final_attempt",
+            "monitor.check_group",
+            "monitor.id",
+            "state.status",
+            "state.started_at",
+            "state.checks",
+            "event.duration",
+            "iaso.limit_ms",
+            "iaso.health.component",
+            "iaso.health.status",
+            "error.type",
+            "error.message",
+            "service.environment",
+            "event.action",
+            "@timestamp",
+        ],
+        &["auth", "response_time", "health", "failure", "down"],
+    );
+}
+
+#[test]
+fn the_jobs_dashboard_shows_what_ops_asked_for() {
+    dashboard_shows(
+        "IASO — backup & restore jobs",
+        &[
+            "iaso.job.result",
+            "event.duration",
+            "host.name",
+            "iaso.job.failure_reason",
+            "iaso.job.status",
+            "iaso.job.id",
+            "trace.id",
+            "labels.run_id",
+            "error.type",
+            "error.message.keyword",
+            "service.environment",
+            "@timestamp",
+        ],
+        &[
+            "backup.launch",
+            "restore.launch",
+            "job.end",
+            "success",
+            "failure",
+            "timeout",
+        ],
+    );
+}
+
+#[test]
+fn a_dashboard_has_a_host_control() {
+    let objects = objects();
     let host_control = objects
         .iter()
         .filter(|o| o.type_() == "dashboard")

@@ -650,3 +650,7 @@ impl Handler<GetCounters> for Environment {
         MessageResult(c)
     }
 }
+
+#[cfg(test)]
+#[path = "environment_tests.rs"]
+mod tests_paused;

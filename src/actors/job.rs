@@ -380,3 +380,7 @@ mod tests {
         assert_eq!(t.active(), 0);
     }
 }
+
+#[cfg(test)]
+#[path = "job_tests.rs"]
+mod tests_paused;

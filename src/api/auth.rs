@@ -236,3 +236,7 @@ mod tests {
         assert!(renew_deadline(issued, Some(S(u64::MAX / 4)), S(u64::MAX)).is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests_paused;

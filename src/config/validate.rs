@@ -1861,7 +1861,11 @@ mod tests {
     }
 
     #[test]
-    fn embedded_default_parses() {
+    fn embedded_default_loads_and_validates() {
         assert!(EMBEDDED_DEFAULT.contains("[environments.lab]"));
+        let loaded = load_with(&ConfigSource::Embedded, false).expect("embedded default loads");
+        assert!(loaded.config.environments.contains_key("lab"));
+        let problems = crate::config::valid::problems(&loaded.config);
+        assert!(problems.is_empty(), "{problems:?}");
     }
 }

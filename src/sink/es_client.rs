@@ -330,6 +330,13 @@ mod tests {
         ] {
             assert_eq!(node_urls_with(cfg, env), want, "{env:?}");
         }
+        assert!(is_configured(&urls));
+        let (_, target) = build(&urls).unwrap().expect("configured");
+        assert!(
+            target.description.contains("a:9200"),
+            "{}",
+            target.description
+        );
     }
 
     #[test]

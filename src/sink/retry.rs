@@ -312,11 +312,26 @@ mod tests {
     }
 
     #[test]
-    fn full_jitter_stays_within_the_cap() {
+    fn full_jitter_spreads_over_the_whole_cap_and_a_zero_cap_waits_nothing() {
         use rand::SeedableRng;
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-        for _ in 0..1000 {
-            assert!(jittered(Duration::from_millis(100), &mut rng) <= Duration::from_millis(100));
-        }
+        let cap = Duration::from_millis(100);
+        let draws: Vec<Duration> = (0..1000).map(|_| jittered(cap, &mut rng)).collect();
+        // Full jitter (0..=cap), not "equal" jitter (cap/2..=cap) nor the cap itself.
+        assert!(draws.iter().all(|d| *d <= cap));
+        assert!(
+            draws.iter().any(|d| *d < Duration::from_millis(10)),
+            "low end"
+        );
+        assert!(
+            draws.iter().any(|d| *d > Duration::from_millis(90)),
+            "high end"
+        );
+        assert_eq!(jittered(Duration::ZERO, &mut rng), Duration::ZERO);
+        // Sub-millisecond caps are whole milliseconds: no wait.
+        assert_eq!(
+            jittered(Duration::from_micros(900), &mut rng),
+            Duration::ZERO
+        );
     }
 }

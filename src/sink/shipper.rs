@@ -815,3 +815,7 @@ mod outage_tests {
         assert!(c.outage_announced, "the reminder announces it");
     }
 }
+
+#[cfg(test)]
+#[path = "shipper_tests.rs"]
+mod tests_paused;

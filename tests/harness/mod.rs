@@ -27,17 +27,33 @@ pub fn config(dir: &Path, text: &str) -> Config {
     }
 }
 
+/// The `[journal]` (in `dir/journal`, flushed every 20 ms) and `[log]` (stderr only)
+/// tables every test configuration starts with.
+pub fn journal_and_log(dir: &Path) -> String {
+    format!(
+        "[journal]\ndir = \"{}\"\nflush_interval_ms = 20\n[log]\ndir = \"\"\n",
+        dir.join("journal").display()
+    )
+}
+
+/// The ids of the results that `pick` selects.
+pub fn ids_where(
+    results: &[ProbeResult],
+    pick: impl Fn(&ProbeResult) -> bool,
+) -> std::collections::BTreeSet<String> {
+    results
+        .iter()
+        .filter(|r| pick(r))
+        .map(|r| r.event.id.clone())
+        .collect()
+}
+
 /// A configuration with one environment `name` pointed at `base_url`, journal in `dir`.
 /// `extra` is appended inside `[environments.<name>]` (before its sub-tables).
 pub fn one_env(dir: &Path, name: &str, base_url: &str, extra: &str, tail: &str) -> Config {
     let text = format!(
         r#"
-[journal]
-dir = "{journal}"
-flush_interval_ms = 20
-[log]
-dir = ""
-[environments.{name}]
+{head}[environments.{name}]
 base_url = "{base_url}"
 rate_limit_per_sec = 1000
 rate_limit_burst = 50
@@ -50,7 +66,7 @@ password = "probe-secret"
 max_duration_secs = 30
 {tail}
 "#,
-        journal = dir.join("journal").display(),
+        head = journal_and_log(dir),
         poll = if tail.contains("poll_interval_ms") {
             ""
         } else {
@@ -123,4 +139,114 @@ pub fn with_error<'a>(
 
 pub fn count(results: &[ProbeResult], action: Action) -> u64 {
     results.iter().filter(|r| r.event.action == action).count() as u64
+}
+
+/// Blocks until `cond` holds, looking every 10 ms; panics with `what` after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Resolves once `cond` holds (looked at every 20 ms) or `limit` passed, without
+/// panicking: a shutdown future for `run_with`, whose asserts then say what went wrong.
+pub async fn until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() && t0.elapsed() < limit {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Journal lines of `dir/journal` containing `needle` (0 while there is no journal yet).
+pub fn journal_lines_with(dir: &Path, needle: &str) -> usize {
+    iaso_probe::sink::journal::read_all(&dir.join("journal"))
+        .map(|l| l.iter().filter(|l| l.contains(needle)).count())
+        .unwrap_or(0)
+}
+
+/// The simulator settings the integration tests use: latency of 0 to `latency_max_ms`,
+/// jobs of `jobs_ms`, shares of failed and warning jobs and of unhealthy components (None:
+/// the simulator's default).
+#[derive(Clone, Copy)]
+pub struct Sim {
+    pub seed: u64,
+    pub latency_max_ms: u64,
+    pub jobs_ms: (u64, u64),
+    pub failure: Option<f64>,
+    pub warning: Option<f64>,
+    pub unhealthy: Option<f64>,
+}
+
+/// Quick, mixed outcomes: failed and warning jobs, unhealthy components (shipping, real_es).
+pub const SIM_MIXED: Sim = Sim::new(5, 1, (30, 200))
+    .failure(0.2)
+    .warning(0.1)
+    .unhealthy(0.3);
+
+impl Sim {
+    /// `seed`, latency of 0 to `latency_max_ms`, jobs of `jobs_ms`; other shares default.
+    pub const fn new(seed: u64, latency_max_ms: u64, jobs_ms: (u64, u64)) -> Sim {
+        Sim {
+            seed,
+            latency_max_ms,
+            jobs_ms,
+            failure: None,
+            warning: None,
+            unhealthy: None,
+        }
+    }
+
+    pub const fn failure(self, share: f64) -> Sim {
+        Sim {
+            failure: Some(share),
+            ..self
+        }
+    }
+
+    pub const fn warning(self, share: f64) -> Sim {
+        Sim {
+            warning: Some(share),
+            ..self
+        }
+    }
+
+    pub const fn unhealthy(self, share: f64) -> Sim {
+        Sim {
+            unhealthy: Some(share),
+            ..self
+        }
+    }
+
+    /// The same with jobs of `min..=max` ms.
+    pub const fn jobs(self, min: u64, max: u64) -> Sim {
+        Sim {
+            jobs_ms: (min, max),
+            ..self
+        }
+    }
+
+    /// As the TOML of the `[simulator]` keys.
+    pub fn toml(&self) -> String {
+        let mut t = format!(
+            "seed = {}\nlatency_ms = {{ min = 0, max = {} }}\njob_duration_ms = {{ min = {}, max = {} }}\n",
+            self.seed, self.latency_max_ms, self.jobs_ms.0, self.jobs_ms.1
+        );
+        for (key, v) in [
+            ("job_failure_ratio", self.failure),
+            ("job_warning_ratio", self.warning),
+            ("unhealthy_ratio", self.unhealthy),
+        ] {
+            if let Some(v) = v {
+                t += &format!("{key} = {v:?}\n");
+            }
+        }
+        t
+    }
+
+    /// A simulator with these settings on 127.0.0.1:0.
+    pub fn start(&self) -> SimulatorHandle {
+        simulator(&self.toml())
+    }
 }

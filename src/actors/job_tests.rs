@@ -1,0 +1,181 @@
+//! The job actor in paused tokio time, against a simulator on the test's thread and a
+//! recording sink: polled until its end, paced by the interval (never by the answers),
+//! ended by `max_duration_secs`, and what a stop does while a poll waits for its answer.
+
+use super::*;
+use crate::model::{Action, ErrorType, JobKind};
+use crate::simulator::local::LocalSimulator;
+use crate::simulator::{FaultConfig, RangeMs, SimulatorConfig};
+use crate::test_support::{env_runtime, quiet_simulator, RecordingSink};
+use tokio::time::Instant;
+
+struct Fixture {
+    sim: LocalSimulator,
+    sink: RecordingSink,
+    rt: Arc<EnvRuntime>,
+    tracker: Arc<JobTracker>,
+    handoff: Arc<Handoff>,
+    _dir: tempfile::TempDir,
+}
+
+/// A simulator with jobs of `duration_ms` (wall clock), and `status_latency_ms` on each
+/// status answer; `jobs` goes into `[jobs]`.
+async fn fixture(duration_ms: u64, status_latency_ms: u64, jobs: &str) -> Fixture {
+    let mut cfg: SimulatorConfig = quiet_simulator();
+    cfg.job_duration_ms = RangeMs::new(duration_ms, duration_ms);
+    if status_latency_ms > 0 {
+        cfg.endpoint_faults.insert(
+            "job_status".into(),
+            FaultConfig {
+                latency_ms: Some(RangeMs::new(status_latency_ms, status_latency_ms)),
+                ..Default::default()
+            },
+        );
+    }
+    let sim = LocalSimulator::start(cfg).await;
+    let sink = RecordingSink::start();
+    let rt = env_runtime(
+        &sim.base_url(),
+        &format!("timeout_ms = 600000\n[jobs]\npoll_jitter_ms = 0\n{jobs}"),
+        &sink,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let handoff = Arc::new(Handoff::new(dir.path()));
+    let tracker = JobTracker::new(10, Some(handoff.clone()));
+    Fixture {
+        sim,
+        sink,
+        rt,
+        tracker,
+        handoff,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// Launches a backup of `web01` on the simulator and starts its job actor here.
+    async fn spawn_job(&self) {
+        let spec = JobSpec {
+            kind: JobKind::Backup,
+            host: "web01".into(),
+            level: Some(crate::model::BackupLevel::Full),
+            restore: None,
+            vars: Default::default(),
+        };
+        let job = probes::launch(&self.rt, spec).await.expect("launched");
+        let guard = self.tracker.reserve(None).await;
+        Job::spawn(
+            &actix::Arbiter::current(),
+            self.rt.clone(),
+            JobProgress::new(job),
+            guard,
+        );
+    }
+
+    fn status_requests(&self) -> u64 {
+        self.sim.counters().endpoint("job_status").requests
+    }
+
+    async fn job_end(&self) -> Vec<crate::model::ProbeResult> {
+        self.sink.of(Action::JobEnd).await
+    }
+}
+
+fn result_of(r: &crate::model::ProbeResult) -> Option<JobResult> {
+    r.iaso.job.as_ref().and_then(|j| j.result)
+}
+
+#[actix_rt::test]
+async fn a_job_is_polled_until_its_terminal_status_and_ends_once() {
+    tokio::time::pause();
+    let f = fixture(0, 0, "poll_interval_ms = 1000").await;
+    f.spawn_job().await;
+    f.tracker.wait_idle().await;
+    let ends = f.job_end().await;
+    assert_eq!(ends.len(), 1);
+    assert_eq!(result_of(&ends[0]), Some(JobResult::Success));
+    assert_eq!(ends[0].iaso.job.as_ref().unwrap().polls, Some(1));
+    assert_eq!(
+        f.sink.of(Action::JobStatus).await.len(),
+        1,
+        "one status change"
+    );
+    assert_eq!(f.status_requests(), 1);
+}
+
+#[actix_rt::test]
+async fn a_running_job_is_polled_once_per_interval() {
+    tokio::time::pause();
+    let f = fixture(3_600_000, 0, "poll_interval_ms = 1000").await;
+    f.spawn_job().await;
+    // The first poll at once, then one a second.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert_eq!(f.status_requests(), 11);
+    assert_eq!(f.tracker.active(), 1);
+    assert!(f.job_end().await.is_empty());
+}
+
+#[actix_rt::test]
+async fn slow_status_answers_space_the_polls_out_instead_of_piling_them_up() {
+    tokio::time::pause();
+    let f = fixture(3_600_000, 5_000, "poll_interval_ms = 1000").await;
+    f.spawn_job().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // One poll every 5 s answer + 1 s interval, not one a second.
+    let n = f.status_requests();
+    assert!((10..=11).contains(&n), "{n} status requests in 60 s");
+}
+
+#[actix_rt::test]
+async fn a_job_still_running_after_max_duration_ends_with_a_timeout() {
+    tokio::time::pause();
+    let f = fixture(
+        3_600_000,
+        0,
+        "poll_interval_ms = 5000\nmax_duration_secs = 30",
+    )
+    .await;
+    let t0 = Instant::now();
+    f.spawn_job().await;
+    f.tracker.wait_idle().await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(36), "{:?}", t0.elapsed());
+    let ends = f.job_end().await;
+    assert_eq!(ends.len(), 1);
+    assert_eq!(result_of(&ends[0]), Some(JobResult::Timeout));
+    assert_eq!(ends[0].error.as_ref().unwrap().kind, ErrorType::JobTimeout);
+}
+
+#[actix_rt::test]
+async fn a_stop_abandons_the_status_request_in_flight_and_hands_the_job_over_at_once() {
+    tokio::time::pause();
+    let f = fixture(3_600_000, 120_000, "poll_interval_ms = 1000").await;
+    f.spawn_job().await;
+    while f.status_requests() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t0 = Instant::now();
+    f.tracker.cancel_all();
+    f.tracker.wait_idle().await;
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(f.handoff.len(), 1);
+    assert!(f.job_end().await.is_empty());
+}
+
+#[actix_rt::test]
+async fn a_stop_between_polls_hands_the_job_over_with_its_poll_count() {
+    tokio::time::pause();
+    let f = fixture(3_600_000, 0, "poll_interval_ms = 1000").await;
+    f.spawn_job().await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    f.tracker.cancel_all();
+    f.tracker.wait_idle().await;
+    f.handoff.save().unwrap();
+    let saved = f.handoff.load().unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!((saved[0].host.as_str(), saved[0].polls), ("web01", 3));
+}
