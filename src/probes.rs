@@ -2,59 +2,25 @@
 //! result documents. Actors decide *when* to run them; this module decides *what a result
 //! says*. A failed probe is a result with `event.outcome: failure`, never an `Err`.
 
-use crate::actors::sink::SinkHandle;
 use crate::api::retry::{self, Sent, Site};
-use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease, TokenManager};
-use crate::config::{EnvironmentConfig, HostSpec, RestoreSpec, Secret, StatusClass};
-use crate::limiter::EnvLimits;
+use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease};
+use crate::config::{HostSpec, RestoreSpec, Secret, StatusClass};
 use crate::model::result::{CheckRun, IasoBackup, IasoHealth, IasoJob, IasoRestore};
-use crate::model::{
-    Action, BackupLevel, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult,
-    ResultContext,
-};
+use crate::model::{Action, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult};
+use crate::runtime::EnvRuntime;
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Everything the probes of one environment share, across threads.
-pub struct EnvRuntime {
-    pub name: Arc<str>,
-    pub cfg: Arc<EnvironmentConfig>,
-    pub base_url: String,
-    pub limits: Arc<EnvLimits>,
-    pub tokens: TokenManager,
-    pub ctx: ResultContext,
-    pub sink: SinkHandle,
-    /// Hosts selected for this run (configuration, `--host`, `--hosts`, `--shard`).
-    pub hosts: Vec<HostSpec>,
-}
-
-impl EnvRuntime {
-    /// This thread's client for the environment.
-    pub fn client(&self) -> ApiClient {
-        ApiClient::for_this_thread(&self.base_url, self.cfg.clone(), self.limits.clone())
+/// A token, logging in when needed; the login, if one happened, is reported as an `auth`
+/// result.
+pub async fn lease(rt: &EnvRuntime, client: &ApiClient) -> Result<TokenLease, ApiError> {
+    let (lease, login) = rt.tokens.lease(client).await;
+    if let Some(call) = login {
+        rt.emit(auth_result(rt, &call.map_unit())).await;
     }
-
-    pub fn level_of(&self, h: &HostSpec) -> BackupLevel {
-        h.level.unwrap_or(self.cfg.default_backup_level)
-    }
-
-    /// Publishes a result, waiting for the sink (back-pressure).
-    pub async fn emit(&self, r: ProbeResult) {
-        self.sink.publish(r).await;
-    }
-
-    /// A token, logging in when needed; the login, if one happened, is reported as an
-    /// `auth` result.
-    pub async fn lease(&self, client: &ApiClient) -> Result<TokenLease, ApiError> {
-        let (lease, login) = self.tokens.lease(client).await;
-        if let Some(call) = login {
-            self.emit(auth_result(self, &call.map_unit())).await;
-        }
-        lease
-    }
+    lease
 }
 
 fn base(
@@ -191,7 +157,7 @@ where
     let sent = retry::authorized(
         Site::Check,
         &rt.tokens,
-        || rt.lease(client),
+        || lease(rt, client),
         |lease| f(Some(lease.token)),
         retry::never(),
     )
@@ -378,7 +344,7 @@ fn auth_result(rt: &EnvRuntime, call: &Call<()>) -> ProbeResult {
 pub async fn auth(rt: &EnvRuntime) -> Result<TokenLease, ApiError> {
     rt.tokens.forget();
     let client = rt.client();
-    rt.lease(&client).await
+    lease(rt, &client).await
 }
 
 /// A launch reported `skipped` (outcome `unknown`), saying why.
@@ -465,7 +431,7 @@ pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
     let sent = retry::authorized(
         Site::Launch,
         &rt.tokens,
-        || rt.lease(&client),
+        || lease(rt, &client),
         |lease| {
             let client = &client;
             let spec = &spec;
@@ -637,7 +603,7 @@ async fn status_call(
     let sent = retry::authorized(
         Site::Status,
         &rt.tokens,
-        || rt.lease(client),
+        || lease(rt, client),
         |lease| async move {
             client
                 .job_status_with_vars(&job.job_id, &job.spec.host, &job.spec.vars, &lease.token)
