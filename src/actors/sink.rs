@@ -218,19 +218,15 @@ impl Actor for Sink {
                 });
             });
         }
-        // fsync on a blocking thread: never block the arbiter on the disk.
+        // fsync on the journal's fsync thread: never block the arbiter on the disk.
         ctx.run_interval(
             Duration::from_millis(self.cfg.fsync_interval_ms.max(10)),
             |act, _| {
                 if act.failing() {
                     return; // the flush retry reports the trouble; fsync adds nothing
                 }
-                if let Ok(f) = act.journal.sync_handle() {
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = f.sync_data() {
-                            tracing::error!(error = %e, "journal fsync failed");
-                        }
-                    });
+                if let Err(e) = act.journal.sync_later() {
+                    tracing::error!(error = %e, "journal fsync failed");
                 }
             },
         );
@@ -285,9 +281,9 @@ fn stamp_state(oplog: &OpLog, r: &mut ProbeResult) {
 }
 
 impl Handler<Flush> for Sink {
-    type Result = Result<u64, String>;
+    type Result = AtomicResponse<Self, Result<u64, String>>;
     /// The stop's flush: never an error for the disk (what could not be written is
-    /// counted in `lost`); `written` minus `lost` is on disk.
+    /// counted in `lost`); `written` minus `lost` is on disk, fsynced when it answers.
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
         // The stop: say what the rate limit held back.
         self.oplog.tick(
@@ -295,11 +291,20 @@ impl Handler<Flush> for Sink {
             |l| l.log(),
         );
         self.final_flush();
-        // The final flush fsyncs inline: nothing else should run meanwhile.
-        if let Err(e) = self.journal.sync_handle().and_then(|f| f.sync_data()) {
-            tracing::error!(error = %e, dir = %self.journal.dir().display(), "journal fsync at the stop failed: the last results may not survive a power loss");
-        }
-        Ok(self.counters.written)
+        // The sink handles nothing else until the fsync is done (an atomic response), but
+        // its thread is free: the fsync runs on the journal's fsync thread, after every
+        // one queued before.
+        let (synced, written) = (self.journal.sync(), self.counters.written);
+        let dir = self.journal.dir().to_owned();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if let Err(e) = synced.await {
+                    tracing::error!(error = %e, dir = %dir.display(), "journal fsync at the stop failed: the last results may not survive a power loss");
+                }
+                Ok(written)
+            }
+            .into_actor(self),
+        ))
     }
 }
 

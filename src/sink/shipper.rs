@@ -207,41 +207,57 @@ impl Shipper {
     }
 
     /// Moves past a completed batch and saves the checkpoint when the disk allows.
-    fn advance(&mut self, end: Position, lines: u64) {
+    async fn advance(&mut self, end: Position, lines: u64) {
         self.position = end;
         {
             let mut c = self.counters.lock().unwrap();
             c.position = end;
             c.lines_done += lines;
         }
-        self.save_checkpoint(false);
+        self.save_checkpoint_off_thread(false).await;
     }
 
-    /// Saves the position (`force`: even before the backoff allows it, for the stop).
-    /// A failure is logged and retried with backoff; shipping goes on from memory (a restart
-    /// would re-send since the last saved checkpoint: Elasticsearch answers 409, no duplicate).
+    /// Saves the position (`force`: even before the backoff allows it, for the stop), then
+    /// applies the retention to the segments it is past. A failure is logged and retried
+    /// with backoff; shipping goes on from memory (a restart would re-send since the last
+    /// saved checkpoint: Elasticsearch answers 409, no duplicate). On this thread: for the
+    /// end of `ship` and tests; shipping itself uses [`Self::save_checkpoint_off_thread`].
     pub fn save_checkpoint(&mut self, force: bool) {
-        if self.position == self.saved {
-            return;
+        if let Some(pos) = self.checkpoint_due(force) {
+            let res = save_and_retain(&self.checkpoint, pos, &self.journal);
+            self.checkpoint_saved(pos, res);
         }
+    }
+
+    /// [`save_checkpoint`](Self::save_checkpoint) on a blocking thread (its two fsyncs and
+    /// the retention's deletions must not block the arbiter shipping shares); awaited, so
+    /// the order of saves is kept.
+    async fn save_checkpoint_off_thread(&mut self, force: bool) {
+        let Some(pos) = self.checkpoint_due(force) else {
+            return;
+        };
+        let (checkpoint, journal) = (self.checkpoint.clone(), self.journal.clone());
+        let res = off_thread(move || save_and_retain(&checkpoint, pos, &journal))
+            .await
+            .and_then(|r| r);
+        self.checkpoint_saved(pos, res);
+    }
+
+    /// The position to save now, if any.
+    fn checkpoint_due(&self, force: bool) -> Option<Position> {
+        let due = force || self.checkpoint_backoff.due(tokio::time::Instant::now());
+        (self.position != self.saved && due).then_some(self.position)
+    }
+
+    fn checkpoint_saved(&mut self, pos: Position, res: io::Result<()>) {
         let now = tokio::time::Instant::now();
-        if !force && !self.checkpoint_backoff.due(now) {
-            return;
-        }
-        match self.checkpoint.save(self.position) {
+        match res {
             Ok(()) => {
-                self.saved = self.position;
+                self.saved = pos;
                 let failures = self.checkpoint_backoff.succeeded();
                 if failures > 0 {
                     tracing::info!(failures, "shipping checkpoint saved again");
                 }
-                super::journal::apply_retention(
-                    &self.journal.dir,
-                    self.saved.segment,
-                    self.journal.retention_hours,
-                    self.journal.retention_max_bytes,
-                    true,
-                );
             }
             Err(e) => {
                 let first = self.checkpoint_backoff.failures() == 0;
@@ -343,13 +359,14 @@ impl Shipper {
         }
         // Dead letters the disk refused last time go first: nothing moves past them.
         if let Some((end, dead, n)) = self.blocked.take() {
-            if let Err(e) = self.write_dead_letters(&dead) {
+            let (dead, written) = self.write_dead_letters(dead).await;
+            if let Err(e) = written {
                 self.blocked = Some((end, dead, n));
                 return Err(e);
             }
-            self.advance(end, n);
+            self.advance(end, n).await;
         }
-        self.save_checkpoint(false);
+        self.save_checkpoint_off_thread(false).await;
         let mut reader = JournalReader::new(&self.journal.dir, self.position);
         let mut inflight = FuturesOrdered::new();
         let mut handled = 0u64;
@@ -403,12 +420,13 @@ impl Shipper {
                 // Sent after the blocked batch: sent again once it is unblocked (409s).
                 continue;
             }
-            if let Err(e) = self.write_dead_letters(&dead) {
+            let (dead, written) = self.write_dead_letters(dead).await;
+            if let Err(e) = written {
                 self.blocked = Some((end, dead, n as u64));
                 disk_error = Some(e);
                 continue;
             }
-            self.advance(end, n as u64);
+            self.advance(end, n as u64).await;
             handled += n as u64;
         }
         match disk_error {
@@ -446,7 +464,7 @@ impl Shipper {
                 }
             }
             if stopping && self.caught_up() {
-                self.save_checkpoint(true);
+                self.save_checkpoint_off_thread(true).await;
                 return;
             }
             if stopping {
@@ -460,10 +478,28 @@ impl Shipper {
         }
     }
 
-    fn write_dead_letters(&self, dead: &[DeadLetter]) -> io::Result<()> {
-        dead_letter::append(&self.dead_letter_path, dead, &self.faults)?;
-        self.counters.lock().unwrap().dead_lettered += dead.len() as u64;
-        Ok(())
+    /// Appends `dead` to the dead-letter file and fsyncs it, on a blocking thread (awaited:
+    /// nothing moves past a batch before its dead letters are durable); gives them back for
+    /// a retry.
+    async fn write_dead_letters(&self, dead: Vec<DeadLetter>) -> (Vec<DeadLetter>, io::Result<()>) {
+        if dead.is_empty() {
+            return (dead, Ok(()));
+        }
+        let (path, faults) = (self.dead_letter_path.clone(), self.faults.clone());
+        let written = off_thread(move || {
+            let res = dead_letter::append(&path, &dead, &faults);
+            (dead, res)
+        })
+        .await;
+        let (dead, res) = match written {
+            Ok(done) => done,
+            // Only when the runtime is going away (the write never ran).
+            Err(e) => (Vec::new(), Err(e)),
+        };
+        if res.is_ok() {
+            self.counters.lock().unwrap().dead_lettered += dead.len() as u64;
+        }
+        (dead, res)
     }
 
     /// `ship --dead-letter`: sends the documents of the dead-letter file again (same `_index`
@@ -519,6 +555,36 @@ impl Shipper {
         }
         Ok(report)
     }
+}
+
+/// Runs `f` on tokio's blocking pool; a panic in it goes on here, as if it ran inline.
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => Ok(v),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Err(io::Error::other(format!(
+                "blocking disk write cancelled: {e}"
+            ))),
+        },
+    }
+}
+
+/// Saves `pos` and applies the retention to the segments before it (shipped data only).
+fn save_and_retain(
+    checkpoint: &Checkpoint,
+    pos: Position,
+    journal: &JournalConfig,
+) -> io::Result<()> {
+    checkpoint.save(pos)?;
+    super::journal::apply_retention(
+        &journal.dir,
+        pos.segment,
+        journal.retention_hours,
+        journal.retention_max_bytes,
+        true,
+    );
+    Ok(())
 }
 
 /// Sends one batch until every document is stored, a duplicate, or dead.
