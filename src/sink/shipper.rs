@@ -619,42 +619,7 @@ async fn send_all(
             .or_default() += 1;
         match verdict {
             RequestVerdict::Items(verdicts) => {
-                let mut again = Vec::new();
-                let dead_before = dead.len();
-                {
-                    let mut c = counters.lock().unwrap();
-                    note_answer(&mut c, &backlog);
-                    c.paused = None;
-                    c.last_error = None;
-                    for (doc, v) in batch.into_iter().zip(verdicts) {
-                        match v {
-                            ItemVerdict::Stored => c.stored += 1,
-                            ItemVerdict::Duplicate => c.duplicates += 1,
-                            ItemVerdict::Retry(why) => {
-                                c.retried += 1;
-                                c.rejections_unlogged += 1;
-                                c.last_error = Some(why);
-                                again.push(doc);
-                            }
-                            ItemVerdict::DeadLetter {
-                                status,
-                                error_type,
-                                reason,
-                            } => {
-                                c.rejections_unlogged += 1;
-                                dead.push(DeadLetter {
-                                    index: doc.index,
-                                    id: doc.id,
-                                    status,
-                                    error_type,
-                                    reason,
-                                    source: doc.source,
-                                })
-                            }
-                        }
-                    }
-                    log_rejections(&mut c, &again, &dead[dead_before..]);
-                }
+                let again = sort_items(batch, verdicts, &counters, &backlog, &mut dead);
                 // Elasticsearch answered: item retries wait from `initial`, not the delays an
                 // outage before this answer built up.
                 if let Some(cap) = backoff.answered(!again.is_empty()) {
@@ -680,60 +645,104 @@ async fn send_all(
                 tokio::time::sleep(d).await;
                 queue.push_front(batch);
             }
-            RequestVerdict::Split => {
-                if batch.len() == 1 {
-                    let doc = batch.into_iter().next().expect("one");
-                    dead.push(DeadLetter {
-                        index: doc.index,
-                        id: doc.id,
-                        status: 413,
-                        error_type: "request_entity_too_large".into(),
-                        reason: "a single document is larger than the cluster accepts (http.max_content_length)".into(),
-                        source: doc.source,
-                    });
-                } else {
-                    counters.lock().unwrap().splits += 1;
-                    let mut first = batch;
-                    let second = first.split_off(first.len() / 2);
-                    tracing::info!(
-                        halves = first.len(),
-                        "bulk request too large (413), splitting"
-                    );
-                    queue.push_front(second);
-                    queue.push_front(first);
-                }
-            }
+            RequestVerdict::Split => split(batch, &mut queue, &mut dead, &counters),
             RequestVerdict::Pause(why) => {
-                let first_time = {
-                    let mut c = counters.lock().unwrap();
-                    let first = c.paused.is_none();
-                    c.paused = Some(why.clone());
-                    if c.outage_since.is_none() {
-                        c.outage_since = Some(chrono::Utc::now());
-                    }
-                    first.then(|| backlog.documents(&c))
-                };
-                if let Some(docs) = first_time {
-                    tracing::error!(error = %why, backlog = docs, "Elasticsearch refuses our requests: shipping paused, the journal keeps every result; check elasticsearch credentials, privileges and URL");
-                }
+                note_pause(&counters, why, &backlog);
                 tokio::time::sleep(jittered(max, &mut rng).max(initial)).await;
                 queue.push_front(batch);
             }
             RequestVerdict::DeadLetterAll { status, reason } => {
-                for doc in batch {
-                    dead.push(DeadLetter {
-                        index: doc.index,
-                        id: doc.id,
-                        status,
-                        error_type: "request_error".into(),
-                        reason: reason.clone(),
-                        source: doc.source,
-                    });
-                }
+                dead.extend(
+                    batch.into_iter().map(|doc| {
+                        DeadLetter::refused(doc, status, "request_error", reason.clone())
+                    }),
+                );
             }
         }
     }
     dead
+}
+
+/// An answer with items: counts them, moves the refused ones to `dead`, and returns those
+/// to send again.
+fn sort_items(
+    batch: Vec<BulkDoc>,
+    verdicts: Vec<ItemVerdict>,
+    counters: &Mutex<ShipperCounters>,
+    backlog: &Backlog,
+    dead: &mut Vec<DeadLetter>,
+) -> Vec<BulkDoc> {
+    let mut again = Vec::new();
+    let dead_before = dead.len();
+    let mut c = counters.lock().unwrap();
+    note_answer(&mut c, backlog);
+    c.paused = None;
+    c.last_error = None;
+    for (doc, v) in batch.into_iter().zip(verdicts) {
+        match v {
+            ItemVerdict::Stored => c.stored += 1,
+            ItemVerdict::Duplicate => c.duplicates += 1,
+            ItemVerdict::Retry(why) => {
+                c.retried += 1;
+                c.rejections_unlogged += 1;
+                c.last_error = Some(why);
+                again.push(doc);
+            }
+            ItemVerdict::DeadLetter {
+                status,
+                error_type,
+                reason,
+            } => {
+                c.rejections_unlogged += 1;
+                dead.push(DeadLetter::refused(doc, status, error_type, reason));
+            }
+        }
+    }
+    log_rejections(&mut c, &again, &dead[dead_before..]);
+    again
+}
+
+/// A 413: the batch goes back as two halves; a single document too large is dead.
+fn split(
+    mut batch: Vec<BulkDoc>,
+    queue: &mut VecDeque<Vec<BulkDoc>>,
+    dead: &mut Vec<DeadLetter>,
+    counters: &Mutex<ShipperCounters>,
+) {
+    if batch.len() == 1 {
+        let doc = batch.pop().expect("one");
+        dead.push(DeadLetter::refused(
+            doc,
+            413,
+            "request_entity_too_large",
+            "a single document is larger than the cluster accepts (http.max_content_length)".into(),
+        ));
+        return;
+    }
+    counters.lock().unwrap().splits += 1;
+    let second = batch.split_off(batch.len() / 2);
+    tracing::info!(
+        halves = batch.len(),
+        "bulk request too large (413), splitting"
+    );
+    queue.push_front(second);
+    queue.push_front(batch);
+}
+
+/// Elasticsearch refuses our requests (credentials, privileges): shipping pauses, said once.
+fn note_pause(counters: &Mutex<ShipperCounters>, why: String, backlog: &Backlog) {
+    let first_time = {
+        let mut c = counters.lock().unwrap();
+        let first = c.paused.is_none();
+        c.paused = Some(why.clone());
+        if c.outage_since.is_none() {
+            c.outage_since = Some(chrono::Utc::now());
+        }
+        first.then(|| backlog.documents(&c))
+    };
+    if let Some(docs) = first_time {
+        tracing::error!(error = %why, backlog = docs, "Elasticsearch refuses our requests: shipping paused, the journal keeps every result; check elasticsearch credentials, privileges and URL");
+    }
 }
 
 /// An answer with items: the end of an outage, announced if its start was. Returns whether
