@@ -382,21 +382,7 @@ impl Shipper {
                     exhausted = true;
                     break;
                 };
-                let mut docs = Vec::with_capacity(lines.len());
-                let mut dead = Vec::new();
-                for l in lines {
-                    match encoder::encode(l.line.clone()) {
-                        Ok(d) => docs.push(d),
-                        Err(e) => dead.push(DeadLetter {
-                            index: String::new(),
-                            id: String::new(),
-                            status: 0,
-                            error_type: "journal_line".into(),
-                            reason: e.to_string(),
-                            source: l.line,
-                        }),
-                    }
-                }
+                let (docs, mut dead) = encode_batch(lines);
                 let n = docs.len() + dead.len();
                 self.counters.lock().unwrap().torn_lines = reader.torn;
                 let fut = send_all(
@@ -555,6 +541,26 @@ impl Shipper {
         }
         Ok(report)
     }
+}
+
+/// The bulk documents of journal lines, and the lines that are none (dead at once).
+fn encode_batch(lines: Vec<super::reader::JournalLine>) -> (Vec<BulkDoc>, Vec<DeadLetter>) {
+    let mut docs = Vec::with_capacity(lines.len());
+    let mut dead = Vec::new();
+    for l in lines {
+        match encoder::encode(l.line.clone()) {
+            Ok(d) => docs.push(d),
+            Err(e) => dead.push(DeadLetter {
+                index: String::new(),
+                id: String::new(),
+                status: 0,
+                error_type: "journal_line".into(),
+                reason: e.to_string(),
+                source: l.line,
+            }),
+        }
+    }
+    (docs, dead)
 }
 
 /// Runs `f` on tokio's blocking pool; a panic in it goes on here, as if it ran inline.
