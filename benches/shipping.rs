@@ -128,8 +128,12 @@ fn main() {
     // blocking pool, not on the shipper's thread).
     let prober_cpu = proc_cpu.saturating_sub(emu_cpu);
     let c = shipper.counters().lock().unwrap().clone();
-    assert_eq!(c.stored as usize, docs, "every document stored once");
-    assert_eq!(emu.count("iaso-*"), docs);
+    assert_eq!(
+        c.stored as usize, docs,
+        "every document stored once (last error: {:?})",
+        c.last_error
+    );
+    assert_eq!(emu.count("*-iaso.*"), docs);
     let stats = emu.bulk_stats();
     println!(
         "shipping: {shipped} documents in {:.2} s = {:.0} docs/s; {} bulk requests",
