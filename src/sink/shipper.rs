@@ -127,6 +127,9 @@ pub struct Shipper {
     /// The position last saved in the checkpoint file.
     saved: Position,
     checkpoint_backoff: RetryBackoff,
+    /// A checkpoint save running on the blocking pool (at most one: saves stay in order),
+    /// and the position it saves.
+    saving: Option<(Position, tokio::task::JoinHandle<io::Result<()>>)>,
     /// A batch whose dead letters the disk refused: its end and those dead letters. Nothing
     /// moves past it until they are written.
     blocked: Option<(Position, Vec<DeadLetter>, u64)>,
@@ -163,6 +166,7 @@ impl Shipper {
             position,
             saved: position,
             checkpoint_backoff: RetryBackoff::new(tick, MAX_DISK_RETRY_WAIT),
+            saving: None,
             blocked: None,
             faults: DiskFaults::default(),
             backlog: Backlog {
@@ -229,18 +233,33 @@ impl Shipper {
         }
     }
 
-    /// [`save_checkpoint`](Self::save_checkpoint) on a blocking thread (its two fsyncs and
-    /// the retention's deletions must not block the arbiter shipping shares); awaited, so
-    /// the order of saves is kept.
+    /// [`save_checkpoint`](Self::save_checkpoint) on the blocking pool (its two fsyncs and
+    /// the retention's deletions must not block the arbiter shipping shares). The save runs
+    /// while shipping goes on; while one runs, a later position waits for the next call
+    /// (`force`: waits for it, then saves). One at a time, so saves stay in order;
+    /// [`ship_available`](Self::ship_available) waits for the last before it returns.
     async fn save_checkpoint_off_thread(&mut self, force: bool) {
+        if !force && self.saving.as_ref().is_some_and(|(_, h)| !h.is_finished()) {
+            return;
+        }
+        self.saved_off_thread().await;
         let Some(pos) = self.checkpoint_due(force) else {
             return;
         };
         let (checkpoint, journal) = (self.checkpoint.clone(), self.journal.clone());
-        let res = off_thread(move || save_and_retain(&checkpoint, pos, &journal))
-            .await
-            .and_then(|r| r);
-        self.checkpoint_saved(pos, res);
+        let save = tokio::task::spawn_blocking(move || save_and_retain(&checkpoint, pos, &journal));
+        self.saving = Some((pos, save));
+        if force {
+            self.saved_off_thread().await;
+        }
+    }
+
+    /// Waits for the save running on the blocking pool, if any, and notes its outcome.
+    async fn saved_off_thread(&mut self) {
+        if let Some((pos, save)) = self.saving.take() {
+            let res = joined(save.await).and_then(|r| r);
+            self.checkpoint_saved(pos, res);
+        }
     }
 
     /// The position to save now, if any.
@@ -377,7 +396,14 @@ impl Shipper {
                 && disk_error.is_none()
                 && inflight.len() < self.cfg.max_in_flight.max(1)
             {
-                let lines = reader.read_batch(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)?;
+                let lines =
+                    match reader.read_batch(self.cfg.batch_max_docs, self.cfg.batch_max_bytes) {
+                        Ok(lines) => lines,
+                        Err(e) => {
+                            self.saved_off_thread().await;
+                            return Err(e);
+                        }
+                    };
                 let Some(end) = lines.last().map(|l| l.end) else {
                     exhausted = true;
                     break;
@@ -415,6 +441,7 @@ impl Shipper {
             self.advance(end, n as u64).await;
             handled += n as u64;
         }
+        self.saved_off_thread().await;
         match disk_error {
             Some(e) => Err(e),
             None => Ok(handled),
@@ -565,7 +592,12 @@ fn encode_batch(lines: Vec<super::reader::JournalLine>) -> (Vec<BulkDoc>, Vec<De
 
 /// Runs `f` on tokio's blocking pool; a panic in it goes on here, as if it ran inline.
 async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    match tokio::task::spawn_blocking(f).await {
+    joined(tokio::task::spawn_blocking(f).await)
+}
+
+/// The outcome of a blocking task; its panic goes on here, as if it ran inline.
+fn joined<T>(res: Result<T, tokio::task::JoinError>) -> io::Result<T> {
+    match res {
         Ok(v) => Ok(v),
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
