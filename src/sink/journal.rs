@@ -123,11 +123,10 @@ impl Journal {
     }
 
     /// Queues an fsync of what was flushed so far (on the journal's fsync thread, after the
-    /// ones before); returns at once, a failure is logged.
+    /// ones before; not twice while one waits); returns at once, a failure is logged.
     pub fn sync_later(&self) -> io::Result<()> {
         self.syncer
-            .sync_later(self.file.get_ref().file.try_clone()?);
-        Ok(())
+            .sync_periodic(|| self.file.get_ref().file.try_clone())
     }
 
     /// Fsyncs what was flushed so far, after every fsync queued before (closed segments

@@ -7,11 +7,14 @@
 use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 struct Request {
     file: File,
+    /// A periodic fsync: clears the `periodic` flag when it starts.
+    periodic: bool,
     /// Told the outcome of this fsync and of every one before it since the last report.
     done: Option<tokio::sync::oneshot::Sender<io::Result<()>>>,
 }
@@ -20,6 +23,9 @@ struct Request {
 /// what was queued is done.
 pub struct Syncer {
     tx: mpsc::Sender<Request>,
+    /// A periodic fsync is queued and not started yet: another one would add nothing (and,
+    /// on a disk slower than the interval, the queue would grow without bound).
+    periodic: Arc<AtomicBool>,
 }
 
 impl Syncer {
@@ -28,10 +34,15 @@ impl Syncer {
         // The first failure not yet reported to a waiting caller (an fsync queued without
         // one): the next `sync` reports it, so a stop never says "durable" after a lost one.
         let unreported: Arc<Mutex<Option<String>>> = Arc::default();
+        let periodic = Arc::new(AtomicBool::new(false));
+        let queued = periodic.clone();
         std::thread::Builder::new()
             .name("journal-fsync".into())
             .spawn(move || {
                 for req in rx {
+                    if req.periodic {
+                        queued.store(false, Ordering::SeqCst);
+                    }
                     let res = req.file.sync_data();
                     if let Err(e) = &res {
                         tracing::error!(error = %e, "journal fsync failed");
@@ -56,14 +67,34 @@ impl Syncer {
                     }
                 }
             })?;
-        Ok(Self { tx })
+        Ok(Self { tx, periodic })
     }
 
     /// Queues an fsync of `file` and returns at once (a failure is logged, and reported by
     /// the next [`sync`](Self::sync)).
     pub fn sync_later(&self, file: File) {
         // The thread only ends once `tx` is dropped: the send cannot fail.
-        let _ = self.tx.send(Request { file, done: None });
+        let _ = self.tx.send(Request {
+            file,
+            periodic: false,
+            done: None,
+        });
+    }
+
+    /// The periodic fsync of the segment being written: queued like
+    /// [`sync_later`](Self::sync_later), unless one is already waiting (it will cover what
+    /// was written until it starts).
+    pub fn sync_periodic(&self, file: impl FnOnce() -> io::Result<File>) -> io::Result<()> {
+        if self.periodic.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let file = file().inspect_err(|_| self.periodic.store(false, Ordering::SeqCst))?;
+        let _ = self.tx.send(Request {
+            file,
+            periodic: true,
+            done: None,
+        });
+        Ok(())
     }
 
     /// Fsyncs `file` after every fsync queued before; resolves once it is durable, with an
@@ -72,6 +103,7 @@ impl Syncer {
         let (done, rx) = tokio::sync::oneshot::channel();
         let _ = self.tx.send(Request {
             file,
+            periodic: false,
             done: Some(done),
         });
         async move {
@@ -97,6 +129,27 @@ mod tests {
         }
         let last = File::create(d.path().join("last")).unwrap();
         s.sync(last).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_periodic_fsync_is_queued_once_until_it_starts() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Syncer::start().unwrap();
+        let opened = std::sync::atomic::AtomicU32::new(0);
+        let open = || {
+            opened.fetch_add(1, Ordering::SeqCst);
+            File::create(d.path().join("f"))
+        };
+        s.periodic.store(true, Ordering::SeqCst); // as if one were waiting
+        s.sync_periodic(open).unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 0, "not queued twice");
+        s.periodic.store(false, Ordering::SeqCst);
+        s.sync_periodic(open).unwrap();
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+        s.sync(File::create(d.path().join("g")).unwrap())
+            .await
+            .unwrap();
+        assert!(!s.periodic.load(Ordering::SeqCst), "started, so cleared");
     }
 
     #[tokio::test]
