@@ -6,6 +6,7 @@
 //! - [`api`]: HTTP to the IASO portal (client built from configuration, token manager).
 //! - [`net`]: outbound TLS and proxy settings shared by the portal, Elasticsearch and Kibana clients.
 //! - [`limiter`]: per-environment rate limiting (governor behind one pacer per thread).
+//! - [`runtime`]: what actors and probes share (an environment's runtime, the sink handle).
 //! - [`probes`]: what each check and job step does and what its result says.
 //! - [`actors`]: supervisor → environments → jobs, and the sink.
 //! - [`sink`]: the journal and the shipping stages.
@@ -39,6 +40,7 @@ pub mod net;
 pub mod oplog;
 pub mod probes;
 pub mod progress;
+pub mod runtime;
 pub mod schedule;
 pub mod selection;
 pub mod setup;

@@ -68,6 +68,53 @@ struct State {
     recent: VecDeque<bool>,
 }
 
+impl State {
+    /// The state a monitor's first check (`seen`) begins.
+    fn first(seen: Status, now: Instant, at: DateTime<Utc>) -> Self {
+        let up = seen == Status::Up;
+        Self {
+            status: seen,
+            started_at: now,
+            started_wall: at,
+            initial: true,
+            generation: 1,
+            checks: 1,
+            up: up as usize,
+            down: (!up) as usize,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Enters state `to` with the check just seen (`up`), counted as its first.
+    fn enter(&mut self, to: Status, up: bool, now: Instant, at: DateTime<Utc>) -> Transition {
+        let t = Transition {
+            from: Some(self.status),
+            to,
+            lasted: now.saturating_duration_since(self.started_at),
+        };
+        self.status = to;
+        self.started_at = now;
+        self.started_wall = at;
+        self.initial = false;
+        self.generation += 1;
+        self.checks = 1;
+        self.up = up as usize;
+        self.down = (!up) as usize;
+        self.recent.clear();
+        t
+    }
+
+    /// One more check in the current state.
+    fn count(&mut self, up: bool) {
+        self.checks += 1;
+        if up {
+            self.up += 1;
+        } else {
+            self.down += 1;
+        }
+    }
+}
+
 /// A change of state, returned by [`MonitorStates::observe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
@@ -113,76 +160,35 @@ impl MonitorStates {
     ) -> Option<Transition> {
         let seen = if up { Status::Up } else { Status::Down };
         let Some(st) = self.states.get_mut(monitor) else {
-            self.states.insert(
-                monitor.to_owned(),
-                State {
-                    status: seen,
-                    started_at: now,
-                    started_wall: at,
-                    initial: true,
-                    generation: 1,
-                    checks: 1,
-                    up: up as usize,
-                    down: (!up) as usize,
-                    recent: VecDeque::new(),
-                },
-            );
+            self.states
+                .insert(monitor.to_owned(), State::first(seen, now, at));
             return (!up).then_some(Transition {
                 from: None,
                 to: Status::Down,
                 lasted: Duration::ZERO,
             });
         };
-        let change = |st: &mut State, to: Status| {
-            let t = Transition {
-                from: Some(st.status),
-                to,
-                lasted: now.saturating_duration_since(st.started_at),
-            };
-            st.status = to;
-            st.started_at = now;
-            st.started_wall = at;
-            st.initial = false;
-            st.generation += 1;
-            st.checks = 1;
-            st.up = up as usize;
-            st.down = (!up) as usize;
-            st.recent.clear();
-            Some(t)
-        };
-        let counted = |st: &mut State| {
-            st.checks += 1;
-            if up {
-                st.up += 1;
-            } else {
-                st.down += 1;
-            }
-        };
         match st.status {
             Status::Flapping => {
-                counted(st);
+                st.count(up);
                 st.recent.push_back(up);
                 if st.recent.len() > FLAP_THRESHOLD {
                     st.recent.pop_front();
                 }
                 let settled =
                     st.recent.len() == FLAP_THRESHOLD && st.recent.iter().all(|&u| u == up);
-                if settled {
-                    change(st, seen)
-                } else {
-                    None
-                }
+                settled.then(|| st.enter(seen, up, now, at))
             }
             current if current == seen => {
-                counted(st);
+                st.count(up);
                 None
             }
             _ if st.checks < FLAP_THRESHOLD && !st.initial => {
-                let t = change(st, Status::Flapping);
+                let t = st.enter(Status::Flapping, up, now, at);
                 st.recent.push_back(up);
-                t
+                Some(t)
             }
-            _ => change(st, seen),
+            _ => Some(st.enter(seen, up, now, at)),
         }
     }
 

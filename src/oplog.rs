@@ -202,97 +202,14 @@ impl OpLog {
             self.envs.insert(env_name.to_owned(), EnvState::default());
         }
         let st = self.envs.get_mut(env_name).expect("inserted");
-        let action = r.event.action;
-        // Reachability.
-        if let Some(kind) = is_transport_failure(r) {
-            if st.unreachable_since.is_none() {
-                st.unreachable_since = Some(now);
-                emit(OpLine::Unreachable {
-                    env: env_name.into(),
-                    action: action.as_str(),
-                    error_type: kind.as_str(),
-                    error: r
-                        .error
-                        .as_ref()
-                        .map(|e| e.message.clone())
-                        .unwrap_or_default(),
-                });
-            }
-        } else if st.unreachable_since.is_some()
-            && (r.event.outcome == Outcome::Success
-                || r.http.as_ref().is_some_and(|h| h.response.is_some()))
-        {
-            let since = st.unreachable_since.take().expect("checked");
-            emit(OpLine::Reachable {
-                env: env_name.into(),
-                down_for: now.saturating_duration_since(since),
-            });
+        note_reachability(st, r, now, &mut emit);
+        note_check_state(&mut self.monitors, r, now, &mut emit);
+        if r.event.action == Action::Auth {
+            note_login(st, r, now, &mut emit);
         }
-        // Check state.
-        if let Some(m) = r.monitor.as_ref().filter(|_| {
-            action.dataset() == crate::model::Dataset::Checks
-                && matches!(r.event.outcome, Outcome::Success | Outcome::Failure)
-        }) {
-            if let Some(t) = self
-                .monitors
-                .observe(&m.id, m.status == "up", now, r.timestamp)
-            {
-                emit(OpLine::CheckState {
-                    env: env_name.into(),
-                    monitor: m.id.clone(),
-                    from: t.from,
-                    to: t.to,
-                    lasted: t.lasted,
-                    error: r
-                        .error
-                        .as_ref()
-                        .map(|e| e.message.clone())
-                        .unwrap_or_default(),
-                });
-            }
-        }
-        // Login.
-        if action == Action::Auth {
-            let refused = r.error.as_ref().is_some_and(|e| e.kind == ErrorType::Auth);
-            if refused && st.login_refused_since.is_none() {
-                st.login_refused_since = Some(now);
-                emit(OpLine::LoginRefused {
-                    env: env_name.into(),
-                    error: r
-                        .error
-                        .as_ref()
-                        .map(|e| e.message.clone())
-                        .unwrap_or_default(),
-                });
-            } else if r.event.outcome == Outcome::Success {
-                if let Some(since) = st.login_refused_since.take() {
-                    emit(OpLine::LoginAccepted {
-                        env: env_name.into(),
-                        refused_for: now.saturating_duration_since(since),
-                    });
-                }
-            }
-        }
-        // Jobs.
         if let Some(line) = job_failure(r) {
             Self::roll_window(env_name, st, now, &mut emit);
-            if st.logged < JOB_LINES_PER_INTERVAL {
-                st.logged += 1;
-                emit(line);
-            } else {
-                st.suppressed += 1;
-                let OpLine::JobFailed { reason, .. } = &line else {
-                    unreachable!("job_failure returns JobFailed")
-                };
-                let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
-                if let Some(n) = st.reasons.get_mut(&reason) {
-                    *n += 1;
-                } else if st.reasons.len() < MAX_REASONS {
-                    st.reasons.insert(reason, 1);
-                } else {
-                    st.other_reasons += 1;
-                }
-            }
+            note_job_failure(st, line, &mut emit);
         }
     }
 
@@ -380,6 +297,111 @@ fn job_failure(r: &ProbeResult) -> Option<OpLine> {
             })
         }
         _ => None,
+    }
+}
+
+/// The message of the result's error (empty without one).
+fn error_message(r: &ProbeResult) -> String {
+    r.error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default()
+}
+
+/// The environment became unreachable (a transport failure), or reachable again (a success,
+/// or any HTTP answer).
+fn note_reachability(
+    st: &mut EnvState,
+    r: &ProbeResult,
+    now: Instant,
+    emit: &mut impl FnMut(OpLine),
+) {
+    let env = r.service.environment.as_str();
+    if let Some(kind) = is_transport_failure(r) {
+        if st.unreachable_since.is_none() {
+            st.unreachable_since = Some(now);
+            emit(OpLine::Unreachable {
+                env: env.into(),
+                action: r.event.action.as_str(),
+                error_type: kind.as_str(),
+                error: error_message(r),
+            });
+        }
+    } else if st.unreachable_since.is_some()
+        && (r.event.outcome == Outcome::Success
+            || r.http.as_ref().is_some_and(|h| h.response.is_some()))
+    {
+        let since = st.unreachable_since.take().expect("checked");
+        emit(OpLine::Reachable {
+            env: env.into(),
+            down_for: now.saturating_duration_since(since),
+        });
+    }
+}
+
+/// A check's monitor changed state (up ↔ down).
+fn note_check_state(
+    monitors: &mut MonitorStates,
+    r: &ProbeResult,
+    now: Instant,
+    emit: &mut impl FnMut(OpLine),
+) {
+    let Some(m) = r.monitor.as_ref().filter(|_| {
+        r.event.action.dataset() == crate::model::Dataset::Checks
+            && matches!(r.event.outcome, Outcome::Success | Outcome::Failure)
+    }) else {
+        return;
+    };
+    if let Some(t) = monitors.observe(&m.id, m.status == "up", now, r.timestamp) {
+        emit(OpLine::CheckState {
+            env: r.service.environment.as_str().into(),
+            monitor: m.id.clone(),
+            from: t.from,
+            to: t.to,
+            lasted: t.lasted,
+            error: error_message(r),
+        });
+    }
+}
+
+/// A login result: refused (said once until accepted again), or accepted after refusals.
+fn note_login(st: &mut EnvState, r: &ProbeResult, now: Instant, emit: &mut impl FnMut(OpLine)) {
+    let env = r.service.environment.as_str();
+    let refused = r.error.as_ref().is_some_and(|e| e.kind == ErrorType::Auth);
+    if refused && st.login_refused_since.is_none() {
+        st.login_refused_since = Some(now);
+        emit(OpLine::LoginRefused {
+            env: env.into(),
+            error: error_message(r),
+        });
+    } else if r.event.outcome == Outcome::Success {
+        if let Some(since) = st.login_refused_since.take() {
+            emit(OpLine::LoginAccepted {
+                env: env.into(),
+                refused_for: now.saturating_duration_since(since),
+            });
+        }
+    }
+}
+
+/// A failed job: logged while the window's budget lasts, then counted by reason.
+fn note_job_failure(st: &mut EnvState, line: OpLine, emit: &mut impl FnMut(OpLine)) {
+    if st.logged < JOB_LINES_PER_INTERVAL {
+        st.logged += 1;
+        emit(line);
+        return;
+    }
+    st.suppressed += 1;
+    let OpLine::JobFailed { reason, .. } = &line else {
+        unreachable!("job_failure returns JobFailed")
+    };
+    let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+    if let Some(n) = st.reasons.get_mut(&reason) {
+        *n += 1;
+    } else if st.reasons.len() < MAX_REASONS {
+        st.reasons.insert(reason, 1);
+    } else {
+        st.other_reasons += 1;
     }
 }
 

@@ -2,58 +2,25 @@
 //! result documents. Actors decide *when* to run them; this module decides *what a result
 //! says*. A failed probe is a result with `event.outcome: failure`, never an `Err`.
 
-use crate::actors::sink::SinkHandle;
-use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease, TokenManager};
-use crate::config::{EnvironmentConfig, HostSpec, RestoreSpec, Secret, StatusClass};
-use crate::limiter::EnvLimits;
+use crate::api::retry::{self, Sent, Site};
+use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease};
+use crate::config::{HostSpec, RestoreSpec, Secret, StatusClass};
 use crate::model::result::{CheckRun, IasoBackup, IasoHealth, IasoJob, IasoRestore};
-use crate::model::{
-    Action, BackupLevel, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult,
-    ResultContext,
-};
+use crate::model::{Action, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult};
+use crate::runtime::EnvRuntime;
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Everything the probes of one environment share, across threads.
-pub struct EnvRuntime {
-    pub name: Arc<str>,
-    pub cfg: Arc<EnvironmentConfig>,
-    pub base_url: String,
-    pub limits: Arc<EnvLimits>,
-    pub tokens: TokenManager,
-    pub ctx: ResultContext,
-    pub sink: SinkHandle,
-    /// Hosts selected for this run (configuration, `--host`, `--hosts`, `--shard`).
-    pub hosts: Vec<HostSpec>,
-}
-
-impl EnvRuntime {
-    /// This thread's client for the environment.
-    pub fn client(&self) -> ApiClient {
-        ApiClient::for_this_thread(&self.base_url, self.cfg.clone(), self.limits.clone())
+/// A token, logging in when needed; the login, if one happened, is reported as an `auth`
+/// result.
+pub async fn lease(rt: &EnvRuntime, client: &ApiClient) -> Result<TokenLease, ApiError> {
+    let (lease, login) = rt.tokens.lease(client).await;
+    if let Some(call) = login {
+        rt.emit(auth_result(rt, &call.map_unit())).await;
     }
-
-    pub fn level_of(&self, h: &HostSpec) -> BackupLevel {
-        h.level.unwrap_or(self.cfg.default_backup_level)
-    }
-
-    /// Publishes a result, waiting for the sink (back-pressure).
-    pub async fn emit(&self, r: ProbeResult) {
-        self.sink.publish(r).await;
-    }
-
-    /// A token, logging in when needed; the login, if one happened, is reported as an
-    /// `auth` result.
-    pub async fn lease(&self, client: &ApiClient) -> Result<TokenLease, ApiError> {
-        let (lease, login) = self.tokens.lease(client).await;
-        if let Some(call) = login {
-            self.emit(auth_result(self, &call.map_unit())).await;
-        }
-        lease
-    }
+    lease
 }
 
 fn base(
@@ -187,19 +154,18 @@ where
     if !send {
         return f(None).await;
     }
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let lease = match rt.lease(client).await {
-            Ok(l) => l,
-            Err(e) => return client.unsent(method, path, e),
-        };
-        let call = f(Some(lease.token.clone())).await;
-        if matches!(call.outcome, Err(ApiError::Unauthorized(401))) && tries == 1 {
-            rt.tokens.invalidate(lease.generation);
-            continue;
-        }
-        return call;
+    let sent = retry::authorized(
+        Site::Check,
+        &rt.tokens,
+        || lease(rt, client),
+        |lease| f(Some(lease.token)),
+        retry::never(),
+    )
+    .await;
+    match sent {
+        Sent::Answered { call, .. } => call,
+        Sent::NoToken(e) => client.unsent(method, path, e),
+        Sent::Stopped(never) => match never {},
     }
 }
 
@@ -378,7 +344,7 @@ fn auth_result(rt: &EnvRuntime, call: &Call<()>) -> ProbeResult {
 pub async fn auth(rt: &EnvRuntime) -> Result<TokenLease, ApiError> {
     rt.tokens.forget();
     let client = rt.client();
-    rt.lease(&client).await
+    lease(rt, &client).await
 }
 
 /// A launch reported `skipped` (outcome `unknown`), saying why.
@@ -447,16 +413,6 @@ pub fn restore_spec(r: &RestoreSpec) -> JobSpec {
     }
 }
 
-/// Launches answered 429 are retried this many times (after `Retry-After`).
-const MAX_RATE_LIMITED_RETRIES: u32 = 10;
-
-/// How long to wait after a 429: `Retry-After` (capped at 30 s), else 1 s.
-fn retry_delay(retry_after: Option<Duration>) -> Duration {
-    retry_after
-        .unwrap_or(Duration::from_secs(1))
-        .min(Duration::from_secs(30))
-}
-
 /// A launched job to track.
 pub struct LaunchedJob {
     pub spec: JobSpec,
@@ -467,43 +423,41 @@ pub struct LaunchedJob {
 }
 
 /// Launches a backup or restore; one `*.launch` result. A 401 triggers one re-login and
-/// one retry. Returns the job to track on success.
+/// one retry, a 429 a few (see [`retry::classify`]). Returns the job to track on success.
 pub async fn launch(rt: &EnvRuntime, spec: JobSpec) -> Option<LaunchedJob> {
     fault_injection::hit(&rt.name, "launch");
     let client = rt.client();
     let action = spec.kind.launch_action();
-    let mut tries = 0;
-    let call = loop {
-        tries += 1;
-        let lease = match rt.lease(&client).await {
-            Ok(l) => l,
-            Err(e) => {
-                rt.emit(skipped(rt, &spec, &e)).await;
-                return None;
+    let sent = retry::authorized(
+        Site::Launch,
+        &rt.tokens,
+        || lease(rt, &client),
+        |lease| {
+            let client = &client;
+            let spec = &spec;
+            async move {
+                client
+                    .launch_with_vars(
+                        spec.kind,
+                        &spec.host,
+                        spec.level,
+                        spec.restore.as_deref(),
+                        &spec.vars,
+                        &lease.token,
+                    )
+                    .await
             }
-        };
-        let call = client
-            .launch_with_vars(
-                spec.kind,
-                &spec.host,
-                spec.level,
-                spec.restore.as_deref(),
-                &spec.vars,
-                &lease.token,
-            )
-            .await;
-        if matches!(call.outcome, Err(ApiError::Unauthorized(401))) && tries == 1 {
-            rt.tokens.invalidate(lease.generation);
-            continue;
+        },
+        retry::never(),
+    )
+    .await;
+    let call = match sent {
+        Sent::Answered { call, .. } => call,
+        Sent::NoToken(e) => {
+            rt.emit(skipped(rt, &spec, &e)).await;
+            return None;
         }
-        // The portal's own rate limit is not a failed launch: wait as told, a few times.
-        if let Err(ApiError::RateLimited { retry_after }) = &call.outcome {
-            if tries <= MAX_RATE_LIMITED_RETRIES {
-                tokio::time::sleep(retry_delay(*retry_after)).await;
-                continue;
-            }
-        }
-        break call;
+        Sent::Stopped(never) => match never {},
     };
     let trace_id = trace_id(rt, &spec);
     let unit = call.map_unit();
@@ -603,98 +557,22 @@ pub async fn poll(
     client: &ApiClient,
     stop: impl Future<Output = ()>,
 ) -> PollVerdict {
-    let mut stop = std::pin::pin!(stop);
     p.polls += 1;
-    let mut tries = 0;
-    let call = loop {
-        tries += 1;
-        let lease = match rt.lease(client).await {
-            Ok(l) => l,
-            Err(e) => {
-                break Call {
-                    exchange: Exchange {
-                        method: String::new(),
-                        url: String::new(),
-                        status: None,
-                        duration: Duration::ZERO,
-                    },
-                    outcome: Err(e),
-                }
-            }
-        };
-        let status = client.job_status_with_vars(
-            &p.job.job_id,
-            &p.job.spec.host,
-            &p.job.spec.vars,
-            &lease.token,
-        );
-        let call = tokio::select! {
-            biased;
-            () = &mut stop => {
-                p.polls -= 1;
-                return PollVerdict::Stopped;
-            }
-            call = status => call,
-        };
-        if matches!(call.outcome, Err(ApiError::Unauthorized(401))) && tries == 1 {
-            rt.tokens.invalidate(lease.generation);
-            continue;
+    let (call, backoff) = match status_call(rt, p, client, stop).await {
+        Some(answered) => answered,
+        None => {
+            p.polls -= 1;
+            return PollVerdict::Stopped;
         }
-        break call;
     };
-    let mut at_least = None;
-    match call.outcome {
-        Ok(state) => {
-            p.consecutive_failures = 0;
-            let changed = p.last.as_ref().is_none_or(|l| l.status != state.status);
-            let class = rt.cfg.jobs.classify(&state.status);
-            p.last = Some(state);
-            if changed {
-                let outcome = match class {
-                    StatusClass::Failure => Outcome::Failure,
-                    StatusClass::Running => Outcome::Unknown,
-                    _ => Outcome::Success,
-                };
-                let r = job_result_doc(rt, p, Action::JobStatus, outcome)
-                    .with_duration(call.exchange.duration)
-                    .with_http(
-                        &call.exchange.method,
-                        &call.exchange.url,
-                        call.exchange.status,
-                    );
-                rt.emit(r).await;
-            }
-            let result = match class {
-                StatusClass::Success => Some(JobResult::Success),
-                StatusClass::Warning => Some(JobResult::Warning),
-                StatusClass::Failure => Some(JobResult::Failure),
-                StatusClass::Running => None,
-            };
-            if let Some(res) = result {
-                return end(rt, p, res, None).await;
-            }
-        }
-        Err(ApiError::RateLimited { retry_after }) => {
-            // Our own pace is too fast for the portal: not a failure of the job.
-            at_least = Some(retry_delay(retry_after));
-        }
-        Err(e) => {
-            p.consecutive_failures += 1;
-            tracing::debug!(env = %rt.name, job_id = %p.job.job_id, error = %e, "job poll failed");
-            if p.consecutive_failures >= rt.cfg.jobs.max_consecutive_poll_failures {
-                let msg = format!(
-                    "{} consecutive status polls failed, last: {e}",
-                    p.consecutive_failures
-                );
-                return end(
-                    rt,
-                    p,
-                    JobResult::PollFailed,
-                    Some((ErrorType::PollFailed, msg)),
-                )
-                .await;
-            }
-        }
+    let ended = match call.outcome {
+        Ok(state) => status_seen(rt, p, state, &call.exchange).await,
+        // Our own pace is too fast for the portal: not a failure of the job.
+        Err(_) if backoff.is_some() => None,
+        Err(e) => poll_failed(rt, p, e).await,
+    };
+    if let Some(v) = ended {
+        return v;
     }
     if p.started.elapsed() >= Duration::from_secs(rt.cfg.jobs.max_duration_secs) {
         let msg = format!(
@@ -709,7 +587,101 @@ pub async fn poll(
         )
         .await;
     }
-    PollVerdict::Continue(at_least)
+    PollVerdict::Continue(backoff)
+}
+
+/// The status request (a lease first; see [`retry::authorized`]) and the wait the portal
+/// asked for, if it only rate-limited us; None when `stop` came first. Without a token the
+/// lease's error is the poll's, on an exchange that sent nothing.
+async fn status_call(
+    rt: &EnvRuntime,
+    p: &JobProgress,
+    client: &ApiClient,
+    stop: impl Future<Output = ()>,
+) -> Option<(Call<JobState>, Option<Duration>)> {
+    let job = &p.job;
+    let sent = retry::authorized(
+        Site::Status,
+        &rt.tokens,
+        || lease(rt, client),
+        |lease| async move {
+            client
+                .job_status_with_vars(&job.job_id, &job.spec.host, &job.spec.vars, &lease.token)
+                .await
+        },
+        stop,
+    )
+    .await;
+    match sent {
+        Sent::Answered { call, backoff } => Some((call, backoff)),
+        Sent::Stopped(()) => None,
+        Sent::NoToken(e) => {
+            let backoff = match retry::classify(Site::Status, &e, 1) {
+                retry::Action::Backoff { after } => Some(after),
+                _ => None,
+            };
+            let exchange = Exchange {
+                method: String::new(),
+                url: String::new(),
+                status: None,
+                duration: Duration::ZERO,
+            };
+            Some((
+                Call {
+                    exchange,
+                    outcome: Err(e),
+                },
+                backoff,
+            ))
+        }
+    }
+}
+
+/// A status answer: a `job.status` result when it changed, and the `job.end` when it is
+/// terminal (then the verdict).
+async fn status_seen(
+    rt: &EnvRuntime,
+    p: &mut JobProgress,
+    state: JobState,
+    ex: &Exchange,
+) -> Option<PollVerdict> {
+    p.consecutive_failures = 0;
+    let changed = p.last.as_ref().is_none_or(|l| l.status != state.status);
+    let class = rt.cfg.jobs.classify(&state.status);
+    p.last = Some(state);
+    if changed {
+        let outcome = match class {
+            StatusClass::Failure => Outcome::Failure,
+            StatusClass::Running => Outcome::Unknown,
+            _ => Outcome::Success,
+        };
+        let r = job_result_doc(rt, p, Action::JobStatus, outcome)
+            .with_duration(ex.duration)
+            .with_http(&ex.method, &ex.url, ex.status);
+        rt.emit(r).await;
+    }
+    let result = match class {
+        StatusClass::Success => JobResult::Success,
+        StatusClass::Warning => JobResult::Warning,
+        StatusClass::Failure => JobResult::Failure,
+        StatusClass::Running => return None,
+    };
+    Some(end(rt, p, result, None).await)
+}
+
+/// A failed poll: the job ends `poll_failed` after `max_consecutive_poll_failures` in a row.
+async fn poll_failed(rt: &EnvRuntime, p: &mut JobProgress, e: ApiError) -> Option<PollVerdict> {
+    p.consecutive_failures += 1;
+    tracing::debug!(env = %rt.name, job_id = %p.job.job_id, error = %e, "job poll failed");
+    if p.consecutive_failures < rt.cfg.jobs.max_consecutive_poll_failures {
+        return None;
+    }
+    let msg = format!(
+        "{} consecutive status polls failed, last: {e}",
+        p.consecutive_failures
+    );
+    let error = Some((ErrorType::PollFailed, msg));
+    Some(end(rt, p, JobResult::PollFailed, error).await)
 }
 
 /// [`poll`], with a panic inside it reported as the job's `job.end` (`error.type:

@@ -1,8 +1,8 @@
 //! Progress of a run: a live line on a terminal (indicatif; log lines scroll above it), a
 //! plain `progress` log line every 10 s otherwise (log files, pipes, containers).
 
-use crate::actors::sink::SinkHandle;
 use crate::model::{Action, JobResult};
+use crate::runtime::SinkHandle;
 use crate::summary::Tally;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;

@@ -4,11 +4,13 @@
 //! spec last ran is kept in the [`ScheduleStore`], so a start resumes the schedule.
 
 use super::handoff::{HandedOffJob, Handoff};
-use super::job::{Job, JobTracker};
+use super::job::Job;
+use super::tracker::JobTracker;
 use super::Workers;
 use crate::config::RestoreSpec;
 use crate::model::JobSpec;
-use crate::probes::{self, EnvRuntime};
+use crate::probes;
+use crate::runtime::EnvRuntime;
 use crate::schedule::{
     spec_key, Calendar, Clock, LaunchPacer, Rule, ScheduleStore, SpecQueue, Window,
 };
@@ -419,7 +421,7 @@ async fn launch_all(
     specs: Vec<JobSpec>,
 ) {
     let client = rt.client();
-    if let Err(e) = rt.lease(&client).await {
+    if let Err(e) = probes::lease(rt, &client).await {
         for spec in &specs {
             hooks.attempted(spec, None);
             rt.emit(probes::skipped(rt, spec, &e)).await;

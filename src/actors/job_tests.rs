@@ -2,8 +2,10 @@
 //! recording sink: polled until its end, paced by the interval (never by the answers),
 //! ended by `max_duration_secs`, and what a stop does while a poll waits for its answer.
 
+use super::super::handoff::Handoff;
+use super::super::tracker::JobTracker;
 use super::*;
-use crate::model::{Action, ErrorType, JobKind};
+use crate::model::{Action, ErrorType, JobKind, JobSpec};
 use crate::simulator::local::LocalSimulator;
 use crate::simulator::{FaultConfig, RangeMs, SimulatorConfig};
 use crate::test_support::{env_runtime, quiet_simulator, RecordingSink};

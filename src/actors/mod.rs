@@ -1,12 +1,14 @@
 //! The actor tree: [`supervisor`] → one [`environment`] actor per environment → one [`job`]
 //! actor per launched backup/restore, and the [`sink`] that records every result. Jobs still
-//! running at a stop are handed to the next start ([`handoff`]).
+//! running at a stop are handed to the next start ([`handoff`]); each environment counts and
+//! bounds its jobs with a [`tracker`].
 
 pub mod environment;
 pub mod handoff;
 pub mod job;
 pub mod sink;
 pub mod supervisor;
+pub mod tracker;
 
 use actix::ArbiterHandle;
 use std::sync::atomic::{AtomicUsize, Ordering};

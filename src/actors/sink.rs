@@ -1,6 +1,7 @@
 //! The sink actor: receives every result, appends it to the journal, keeps the tallies.
-//! Producers go through [`SinkHandle::publish`], which waits for a slot (a semaphore sized
-//! `sink.buffer`) before sending: actix mailboxes are not back-pressure by themselves.
+//! Producers go through [`SinkHandle::publish`](crate::runtime::SinkHandle::publish), which
+//! waits for a slot (a semaphore sized `sink.buffer`) before sending: actix mailboxes are
+//! not back-pressure by themselves. Its messages and counters live in [`crate::runtime`].
 //!
 //! Disk trouble (full, read-only, I/O errors): results the journal refuses wait in memory, in
 //! order, up to [`MAX_PENDING_RESULTS`]; writing is retried with a capped backoff (from
@@ -13,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::model::result::MonitorStateDoc;
 use crate::model::ProbeResult;
 use crate::oplog::OpLog;
+use crate::runtime::{Flush, Publish, Report, SinkCounters};
 use crate::sink::disk::RetryBackoff;
 use crate::sink::journal::Journal;
 use crate::summary::Tally;
@@ -20,46 +22,12 @@ use actix::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
-
-/// Where the sink stands, for tests, the summary and the progress line.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct SinkCounters {
-    /// Results appended to the journal (while the disk refuses, some may still wait in its
-    /// buffer; after the stop's flush, exactly those that reached the file system).
-    pub written: u64,
-    /// Results the journal refused so far, kept in memory and retried.
-    pub pending_writes: usize,
-    /// Failed write attempts.
-    pub write_errors: u64,
-    pub segment: u64,
-    /// Results that never reached the journal (memory cap reached, or still unwritten at
-    /// the stop): counted, logged and printed at exit.
-    pub lost: u64,
-    /// The last journal write error.
-    pub last_error: Option<String>,
-}
 
 /// Results kept in memory while the journal cannot take them (≈1 KB each).
 pub const MAX_PENDING_RESULTS: usize = 100_000;
 
 /// Longest wait between two attempts to write to a failing journal.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
-
-/// One result to record.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Publish(pub ProbeResult);
-
-/// Write and fsync everything received so far.
-#[derive(Message)]
-#[rtype(result = "Result<u64, String>")]
-pub struct Flush;
-
-/// Tallies and counters so far.
-#[derive(Message)]
-#[rtype(result = "(Tally, SinkCounters)")]
-pub struct Report;
 
 pub struct Sink {
     journal: Journal,
@@ -250,19 +218,15 @@ impl Actor for Sink {
                 });
             });
         }
-        // fsync on a blocking thread: never block the arbiter on the disk.
+        // fsync on the journal's fsync thread: never block the arbiter on the disk.
         ctx.run_interval(
             Duration::from_millis(self.cfg.fsync_interval_ms.max(10)),
             |act, _| {
                 if act.failing() {
                     return; // the flush retry reports the trouble; fsync adds nothing
                 }
-                if let Ok(f) = act.journal.sync_handle() {
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = f.sync_data() {
-                            tracing::error!(error = %e, "journal fsync failed");
-                        }
-                    });
+                if let Err(e) = act.journal.sync_later() {
+                    tracing::error!(error = %e, "journal fsync failed");
                 }
             },
         );
@@ -317,9 +281,9 @@ fn stamp_state(oplog: &OpLog, r: &mut ProbeResult) {
 }
 
 impl Handler<Flush> for Sink {
-    type Result = Result<u64, String>;
+    type Result = AtomicResponse<Self, Result<u64, String>>;
     /// The stop's flush: never an error for the disk (what could not be written is
-    /// counted in `lost`); `written` minus `lost` is on disk.
+    /// counted in `lost`); `written` minus `lost` is on disk, fsynced when it answers.
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
         // The stop: say what the rate limit held back.
         self.oplog.tick(
@@ -327,11 +291,20 @@ impl Handler<Flush> for Sink {
             |l| l.log(),
         );
         self.final_flush();
-        // The final flush fsyncs inline: nothing else should run meanwhile.
-        if let Err(e) = self.journal.sync_handle().and_then(|f| f.sync_data()) {
-            tracing::error!(error = %e, dir = %self.journal.dir().display(), "journal fsync at the stop failed: the last results may not survive a power loss");
-        }
-        Ok(self.counters.written)
+        // The sink handles nothing else until the fsync is done (an atomic response), but
+        // its thread is free: the fsync runs on the journal's fsync thread, after every
+        // one queued before.
+        let (synced, written) = (self.journal.sync(), self.counters.written);
+        let dir = self.journal.dir().to_owned();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if let Err(e) = synced.await {
+                    tracing::error!(error = %e, dir = %dir.display(), "journal fsync at the stop failed: the last results may not survive a power loss");
+                }
+                Ok(written)
+            }
+            .into_actor(self),
+        ))
     }
 }
 
@@ -342,70 +315,11 @@ impl Handler<Report> for Sink {
     }
 }
 
-/// How producers reach the sink: bounded, waiting.
-/// It also carries the run's metrics, so that code holding a handle (every producer) can
-/// register what it counts without another argument.
-#[derive(Clone)]
-pub struct SinkHandle {
-    addr: Addr<Sink>,
-    slots: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
-}
-
-impl SinkHandle {
-    pub fn new(addr: Addr<Sink>, buffer: usize) -> Self {
-        Self::with_metrics(addr, buffer, Arc::new(Metrics::new()))
-    }
-
-    /// A handle whose buffer use is exposed in `metrics`.
-    pub fn with_metrics(addr: Addr<Sink>, buffer: usize, metrics: Arc<Metrics>) -> Self {
-        let slots = Arc::new(Semaphore::new(buffer.max(1)));
-        let s = slots.clone();
-        let cap = buffer.max(1);
-        metrics.track_sink_buffer(cap, move || cap - s.available_permits().min(cap));
-        Self {
-            addr,
-            slots,
-            metrics,
-        }
-    }
-
-    /// The run's metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// Hands a result to the sink, waiting while `buffer` results are already in flight.
-    /// Returns false only when the sink is gone (then the result is logged, not lost silently).
-    pub async fn publish(&self, r: ProbeResult) -> bool {
-        let _slot = self.slots.acquire().await.expect("never closed");
-        let id = r.event.id.clone();
-        match self.addr.send(Publish(r)).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(event_id = %id, error = %e, "sink unavailable: result not journaled");
-                false
-            }
-        }
-    }
-
-    pub async fn flush(&self) -> Result<u64, String> {
-        self.addr.send(Flush).await.map_err(|e| e.to_string())?
-    }
-
-    pub async fn report(&self) -> Option<(Tally, SinkCounters)> {
-        self.addr.send(Report).await.ok()
-    }
-
-    pub fn addr(&self) -> &Addr<Sink> {
-        &self.addr
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Action, Outcome, ResultContext};
+    use crate::runtime::SinkHandle;
     use crate::sink::disk::DiskFaults;
 
     fn sink_on(dir: &std::path::Path, faults: &DiskFaults, max_pending: usize) -> SinkHandle {

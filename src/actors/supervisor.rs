@@ -6,14 +6,14 @@ use super::environment::{
     EnvCounters, EnvSchedule, Environment, GetCounters, Resume, RunPass, Shutdown, StartSchedules,
 };
 use super::handoff::{HandedOffJob, Handoff};
-use super::sink::{Sink, SinkCounters, SinkHandle};
+use super::sink::Sink;
 use super::Workers;
 use crate::api::TokenManager;
 use crate::config::{Config, ConfigError, HostSpec, ValidConfig};
 use crate::exit::ExitCode;
 use crate::limiter::EnvLimits;
 use crate::model::ResultContext;
-use crate::probes::EnvRuntime;
+use crate::runtime::{EnvRuntime, SinkCounters, SinkHandle};
 use crate::schedule::{Clock, ScheduleStore};
 use crate::selection::{select, Selection};
 use crate::simulator::{self, SimulatorHandle};

@@ -4,6 +4,7 @@
 //! says (a portal announcing `expiresIn: 1`, or refusing every token, cannot make the prober
 //! hammer the login and lock the service account).
 
+use super::retry::{self, Action, Site};
 use super::{ApiClient, ApiError, Call, Token};
 use crate::config::Secret;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,14 +128,13 @@ impl TokenManager {
         let mut call = self.login_no_sooner_than_floor(client, floor).await;
         // The portal's rate limit is not a refused login: wait as told (and at least the
         // floor) and try again.
-        for _ in 0..3 {
-            let Err(ApiError::RateLimited { retry_after }) = &call.outcome else {
+        let mut attempt = 1;
+        while let Err(e) = &call.outcome {
+            let Action::Retry { after } = retry::classify(Site::Login, e, attempt) else {
                 break;
             };
-            let wait = retry_after
-                .unwrap_or(Duration::from_secs(1))
-                .min(Duration::from_secs(30));
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(after).await;
+            attempt += 1;
             call = self.login_no_sooner_than_floor(client, floor).await;
         }
         let res = match &call.outcome {

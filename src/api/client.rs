@@ -561,34 +561,62 @@ impl ApiClient {
         token: Option<&Secret>,
         vars: &Vars<'_>,
     ) -> (Exchange, Result<Answer, ApiError>) {
-        // A call that fails before anything is sent: no status, no duration.
-        let unsent = |url: String, e: ApiError| (unsent_exchange(method, url), Err(e));
-        // A path whose placeholder has no value (a host without the variable) is not sent.
+        let (url, req) = match self.request(method, path_template, body, headers, token, vars) {
+            Ok(prepared) => prepared,
+            // A call that fails before anything is sent: no status, no duration.
+            Err((url, e)) => return (unsent_exchange(method, url), Err(e)),
+        };
+        let _permit = self.limits.acquire().await;
+        let start = Instant::now();
+        let res = match req.send().await {
+            Ok(resp) => self.answer(resp).await,
+            Err(e) => Err((None, ApiError::from_reqwest(&e, self.cfg.timeout_ms))),
+        };
+        let duration = start.elapsed();
+        let (status, outcome) = match res {
+            Ok(a) => (Some(a.status), Ok(a)),
+            Err((s, e)) => (s, Err(e)),
+        };
+        let exchange = Exchange {
+            method: method.to_owned(),
+            url,
+            status,
+            duration,
+        };
+        (exchange, outcome)
+    }
+
+    /// The URL and the request to send, or the URL and why nothing can be sent: a path
+    /// whose placeholder has no value (a host without the variable), a client that could
+    /// not be built, a header or a token that cannot be a header value. Checked before any
+    /// permit is spent.
+    fn request(
+        &self,
+        method: &str,
+        path_template: &str,
+        body: Option<Vec<u8>>,
+        headers: &Headers,
+        token: Option<&Secret>,
+        vars: &Vars<'_>,
+    ) -> Result<(String, reqwest::RequestBuilder), (String, ApiError)> {
         let url = match vars.render_strict(path_template, true) {
             Ok(path) => format!("{}{path}", self.base),
             Err(e) => {
                 let url = format!("{}{}", self.base, vars.render(path_template, true));
-                return unsent(url, e);
+                return Err((url, e));
             }
         };
+        let unsent = |e: ApiError| (url.clone(), e);
         let method_v =
             reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let http = match &self.http {
-            Ok(h) => h,
-            Err(e) => return unsent(url, e.clone()),
-        };
-        let header_map = match self.headers(headers, vars, token) {
-            Ok(h) => h,
-            Err(e) => return unsent(url, e),
-        };
-        // A token that cannot be a header value fails here, as `config`, before any permit
-        // is spent (the login refuses such tokens already; this is the last guard).
-        let auth_header = match token.map(|t| self.token_header(t)).transpose() {
-            Ok(h) => h,
-            Err(e) => return unsent(url, e),
-        };
-        let _permit = self.limits.acquire().await;
-        let start = Instant::now();
+        let http = self.http.as_ref().map_err(|e| unsent(e.clone()))?;
+        let header_map = self.headers(headers, vars, token).map_err(unsent)?;
+        // A token that cannot be a header value fails here, as `config` (the login refuses
+        // such tokens already; this is the last guard).
+        let auth_header = token
+            .map(|t| self.token_header(t))
+            .transpose()
+            .map_err(unsent)?;
         let mut req = match static_url(path_template, &url) {
             Some(parsed) => http.request(method_v, parsed),
             None => http.request(method_v, &url),
@@ -606,57 +634,44 @@ impl ApiClient {
         if let Some((name, value)) = auth_header {
             req = req.header(name, value);
         }
-        let res = match req.send().await {
-            // A 3xx the redirect policy did not follow (see `net::redirect_policy`).
-            Ok(resp) if resp.status().is_redirection() && resp.status() != 304 => {
-                let status = resp.status().as_u16();
-                let location = resp
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .map(|v| location_text(&String::from_utf8_lossy(v.as_bytes())))
-                    .unwrap_or_default();
-                drop(resp);
-                Err((Some(status), ApiError::Redirect { status, location }))
+        Ok((url, req))
+    }
+
+    /// The answer, its body read (capped), or what was wrong with it (and its status).
+    async fn answer(&self, resp: reqwest::Response) -> Result<Answer, (Option<u16>, ApiError)> {
+        let status = resp.status().as_u16();
+        // A 3xx the redirect policy did not follow (see `net::redirect_policy`).
+        if resp.status().is_redirection() && status != 304 {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| location_text(&String::from_utf8_lossy(v.as_bytes())))
+                .unwrap_or_default();
+            drop(resp);
+            return Err((Some(status), ApiError::Redirect { status, location }));
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match read_capped(resp, self.cfg.max_body_bytes, self.cfg.timeout_ms).await {
+            Ok(bytes) if status == 429 => {
+                drop(bytes);
+                Err((Some(status), ApiError::RateLimited { retry_after }))
             }
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let content_type = resp
-                    .headers()
-                    .get(reqwest::header::CONTENT_TYPE)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                match read_capped(resp, self.cfg.max_body_bytes, self.cfg.timeout_ms).await {
-                    Ok(bytes) if status == 429 => {
-                        drop(bytes);
-                        Err((Some(status), ApiError::RateLimited { retry_after }))
-                    }
-                    Ok(body) => Ok(Answer {
-                        status,
-                        body,
-                        content_type,
-                    }),
-                    Err(e) => Err((Some(status), e)),
-                }
-            }
-            Err(e) => Err((None, ApiError::from_reqwest(&e, self.cfg.timeout_ms))),
-        };
-        let duration = start.elapsed();
-        let (status, outcome) = match res {
-            Ok(a) => (Some(a.status), Ok(a)),
-            Err((s, e)) => (s, Err(e)),
-        };
-        let exchange = Exchange {
-            method: method.to_owned(),
-            url,
-            status,
-            duration,
-        };
-        (exchange, outcome)
+            Ok(body) => Ok(Answer {
+                status,
+                body,
+                content_type,
+            }),
+            Err(e) => Err((Some(status), e)),
+        }
     }
 }
 

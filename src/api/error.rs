@@ -1,4 +1,5 @@
-//! How a call to the portal can fail, and how each failure is classified (`error.type`).
+//! How a call to the portal can fail, and how each failure is classified (`error.type`);
+//! what to do after one is [`super::retry`].
 
 use crate::model::ErrorType;
 use std::time::Duration;
@@ -83,19 +84,6 @@ impl ApiError {
             ApiError::Redirect { .. } | ApiError::TooManyRedirects(_) => ErrorType::Redirect,
             ApiError::Portal(_) => ErrorType::ApiError,
             ApiError::LoginRefused(_) => ErrorType::Auth,
-        }
-    }
-
-    /// Worth another attempt later (the job actor keeps polling; a check may retry).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ApiError::Timeout(_)
-            | ApiError::Connect(_)
-            | ApiError::RateLimited { .. }
-            | ApiError::Network(_)
-            | ApiError::Decode(_) => true,
-            ApiError::HttpStatus { status, .. } => *status >= 500,
-            _ => false,
         }
     }
 
@@ -189,7 +177,6 @@ mod tests {
             ApiError::TooManyRedirects("loop".into()).error_type(),
             ErrorType::Redirect
         );
-        assert!(!r.is_transient() && !ApiError::Tls("x".into()).is_transient());
     }
 
     #[test]
@@ -212,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn errors_inside_2xx_answers_are_api_error_or_auth_and_not_transient() {
+    fn errors_inside_2xx_answers_are_api_error_or_auth() {
         let e = ApiError::Portal("Subclient not found (code 2)".into());
         assert_eq!(e.error_type(), ErrorType::ApiError);
         assert_eq!(ErrorType::ApiError.as_str(), "api_error");
@@ -222,18 +209,6 @@ mod tests {
         );
         let l = ApiError::LoginRefused("Invalid Username or Password".into());
         assert_eq!(l.error_type(), ErrorType::Auth);
-        assert!(!e.is_transient() && !l.is_transient());
-    }
-
-    #[test]
-    fn server_errors_are_transient_client_errors_are_not() {
-        let s = |status| ApiError::HttpStatus {
-            status,
-            excerpt: String::new(),
-        };
-        assert!(s(503).is_transient());
-        assert!(!s(404).is_transient());
-        assert!(!ApiError::Unauthorized(401).is_transient());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! HTTP to the IASO portal lives here only: the client (requests built from configuration),
-//! what its answers mean, its error classification, and the token manager.
+//! what its answers mean, its errors, what to do after each ([`retry`]), and the token
+//! manager.
 
 pub mod answers;
 mod auth;
 mod client;
 mod error;
+pub mod retry;
 
 pub use answers::{HealthReport, JobState, Launched, Token};
 pub use auth::{renew_deadline, TokenLease, TokenManager};

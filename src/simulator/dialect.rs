@@ -334,24 +334,26 @@ pub fn parse_request(
     query: &str,
     body: &[u8],
 ) -> Result<Call, String> {
-    match (dialect, endpoint) {
-        (_, Endpoint::Alive) => Ok(Call::Alive),
-        (_, Endpoint::Health) => Ok(Call::Health),
-        (Dialect::Reference, Endpoint::Auth) => {
+    match dialect {
+        Dialect::Reference => parse_reference(endpoint, body),
+        Dialect::Alt => parse_alt(endpoint, param, body),
+        Dialect::Commvault => parse_commvault(endpoint, param, query, body),
+    }
+}
+
+/// The reference dialect: every value in a JSON body.
+fn parse_reference(endpoint: Endpoint, body: &[u8]) -> Result<Call, String> {
+    match endpoint {
+        Endpoint::Alive => Ok(Call::Alive),
+        Endpoint::Health => Ok(Call::Health),
+        Endpoint::Auth => {
             let b: RefLogin = body_json(body)?;
             Ok(Call::Login {
                 username: required("username", b.username)?,
                 password: present("password", b.password)?,
             })
         }
-        (Dialect::Alt, Endpoint::Auth) => {
-            let b: AltLogin = body_json(body)?;
-            Ok(Call::Login {
-                username: required("user", b.user)?,
-                password: present("pass", b.pass)?,
-            })
-        }
-        (Dialect::Reference, Endpoint::Backups) => {
+        Endpoint::Backups => {
             let b: RefBackup = body_json(body)?;
             let host = required("hostname", b.hostname)?;
             check_level("backupLevel", b.backup_level)?;
@@ -360,15 +362,7 @@ pub fn parse_request(
                 host,
             })
         }
-        (Dialect::Alt, Endpoint::Backups) => {
-            let b: AltBackup = body_json(body)?;
-            check_level("level", b.level)?;
-            Ok(Call::Launch {
-                kind: JobKind::Backup,
-                host: param.unwrap_or_default().to_owned(),
-            })
-        }
-        (Dialect::Reference, Endpoint::Restores) => {
+        Endpoint::Restores => {
             let b: RefRestore = body_json(body)?;
             let host = required("hostname", b.hostname)?;
             required("fileName", b.file_name)?;
@@ -379,17 +373,7 @@ pub fn parse_request(
                 host,
             })
         }
-        (Dialect::Alt, Endpoint::Restores) => {
-            let b: AltRestore = body_json(body)?;
-            required("file", b.file)?;
-            required("from", b.from)?;
-            required("to", b.to)?;
-            Ok(Call::Launch {
-                kind: JobKind::Restore,
-                host: param.unwrap_or_default().to_owned(),
-            })
-        }
-        (Dialect::Reference, Endpoint::JobStatus) => {
+        Endpoint::JobStatus => {
             let b: RefStatus = body_json(body)?;
             let job_id = match b.job_id {
                 Some(Value::String(id)) => id.strip_prefix('J').and_then(|n| n.parse().ok()),
@@ -401,11 +385,58 @@ pub fn parse_request(
                 host: Some(required("hostname", b.hostname)?),
             })
         }
-        (Dialect::Alt, Endpoint::JobStatus) => Ok(Call::Status {
+    }
+}
+
+/// The alternative dialect: the host (or job id) in the path, the rest in the body.
+fn parse_alt(endpoint: Endpoint, param: Option<&str>, body: &[u8]) -> Result<Call, String> {
+    match endpoint {
+        Endpoint::Alive => Ok(Call::Alive),
+        Endpoint::Health => Ok(Call::Health),
+        Endpoint::Auth => {
+            let b: AltLogin = body_json(body)?;
+            Ok(Call::Login {
+                username: required("user", b.user)?,
+                password: present("pass", b.pass)?,
+            })
+        }
+        Endpoint::Backups => {
+            let b: AltBackup = body_json(body)?;
+            check_level("level", b.level)?;
+            Ok(Call::Launch {
+                kind: JobKind::Backup,
+                host: param.unwrap_or_default().to_owned(),
+            })
+        }
+        Endpoint::Restores => {
+            let b: AltRestore = body_json(body)?;
+            required("file", b.file)?;
+            required("from", b.from)?;
+            required("to", b.to)?;
+            Ok(Call::Launch {
+                kind: JobKind::Restore,
+                host: param.unwrap_or_default().to_owned(),
+            })
+        }
+        Endpoint::JobStatus => Ok(Call::Status {
             job_id: param.and_then(|id| id.parse().ok()),
             host: None,
         }),
-        (Dialect::Commvault, Endpoint::Auth) => {
+    }
+}
+
+/// Commvault's: a Base64 password, the subclient in the path and the level in the query,
+/// restores as a `CreateTask` body.
+fn parse_commvault(
+    endpoint: Endpoint,
+    param: Option<&str>,
+    query: &str,
+    body: &[u8],
+) -> Result<Call, String> {
+    match endpoint {
+        Endpoint::Alive => Ok(Call::Alive),
+        Endpoint::Health => Ok(Call::Health),
+        Endpoint::Auth => {
             let b: RefLogin = body_json(body)?;
             let username = required("username", b.username)?;
             let encoded = present("password", b.password)?;
@@ -418,7 +449,7 @@ pub fn parse_request(
                 .unwrap_or_else(|| "\0not base64".to_owned());
             Ok(Call::Login { username, password })
         }
-        (Dialect::Commvault, Endpoint::Backups) => {
+        Endpoint::Backups => {
             if let Some(level) = query_param(query, "backupLevel") {
                 if !COMMVAULT_LEVELS.contains(&level.as_str()) {
                     return Err(format!(
@@ -433,8 +464,8 @@ pub fn parse_request(
                 client: None,
             })
         }
-        (Dialect::Commvault, Endpoint::Restores) => parse_create_task(body),
-        (Dialect::Commvault, Endpoint::JobStatus) => Ok(Call::Status {
+        Endpoint::Restores => parse_create_task(body),
+        Endpoint::JobStatus => Ok(Call::Status {
             job_id: param
                 .and_then(|id| id.parse::<u64>().ok())
                 .and_then(|n| n.checked_sub(COMMVAULT_JOB_BASE)),
@@ -652,13 +683,6 @@ fn commvault_shape(route: Option<&Route>, answer: &Answer) -> (u16, &'static str
         Some(Route::Endpoint { endpoint, .. }) => Some(*endpoint),
         _ => None,
     };
-    let generic = |status: u16, code: u64, message: &str| {
-        (
-            status,
-            "App_GenericResp",
-            json!({"errorCode": code, "errorMessage": message}),
-        )
-    };
     match answer {
         Answer::Malformed => (200, "App_GenericResp", Value::Null),
         Answer::Alive => (200, "App_ServiceStatus", json!({"status": "running"})),
@@ -706,32 +730,50 @@ fn commvault_shape(route: Option<&Route>, answer: &Answer) -> (u16, &'static str
                 "pendingReason": view.failure_reason.unwrap_or(""),
             }}]}),
         ),
-        Answer::RateLimited { .. } => generic(429, 429, "rate limited"),
-        Answer::Error { status, message } => match (endpoint, *status) {
-            // A login refused (or malformed): HTTP 200, the reason in errList.
-            (Some(Endpoint::Auth), 400 | 401) => (
-                200,
-                "DM2ContentIndexing_CheckCredentialResp",
-                json!({
-                    "loginAttempts": 1, "remainingLockTime": 0, "isAccountLocked": false,
-                    "errList": [{"errorCode": 1116, "errLogMessage": if *status == 401 {
-                        "Invalid Username or Password"
-                    } else {
-                        message.as_str()
-                    }}],
-                }),
-            ),
-            (Some(_), 401) => generic(401, 5, "Access denied"),
-            // An unknown job: an empty list, as a job not yet visible is too.
-            (Some(Endpoint::JobStatus), 404) => (
-                200,
-                "JobManager_JobListResponse",
-                json!({"totalRecordsWithoutPaging": 0, "jobs": []}),
-            ),
-            (Some(_), 404) => generic(200, 2, message),
-            (Some(_), 400) => generic(200, 1, message),
-            (_, s) => generic(s, u64::from(s), message),
-        },
+        Answer::RateLimited { .. } => commvault_generic(429, 429, "rate limited"),
+        Answer::Error { status, message } => commvault_error(endpoint, *status, message),
+    }
+}
+
+/// Commvault's generic answer: an error code and its message.
+fn commvault_generic(status: u16, code: u64, message: &str) -> (u16, &'static str, Value) {
+    (
+        status,
+        "App_GenericResp",
+        json!({"errorCode": code, "errorMessage": message}),
+    )
+}
+
+/// A portal error in Commvault's shape: most are HTTP 200 with an error code inside.
+fn commvault_error(
+    endpoint: Option<Endpoint>,
+    status: u16,
+    message: &str,
+) -> (u16, &'static str, Value) {
+    match (endpoint, status) {
+        // A login refused (or malformed): HTTP 200, the reason in errList.
+        (Some(Endpoint::Auth), 400 | 401) => (
+            200,
+            "DM2ContentIndexing_CheckCredentialResp",
+            json!({
+                "loginAttempts": 1, "remainingLockTime": 0, "isAccountLocked": false,
+                "errList": [{"errorCode": 1116, "errLogMessage": if status == 401 {
+                    "Invalid Username or Password"
+                } else {
+                    message
+                }}],
+            }),
+        ),
+        (Some(_), 401) => commvault_generic(401, 5, "Access denied"),
+        // An unknown job: an empty list, as a job not yet visible is too.
+        (Some(Endpoint::JobStatus), 404) => (
+            200,
+            "JobManager_JobListResponse",
+            json!({"totalRecordsWithoutPaging": 0, "jobs": []}),
+        ),
+        (Some(_), 404) => commvault_generic(200, 2, message),
+        (Some(_), 400) => commvault_generic(200, 1, message),
+        (_, s) => commvault_generic(s, u64::from(s), message),
     }
 }
 

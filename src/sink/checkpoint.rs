@@ -16,6 +16,7 @@ pub struct Position {
 }
 
 /// Reads and writes the checkpoint file of a journal folder.
+#[derive(Clone)]
 pub struct Checkpoint {
     path: PathBuf,
     faults: DiskFaults,

@@ -23,6 +23,23 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// `doc`, refused for good with this reason.
+    pub fn refused(
+        doc: BulkDoc,
+        status: u16,
+        error_type: impl Into<String>,
+        reason: String,
+    ) -> Self {
+        Self {
+            index: doc.index,
+            id: doc.id,
+            status,
+            error_type: error_type.into(),
+            reason,
+            source: doc.source,
+        }
+    }
+
     fn record(&self, now: &str) -> serde_json::Value {
         let document =
             serde_json::from_slice::<serde_json::Value>(&self.source).unwrap_or_else(|_| {

@@ -3,7 +3,9 @@
 //! so a line torn by a crash can only be the last line of an older segment; readers skip it.
 
 use super::disk::{DiskFaults, FaultyFile};
-use std::fs::{self, File, OpenOptions};
+use super::syncer::Syncer;
+use std::fs::{self, OpenOptions};
+use std::future::Future;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -48,6 +50,8 @@ pub struct Journal {
     file: BufWriter<FaultyFile>,
     lines: u64,
     faults: DiskFaults,
+    /// Where its fsyncs run, in order, off the caller's thread.
+    syncer: Syncer,
 }
 
 impl Journal {
@@ -69,6 +73,7 @@ impl Journal {
             file,
             lines: 0,
             faults,
+            syncer: Syncer::start()?,
         })
     }
 
@@ -100,23 +105,36 @@ impl Journal {
         Ok(())
     }
 
+    /// Closes the segment (written out, its fsync queued before any of the next one's) and
+    /// opens the next.
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
-        self.file.get_ref().file.sync_data()?;
+        let next = open_segment(&self.dir, self.segment + 1, &self.faults)?;
+        let (closed, _) = std::mem::replace(&mut self.file, next).into_parts();
+        self.syncer.sync_later(closed.file);
         self.segment += 1;
-        self.file = open_segment(&self.dir, self.segment, &self.faults)?;
         self.bytes = 0;
         Ok(())
     }
 
-    /// Writes buffered lines to the file (not yet durable: see [`sync_handle`](Self::sync_handle)).
+    /// Writes buffered lines to the file (not yet durable: see [`sync`](Self::sync)).
     pub fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
 
-    /// A handle to fsync the current segment from a blocking thread.
-    pub fn sync_handle(&self) -> io::Result<File> {
-        self.file.get_ref().file.try_clone()
+    /// Queues an fsync of what was flushed so far (on the journal's fsync thread, after the
+    /// ones before; not twice while one waits); returns at once, a failure is logged.
+    pub fn sync_later(&self) -> io::Result<()> {
+        self.syncer
+            .sync_periodic(|| self.file.get_ref().file.try_clone())
+    }
+
+    /// Fsyncs what was flushed so far, after every fsync queued before (closed segments
+    /// included): resolves once it is durable. The future does not borrow the journal.
+    pub fn sync(&self) -> impl Future<Output = io::Result<()>> + 'static {
+        let file = self.file.get_ref().file.try_clone();
+        let synced = file.map(|f| self.syncer.sync(f));
+        async move { synced?.await }
     }
 
     /// Complete lines appended but still in the buffer (not yet handed to the file system):

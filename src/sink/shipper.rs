@@ -127,6 +127,9 @@ pub struct Shipper {
     /// The position last saved in the checkpoint file.
     saved: Position,
     checkpoint_backoff: RetryBackoff,
+    /// A checkpoint save running on the blocking pool (at most one: saves stay in order),
+    /// and the position it saves.
+    saving: Option<(Position, tokio::task::JoinHandle<io::Result<()>>)>,
     /// A batch whose dead letters the disk refused: its end and those dead letters. Nothing
     /// moves past it until they are written.
     blocked: Option<(Position, Vec<DeadLetter>, u64)>,
@@ -163,6 +166,7 @@ impl Shipper {
             position,
             saved: position,
             checkpoint_backoff: RetryBackoff::new(tick, MAX_DISK_RETRY_WAIT),
+            saving: None,
             blocked: None,
             faults: DiskFaults::default(),
             backlog: Backlog {
@@ -207,41 +211,72 @@ impl Shipper {
     }
 
     /// Moves past a completed batch and saves the checkpoint when the disk allows.
-    fn advance(&mut self, end: Position, lines: u64) {
+    async fn advance(&mut self, end: Position, lines: u64) {
         self.position = end;
         {
             let mut c = self.counters.lock().unwrap();
             c.position = end;
             c.lines_done += lines;
         }
-        self.save_checkpoint(false);
+        self.save_checkpoint_off_thread(false).await;
     }
 
-    /// Saves the position (`force`: even before the backoff allows it, for the stop).
-    /// A failure is logged and retried with backoff; shipping goes on from memory (a restart
-    /// would re-send since the last saved checkpoint: Elasticsearch answers 409, no duplicate).
+    /// Saves the position (`force`: even before the backoff allows it, for the stop), then
+    /// applies the retention to the segments it is past. A failure is logged and retried
+    /// with backoff; shipping goes on from memory (a restart would re-send since the last
+    /// saved checkpoint: Elasticsearch answers 409, no duplicate). On this thread: for the
+    /// end of `ship` and tests; shipping itself uses [`Self::save_checkpoint_off_thread`].
     pub fn save_checkpoint(&mut self, force: bool) {
-        if self.position == self.saved {
+        if let Some(pos) = self.checkpoint_due(force) {
+            let res = save_and_retain(&self.checkpoint, pos, &self.journal);
+            self.checkpoint_saved(pos, res);
+        }
+    }
+
+    /// [`save_checkpoint`](Self::save_checkpoint) on the blocking pool (its two fsyncs and
+    /// the retention's deletions must not block the arbiter shipping shares). The save runs
+    /// while shipping goes on; while one runs, a later position waits for the next call
+    /// (`force`: waits for it, then saves). One at a time, so saves stay in order;
+    /// [`ship_available`](Self::ship_available) waits for the last before it returns.
+    async fn save_checkpoint_off_thread(&mut self, force: bool) {
+        if !force && self.saving.as_ref().is_some_and(|(_, h)| !h.is_finished()) {
             return;
         }
+        self.saved_off_thread().await;
+        let Some(pos) = self.checkpoint_due(force) else {
+            return;
+        };
+        let (checkpoint, journal) = (self.checkpoint.clone(), self.journal.clone());
+        let save = tokio::task::spawn_blocking(move || save_and_retain(&checkpoint, pos, &journal));
+        self.saving = Some((pos, save));
+        if force {
+            self.saved_off_thread().await;
+        }
+    }
+
+    /// Waits for the save running on the blocking pool, if any, and notes its outcome.
+    async fn saved_off_thread(&mut self) {
+        if let Some((pos, save)) = self.saving.take() {
+            let res = joined(save.await).and_then(|r| r);
+            self.checkpoint_saved(pos, res);
+        }
+    }
+
+    /// The position to save now, if any.
+    fn checkpoint_due(&self, force: bool) -> Option<Position> {
+        let due = force || self.checkpoint_backoff.due(tokio::time::Instant::now());
+        (self.position != self.saved && due).then_some(self.position)
+    }
+
+    fn checkpoint_saved(&mut self, pos: Position, res: io::Result<()>) {
         let now = tokio::time::Instant::now();
-        if !force && !self.checkpoint_backoff.due(now) {
-            return;
-        }
-        match self.checkpoint.save(self.position) {
+        match res {
             Ok(()) => {
-                self.saved = self.position;
+                self.saved = pos;
                 let failures = self.checkpoint_backoff.succeeded();
                 if failures > 0 {
                     tracing::info!(failures, "shipping checkpoint saved again");
                 }
-                super::journal::apply_retention(
-                    &self.journal.dir,
-                    self.saved.segment,
-                    self.journal.retention_hours,
-                    self.journal.retention_max_bytes,
-                    true,
-                );
             }
             Err(e) => {
                 let first = self.checkpoint_backoff.failures() == 0;
@@ -343,13 +378,14 @@ impl Shipper {
         }
         // Dead letters the disk refused last time go first: nothing moves past them.
         if let Some((end, dead, n)) = self.blocked.take() {
-            if let Err(e) = self.write_dead_letters(&dead) {
+            let (dead, written) = self.write_dead_letters(dead).await;
+            if let Err(e) = written {
                 self.blocked = Some((end, dead, n));
                 return Err(e);
             }
-            self.advance(end, n);
+            self.advance(end, n).await;
         }
-        self.save_checkpoint(false);
+        self.save_checkpoint_off_thread(false).await;
         let mut reader = JournalReader::new(&self.journal.dir, self.position);
         let mut inflight = FuturesOrdered::new();
         let mut handled = 0u64;
@@ -360,26 +396,19 @@ impl Shipper {
                 && disk_error.is_none()
                 && inflight.len() < self.cfg.max_in_flight.max(1)
             {
-                let lines = reader.read_batch(self.cfg.batch_max_docs, self.cfg.batch_max_bytes)?;
+                let lines =
+                    match reader.read_batch(self.cfg.batch_max_docs, self.cfg.batch_max_bytes) {
+                        Ok(lines) => lines,
+                        Err(e) => {
+                            self.saved_off_thread().await;
+                            return Err(e);
+                        }
+                    };
                 let Some(end) = lines.last().map(|l| l.end) else {
                     exhausted = true;
                     break;
                 };
-                let mut docs = Vec::with_capacity(lines.len());
-                let mut dead = Vec::new();
-                for l in lines {
-                    match encoder::encode(l.line.clone()) {
-                        Ok(d) => docs.push(d),
-                        Err(e) => dead.push(DeadLetter {
-                            index: String::new(),
-                            id: String::new(),
-                            status: 0,
-                            error_type: "journal_line".into(),
-                            reason: e.to_string(),
-                            source: l.line,
-                        }),
-                    }
-                }
+                let (docs, mut dead) = encode_batch(lines);
                 let n = docs.len() + dead.len();
                 self.counters.lock().unwrap().torn_lines = reader.torn;
                 let fut = send_all(
@@ -403,14 +432,16 @@ impl Shipper {
                 // Sent after the blocked batch: sent again once it is unblocked (409s).
                 continue;
             }
-            if let Err(e) = self.write_dead_letters(&dead) {
+            let (dead, written) = self.write_dead_letters(dead).await;
+            if let Err(e) = written {
                 self.blocked = Some((end, dead, n as u64));
                 disk_error = Some(e);
                 continue;
             }
-            self.advance(end, n as u64);
+            self.advance(end, n as u64).await;
             handled += n as u64;
         }
+        self.saved_off_thread().await;
         match disk_error {
             Some(e) => Err(e),
             None => Ok(handled),
@@ -446,7 +477,7 @@ impl Shipper {
                 }
             }
             if stopping && self.caught_up() {
-                self.save_checkpoint(true);
+                self.save_checkpoint_off_thread(true).await;
                 return;
             }
             if stopping {
@@ -460,10 +491,28 @@ impl Shipper {
         }
     }
 
-    fn write_dead_letters(&self, dead: &[DeadLetter]) -> io::Result<()> {
-        dead_letter::append(&self.dead_letter_path, dead, &self.faults)?;
-        self.counters.lock().unwrap().dead_lettered += dead.len() as u64;
-        Ok(())
+    /// Appends `dead` to the dead-letter file and fsyncs it, on a blocking thread (awaited:
+    /// nothing moves past a batch before its dead letters are durable); gives them back for
+    /// a retry.
+    async fn write_dead_letters(&self, dead: Vec<DeadLetter>) -> (Vec<DeadLetter>, io::Result<()>) {
+        if dead.is_empty() {
+            return (dead, Ok(()));
+        }
+        let (path, faults) = (self.dead_letter_path.clone(), self.faults.clone());
+        let written = off_thread(move || {
+            let res = dead_letter::append(&path, &dead, &faults);
+            (dead, res)
+        })
+        .await;
+        let (dead, res) = match written {
+            Ok(done) => done,
+            // Only when the runtime is going away (the write never ran).
+            Err(e) => (Vec::new(), Err(e)),
+        };
+        if res.is_ok() {
+            self.counters.lock().unwrap().dead_lettered += dead.len() as u64;
+        }
+        (dead, res)
     }
 
     /// `ship --dead-letter`: sends the documents of the dead-letter file again (same `_index`
@@ -521,6 +570,61 @@ impl Shipper {
     }
 }
 
+/// The bulk documents of journal lines, and the lines that are none (dead at once).
+fn encode_batch(lines: Vec<super::reader::JournalLine>) -> (Vec<BulkDoc>, Vec<DeadLetter>) {
+    let mut docs = Vec::with_capacity(lines.len());
+    let mut dead = Vec::new();
+    for l in lines {
+        match encoder::encode(l.line.clone()) {
+            Ok(d) => docs.push(d),
+            Err(e) => dead.push(DeadLetter {
+                index: String::new(),
+                id: String::new(),
+                status: 0,
+                error_type: "journal_line".into(),
+                reason: e.to_string(),
+                source: l.line,
+            }),
+        }
+    }
+    (docs, dead)
+}
+
+/// Runs `f` on tokio's blocking pool; a panic in it goes on here, as if it ran inline.
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    joined(tokio::task::spawn_blocking(f).await)
+}
+
+/// The outcome of a blocking task; its panic goes on here, as if it ran inline.
+fn joined<T>(res: Result<T, tokio::task::JoinError>) -> io::Result<T> {
+    match res {
+        Ok(v) => Ok(v),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Err(io::Error::other(format!(
+                "blocking disk write cancelled: {e}"
+            ))),
+        },
+    }
+}
+
+/// Saves `pos` and applies the retention to the segments before it (shipped data only).
+fn save_and_retain(
+    checkpoint: &Checkpoint,
+    pos: Position,
+    journal: &JournalConfig,
+) -> io::Result<()> {
+    checkpoint.save(pos)?;
+    super::journal::apply_retention(
+        &journal.dir,
+        pos.segment,
+        journal.retention_hours,
+        journal.retention_max_bytes,
+        true,
+    );
+    Ok(())
+}
+
 /// Sends one batch until every document is stored, a duplicate, or dead.
 async fn send_all(
     client: Elasticsearch,
@@ -553,42 +657,7 @@ async fn send_all(
             .or_default() += 1;
         match verdict {
             RequestVerdict::Items(verdicts) => {
-                let mut again = Vec::new();
-                let dead_before = dead.len();
-                {
-                    let mut c = counters.lock().unwrap();
-                    note_answer(&mut c, &backlog);
-                    c.paused = None;
-                    c.last_error = None;
-                    for (doc, v) in batch.into_iter().zip(verdicts) {
-                        match v {
-                            ItemVerdict::Stored => c.stored += 1,
-                            ItemVerdict::Duplicate => c.duplicates += 1,
-                            ItemVerdict::Retry(why) => {
-                                c.retried += 1;
-                                c.rejections_unlogged += 1;
-                                c.last_error = Some(why);
-                                again.push(doc);
-                            }
-                            ItemVerdict::DeadLetter {
-                                status,
-                                error_type,
-                                reason,
-                            } => {
-                                c.rejections_unlogged += 1;
-                                dead.push(DeadLetter {
-                                    index: doc.index,
-                                    id: doc.id,
-                                    status,
-                                    error_type,
-                                    reason,
-                                    source: doc.source,
-                                })
-                            }
-                        }
-                    }
-                    log_rejections(&mut c, &again, &dead[dead_before..]);
-                }
+                let again = sort_items(batch, verdicts, &counters, &backlog, &mut dead);
                 // Elasticsearch answered: item retries wait from `initial`, not the delays an
                 // outage before this answer built up.
                 if let Some(cap) = backoff.answered(!again.is_empty()) {
@@ -614,60 +683,104 @@ async fn send_all(
                 tokio::time::sleep(d).await;
                 queue.push_front(batch);
             }
-            RequestVerdict::Split => {
-                if batch.len() == 1 {
-                    let doc = batch.into_iter().next().expect("one");
-                    dead.push(DeadLetter {
-                        index: doc.index,
-                        id: doc.id,
-                        status: 413,
-                        error_type: "request_entity_too_large".into(),
-                        reason: "a single document is larger than the cluster accepts (http.max_content_length)".into(),
-                        source: doc.source,
-                    });
-                } else {
-                    counters.lock().unwrap().splits += 1;
-                    let mut first = batch;
-                    let second = first.split_off(first.len() / 2);
-                    tracing::info!(
-                        halves = first.len(),
-                        "bulk request too large (413), splitting"
-                    );
-                    queue.push_front(second);
-                    queue.push_front(first);
-                }
-            }
+            RequestVerdict::Split => split(batch, &mut queue, &mut dead, &counters),
             RequestVerdict::Pause(why) => {
-                let first_time = {
-                    let mut c = counters.lock().unwrap();
-                    let first = c.paused.is_none();
-                    c.paused = Some(why.clone());
-                    if c.outage_since.is_none() {
-                        c.outage_since = Some(chrono::Utc::now());
-                    }
-                    first.then(|| backlog.documents(&c))
-                };
-                if let Some(docs) = first_time {
-                    tracing::error!(error = %why, backlog = docs, "Elasticsearch refuses our requests: shipping paused, the journal keeps every result; check elasticsearch credentials, privileges and URL");
-                }
+                note_pause(&counters, why, &backlog);
                 tokio::time::sleep(jittered(max, &mut rng).max(initial)).await;
                 queue.push_front(batch);
             }
             RequestVerdict::DeadLetterAll { status, reason } => {
-                for doc in batch {
-                    dead.push(DeadLetter {
-                        index: doc.index,
-                        id: doc.id,
-                        status,
-                        error_type: "request_error".into(),
-                        reason: reason.clone(),
-                        source: doc.source,
-                    });
-                }
+                dead.extend(
+                    batch.into_iter().map(|doc| {
+                        DeadLetter::refused(doc, status, "request_error", reason.clone())
+                    }),
+                );
             }
         }
     }
     dead
+}
+
+/// An answer with items: counts them, moves the refused ones to `dead`, and returns those
+/// to send again.
+fn sort_items(
+    batch: Vec<BulkDoc>,
+    verdicts: Vec<ItemVerdict>,
+    counters: &Mutex<ShipperCounters>,
+    backlog: &Backlog,
+    dead: &mut Vec<DeadLetter>,
+) -> Vec<BulkDoc> {
+    let mut again = Vec::new();
+    let dead_before = dead.len();
+    let mut c = counters.lock().unwrap();
+    note_answer(&mut c, backlog);
+    c.paused = None;
+    c.last_error = None;
+    for (doc, v) in batch.into_iter().zip(verdicts) {
+        match v {
+            ItemVerdict::Stored => c.stored += 1,
+            ItemVerdict::Duplicate => c.duplicates += 1,
+            ItemVerdict::Retry(why) => {
+                c.retried += 1;
+                c.rejections_unlogged += 1;
+                c.last_error = Some(why);
+                again.push(doc);
+            }
+            ItemVerdict::DeadLetter {
+                status,
+                error_type,
+                reason,
+            } => {
+                c.rejections_unlogged += 1;
+                dead.push(DeadLetter::refused(doc, status, error_type, reason));
+            }
+        }
+    }
+    log_rejections(&mut c, &again, &dead[dead_before..]);
+    again
+}
+
+/// A 413: the batch goes back as two halves; a single document too large is dead.
+fn split(
+    mut batch: Vec<BulkDoc>,
+    queue: &mut VecDeque<Vec<BulkDoc>>,
+    dead: &mut Vec<DeadLetter>,
+    counters: &Mutex<ShipperCounters>,
+) {
+    if batch.len() == 1 {
+        let doc = batch.pop().expect("one");
+        dead.push(DeadLetter::refused(
+            doc,
+            413,
+            "request_entity_too_large",
+            "a single document is larger than the cluster accepts (http.max_content_length)".into(),
+        ));
+        return;
+    }
+    counters.lock().unwrap().splits += 1;
+    let second = batch.split_off(batch.len() / 2);
+    tracing::info!(
+        halves = batch.len(),
+        "bulk request too large (413), splitting"
+    );
+    queue.push_front(second);
+    queue.push_front(batch);
+}
+
+/// Elasticsearch refuses our requests (credentials, privileges): shipping pauses, said once.
+fn note_pause(counters: &Mutex<ShipperCounters>, why: String, backlog: &Backlog) {
+    let first_time = {
+        let mut c = counters.lock().unwrap();
+        let first = c.paused.is_none();
+        c.paused = Some(why.clone());
+        if c.outage_since.is_none() {
+            c.outage_since = Some(chrono::Utc::now());
+        }
+        first.then(|| backlog.documents(&c))
+    };
+    if let Some(docs) = first_time {
+        tracing::error!(error = %why, backlog = docs, "Elasticsearch refuses our requests: shipping paused, the journal keeps every result; check elasticsearch credentials, privileges and URL");
+    }
 }
 
 /// An answer with items: the end of an outage, announced if its start was. Returns whether

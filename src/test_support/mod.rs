@@ -4,12 +4,13 @@
 
 pub(crate) mod loopback;
 
-use crate::actors::sink::{Sink, SinkHandle};
+use crate::actors::sink::Sink;
 use crate::api::TokenManager;
 use crate::config::{EnvironmentConfig, JournalConfig, Secret};
 use crate::limiter::EnvLimits;
 use crate::model::{Action, ProbeResult, ResultContext};
-use crate::probes::EnvRuntime;
+use crate::runtime::EnvRuntime;
+use crate::runtime::SinkHandle;
 use crate::sink::journal::Journal;
 use actix::Actor;
 use std::num::NonZeroU32;
