@@ -133,16 +133,21 @@ async fn service_mode_runs_a_check_within_its_first_interval_then_every_interval
     tokio::time::pause();
     let f = start(quiet_simulator(), &checks(&["liveness"], ""), "", true).await;
     f.env.send(StartSchedules).await.unwrap();
+    // Counted by the actor (no I/O): reading the journal back waits on its fsync thread,
+    // and paused time jumps to the next run while the runtime waits.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(f.sink.of(Action::Liveness).await.len(), 1, "within 30 s");
-    tokio::time::sleep(Duration::from_secs(300)).await;
-    assert_eq!(
-        f.sink.of(Action::Liveness).await.len(),
-        11,
-        "then every 30 s"
-    );
     let c = f.env.send(GetCounters).await.unwrap();
-    assert_eq!((c.runs, c.missed_deadlines), (11, 0));
+    assert_eq!(c.runs, 1, "within 30 s");
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let c = f.env.send(GetCounters).await.unwrap();
+    assert_eq!((c.runs, c.missed_deadlines), (11, 0), "then every 30 s");
+    // One liveness result a run (the read itself may let one more run happen).
+    let results = f.sink.of(Action::Liveness).await.len() as u64;
+    let runs = f.env.send(GetCounters).await.unwrap().runs;
+    assert!(
+        (11..=runs + 1).contains(&results),
+        "{results} results, {runs} runs"
+    );
 }
 
 #[actix_rt::test]

@@ -441,6 +441,11 @@ impl Shipper {
             self.advance(end, n as u64).await;
             handled += n as u64;
         }
+        // The last batches' positions may have come while a save ran (they wait for the
+        // next call): save the final one now, so a return means the position is saved
+        // (when the disk and the backoff allow), as when saves ran inline.
+        self.saved_off_thread().await;
+        self.save_checkpoint_off_thread(false).await;
         self.saved_off_thread().await;
         match disk_error {
             Some(e) => Err(e),
