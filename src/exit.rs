@@ -35,7 +35,11 @@ impl ExitCode {
 
     /// The code of a finished pass: an internal error wins; then, with thresholds set,
     /// their verdict alone (`Some(all passed)`); without, whether some probe failed.
-    pub fn of_pass(internal_error: bool, probe_failed: bool, thresholds: Option<bool>) -> Self {
+    pub(crate) fn of_pass(
+        internal_error: bool,
+        probe_failed: bool,
+        thresholds: Option<bool>,
+    ) -> Self {
         match (internal_error, thresholds) {
             (true, _) => ExitCode::Setup,
             (false, Some(true)) => ExitCode::Ok,
@@ -72,7 +76,7 @@ impl serde::Serialize for ExitCode {
 }
 
 /// The exit code table, printed by `--help` (the README carries the same table).
-pub const EXIT_CODES_HELP: &str = "\
+pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    run --once: every probe passed · run (service mode): stopped by SIGINT/SIGTERM ·
        ship: everything shipped · check-config: valid

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Replaces `path` with `bytes`: temporary file beside it (`<path>.tmp`), fsync, rename,
 /// fsync of the folder (without it the rename itself may not survive a crash). Every error
 /// names the file it was about.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = tmp_path(path);
     {
         let mut f = File::create(&tmp).map_err(named(&tmp))?;
@@ -27,7 +27,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// The temporary file [`write_atomic`] writes before the rename.
-pub fn tmp_path(path: &Path) -> PathBuf {
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     PathBuf::from(tmp)

@@ -24,30 +24,30 @@
 //! - [`fsutil`], [`hash`]: the atomic file write and the stable FNV-1a hash.
 //! - [`cli`]: the command line.
 
-pub mod actors;
+pub(crate) mod actors;
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod exit;
-pub mod fsutil;
-pub mod hash;
+pub(crate) mod exit;
+pub(crate) mod fsutil;
+pub(crate) mod hash;
 pub mod limiter;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod model;
-pub mod monitor_state;
-pub mod net;
-pub mod oplog;
+pub(crate) mod monitor_state;
+pub(crate) mod net;
+pub(crate) mod oplog;
 pub mod probes;
-pub mod progress;
-pub mod runtime;
+pub(crate) mod progress;
+pub(crate) mod runtime;
 pub mod schedule;
 pub mod selection;
 pub mod setup;
-pub mod signals;
+pub(crate) mod signals;
 pub mod simulator;
 pub mod sink;
-pub mod summary;
+pub(crate) mod summary;
 #[cfg(test)]
 mod test_support;
 

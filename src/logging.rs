@@ -18,7 +18,7 @@ fn filter(level: &str) -> EnvFilter {
 }
 
 /// Stderr only (commands that run before or without a configuration).
-pub fn init_stderr(level: &str) -> LogGuards {
+pub(crate) fn init_stderr(level: &str) -> LogGuards {
     let (w, g) = NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// Checks a state must last before a change of status is a plain transition, and checks that
 /// must agree to end flapping.
-pub const FLAP_THRESHOLD: usize = 3;
+pub(crate) const FLAP_THRESHOLD: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -40,7 +40,7 @@ impl Status {
     }
 
     /// The word Heartbeat writes in `state.status` (`up`, `down`, `flap`).
-    pub fn heartbeat_word(self) -> &'static str {
+    pub(crate) fn heartbeat_word(self) -> &'static str {
         match self {
             Status::Up => "up",
             Status::Down => "down",
@@ -117,7 +117,7 @@ impl State {
 
 /// A change of state, returned by [`MonitorStates::observe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// None: the first check of this monitor.
     pub from: Option<Status>,
     pub to: Status,
@@ -127,13 +127,13 @@ pub struct Transition {
 
 /// Every monitor's state, by monitor id.
 #[derive(Debug, Default)]
-pub struct MonitorStates {
+pub(crate) struct MonitorStates {
     states: HashMap<String, State>,
 }
 
 /// A monitor's current state as the documents carry it (Heartbeat's `state.*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateView {
+pub(crate) struct StateView {
     /// `<monitor id>-<start in ms, hex>-<generation>`: unique per state of a monitor.
     pub id: String,
     pub status: Status,
@@ -151,7 +151,7 @@ impl MonitorStates {
     /// Records one check of `monitor` (`up` or not) at `now` (`at` on the wall clock); the
     /// transition it caused, if any. A monitor first seen up is not a transition worth
     /// telling; first seen down is.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         monitor: &str,
         up: bool,

@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Job failures logged one by one per environment and interval; beyond, summarised.
-pub const JOB_LINES_PER_INTERVAL: u64 = 5;
+pub(crate) const JOB_LINES_PER_INTERVAL: u64 = 5;
 /// The rate-limit window of job failure lines.
-pub const JOB_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const JOB_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Distinct reasons remembered per interval (others are counted as "other reasons").
 const MAX_REASONS: usize = 50;
 /// Longest reason kept in a summary.
@@ -34,7 +34,7 @@ const MAX_REASON_CHARS: usize = 120;
 
 /// One line for the operator.
 #[derive(Debug, Clone, PartialEq)]
-pub enum OpLine {
+pub(crate) enum OpLine {
     Unreachable {
         env: String,
         action: &'static str,
@@ -166,7 +166,7 @@ struct EnvState {
 
 /// The rules above, on results and the clock passed in (tests drive both).
 #[derive(Default)]
-pub struct OpLog {
+pub(crate) struct OpLog {
     envs: HashMap<String, EnvState>,
     monitors: MonitorStates,
 }
@@ -187,7 +187,7 @@ impl OpLog {
     /// The state of check `monitor` as of its last result (at `at`): what the sink writes
     /// into the result's `state.*`. The one tracker of check states is this log's, so the
     /// documents and the WARN lines always agree.
-    pub fn check_state(
+    pub(crate) fn check_state(
         &self,
         monitor: &str,
         at: chrono::DateTime<chrono::Utc>,
@@ -196,7 +196,7 @@ impl OpLog {
     }
 
     /// Looks at one result; `emit` receives the lines it calls for.
-    pub fn observe(&mut self, r: &ProbeResult, now: Instant, mut emit: impl FnMut(OpLine)) {
+    pub(crate) fn observe(&mut self, r: &ProbeResult, now: Instant, mut emit: impl FnMut(OpLine)) {
         let env_name = r.service.environment.as_str();
         if !self.envs.contains_key(env_name) {
             self.envs.insert(env_name.to_owned(), EnvState::default());

@@ -76,7 +76,7 @@ where
 /// Runs one piece of an actor's work; a panic inside it is caught and reported as a
 /// failure result of `action` with `error.type: internal` (the run then exits 2), instead
 /// of silently losing the actor, its later results and the exit code.
-pub async fn guarded<F: std::future::Future<Output = ()>>(
+pub(crate) async fn guarded<F: std::future::Future<Output = ()>>(
     rt: &EnvRuntime,
     action: Action,
     work: F,
@@ -88,7 +88,7 @@ pub async fn guarded<F: std::future::Future<Output = ()>>(
 }
 
 /// The result recording a caught panic.
-pub fn internal_result(rt: &EnvRuntime, action: Action, message: &str) -> ProbeResult {
+pub(crate) fn internal_result(rt: &EnvRuntime, action: Action, message: &str) -> ProbeResult {
     tracing::error!(env = %rt.name, action = action.as_str(), error = %message, "internal error: a probe panicked");
     rt.ctx
         .result(action, Outcome::Failure)
@@ -96,7 +96,7 @@ pub fn internal_result(rt: &EnvRuntime, action: Action, message: &str) -> ProbeR
 }
 
 /// The text of a panic payload (at most 300 characters).
-pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     let s = p
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -364,7 +364,7 @@ pub fn skipped(rt: &EnvRuntime, spec: &JobSpec, why: &ApiError) -> ProbeResult {
 }
 
 /// A launch skipped because the previous job for the same spec is still tracked.
-pub fn still_running(rt: &EnvRuntime, spec: &JobSpec) -> ProbeResult {
+pub(crate) fn still_running(rt: &EnvRuntime, spec: &JobSpec) -> ProbeResult {
     let kind = spec.kind.as_str();
     skipped_launch(
         rt,
@@ -392,7 +392,7 @@ fn label_job(r: &mut ProbeResult, spec: &JobSpec, job_id: Option<&str>) {
 }
 
 /// The job spec of a backup.
-pub fn backup_spec(rt: &EnvRuntime, h: &HostSpec) -> JobSpec {
+pub(crate) fn backup_spec(rt: &EnvRuntime, h: &HostSpec) -> JobSpec {
     JobSpec {
         kind: JobKind::Backup,
         host: h.name.clone(),
@@ -403,7 +403,7 @@ pub fn backup_spec(rt: &EnvRuntime, h: &HostSpec) -> JobSpec {
 }
 
 /// The job spec of a restore.
-pub fn restore_spec(r: &RestoreSpec) -> JobSpec {
+pub(crate) fn restore_spec(r: &RestoreSpec) -> JobSpec {
     JobSpec {
         kind: JobKind::Restore,
         host: r.host.clone(),
@@ -686,7 +686,7 @@ async fn poll_failed(rt: &EnvRuntime, p: &mut JobProgress, e: ApiError) -> Optio
 
 /// [`poll`], with a panic inside it reported as the job's `job.end` (`error.type:
 /// internal`, the run then exits 2) instead of a job that silently disappears.
-pub async fn poll_guarded(
+pub(crate) async fn poll_guarded(
     rt: &EnvRuntime,
     p: &mut JobProgress,
     client: &ApiClient,

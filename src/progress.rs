@@ -14,7 +14,7 @@ use std::time::Duration;
 static BAR: RwLock<Option<ProgressBar>> = RwLock::new(None);
 
 /// Runs `f` with the live line hidden (so that what `f` prints does not mix with it).
-pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn suspend<R>(f: impl FnOnce() -> R) -> R {
     let bar = BAR.read().ok().and_then(|b| b.clone());
     match bar {
         Some(bar) => bar.suspend(f),
@@ -23,7 +23,7 @@ pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Stderr for the log: each write hides the live line, then draws it again.
-pub struct StderrBelowProgress;
+pub(crate) struct StderrBelowProgress;
 
 impl Write for StderrBelowProgress {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -39,7 +39,7 @@ impl Write for StderrBelowProgress {
 
 /// Results so far, and per environment: jobs launched, jobs ended, failures.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub results: u64,
     pub launched: u64,
     pub ended: u64,
@@ -49,7 +49,7 @@ pub struct Snapshot {
 /// Counted by the same [`EnvTally`](crate::summary::EnvTally) methods as the summary
 /// table's columns, so the progress and the summary never disagree.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct EnvSnapshot {
+pub(crate) struct EnvSnapshot {
     pub env: String,
     pub launched: u64,
     pub ended: u64,

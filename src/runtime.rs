@@ -32,12 +32,12 @@ impl EnvRuntime {
         ApiClient::for_this_thread(&self.base_url, self.cfg.clone(), self.limits.clone())
     }
 
-    pub fn level_of(&self, h: &HostSpec) -> BackupLevel {
+    pub(crate) fn level_of(&self, h: &HostSpec) -> BackupLevel {
         h.level.unwrap_or(self.cfg.default_backup_level)
     }
 
     /// Publishes a result, waiting for the sink (back-pressure).
-    pub async fn emit(&self, r: ProbeResult) {
+    pub(crate) async fn emit(&self, r: ProbeResult) {
         self.sink.publish(r).await;
     }
 }
@@ -106,7 +106,11 @@ impl SinkHandle {
     }
 
     /// A handle whose buffer use is exposed in `metrics`.
-    pub fn with_metrics<A: SinkActor>(addr: Addr<A>, buffer: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn with_metrics<A: SinkActor>(
+        addr: Addr<A>,
+        buffer: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(buffer.max(1)));
         let s = slots.clone();
         let cap = buffer.max(1);
@@ -127,7 +131,7 @@ impl SinkHandle {
 
     /// Hands a result to the sink, waiting while `buffer` results are already in flight.
     /// Returns false only when the sink is gone (then the result is logged, not lost silently).
-    pub async fn publish(&self, r: ProbeResult) -> bool {
+    pub(crate) async fn publish(&self, r: ProbeResult) -> bool {
         let _slot = self.slots.acquire().await.expect("never closed");
         let id = r.event.id.clone();
         match self.publish.send(Publish(r)).await {

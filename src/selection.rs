@@ -79,7 +79,7 @@ impl Shard {
     }
 
     /// Whether this shard runs the checks (`owner` is the checks owner's index).
-    pub fn runs_checks(&self, owner: u32) -> bool {
+    pub(crate) fn runs_checks(&self, owner: u32) -> bool {
         self.index == owner
     }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Signals closer than this to the first are the same stop request.
-pub const SAME_REQUEST_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const SAME_REQUEST_WINDOW: Duration = Duration::from_secs(1);
 
 /// A signal that asks the process to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +53,12 @@ pub enum Verdict {
 /// Counts signals against the window of the first (a pure state machine, tested without
 /// a clock).
 #[derive(Debug, Default)]
-pub struct SignalCounter {
+pub(crate) struct SignalCounter {
     first_at: Option<Instant>,
 }
 
 impl SignalCounter {
-    pub fn on_signal(&mut self, now: Instant) -> Verdict {
+    pub(crate) fn on_signal(&mut self, now: Instant) -> Verdict {
         match self.first_at {
             None => {
                 self.first_at = Some(now);
@@ -71,7 +71,7 @@ impl SignalCounter {
 }
 
 /// The stop signals, registered at once (a signal arriving before the first wait is kept).
-pub struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     streams: Vec<(StopSignal, tokio::signal::unix::Signal)>,
 }
@@ -79,7 +79,7 @@ pub struct Signals {
 impl Signals {
     /// Registers the handlers; must run inside a tokio runtime. From then on these signals
     /// no longer end the process by themselves.
-    pub fn register() -> Self {
+    pub(crate) fn register() -> Self {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -128,13 +128,13 @@ impl Signals {
 }
 
 /// Which signal asked the process to stop, once one did.
-pub type FirstSignal = Arc<OnceLock<StopSignal>>;
+pub(crate) type FirstSignal = Arc<OnceLock<StopSignal>>;
 
 /// Watches the stop signals for the rest of the process (spawned on the current actix or
 /// tokio local set). Returns the shutdown future, which resolves at the first signal, and
 /// the cell that says which. A signal after [`SAME_REQUEST_WINDOW`] calls `on_second`
 /// (which is expected to exit the process).
-pub fn watch(
+pub(crate) fn watch(
     on_second: impl Fn(StopSignal) + 'static,
 ) -> (impl Future<Output = ()> + 'static, FirstSignal) {
     let mut signals = Signals::register();

@@ -47,7 +47,7 @@ impl Latency {
     }
 
     /// The `q` quantile (0–1) in milliseconds; None without values.
-    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile_ms(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
             return None;
         }
@@ -89,17 +89,17 @@ impl EnvTally {
     }
 
     /// Failed job ends (`failure`), as the summary's `failed` column.
-    pub fn jobs_failed(&self) -> u64 {
+    pub(crate) fn jobs_failed(&self) -> u64 {
         self.jobs(JobResult::Failure)
     }
 
     /// Timed-out or unreadable job ends, as the summary's `timeout` column.
-    pub fn jobs_timed_out(&self) -> u64 {
+    pub(crate) fn jobs_timed_out(&self) -> u64 {
         self.jobs(JobResult::Timeout) + self.jobs(JobResult::PollFailed)
     }
 
     /// Failed check results (liveness, health, response time, auth).
-    pub fn checks_failed(&self) -> u64 {
+    pub(crate) fn checks_failed(&self) -> u64 {
         [
             Action::Liveness,
             Action::Health,
@@ -112,7 +112,7 @@ impl EnvTally {
     }
 
     /// Launches the portal refused.
-    pub fn launches_failed(&self) -> u64 {
+    pub(crate) fn launches_failed(&self) -> u64 {
         self.count(Action::BackupLaunch, Outcome::Failure)
             + self.count(Action::RestoreLaunch, Outcome::Failure)
     }
@@ -124,7 +124,7 @@ impl EnvTally {
     }
 
     /// The most frequent failure reasons of every action, most frequent first.
-    pub fn top_reasons(&self, n: usize) -> Vec<(&'static str, &str, u64)> {
+    pub(crate) fn top_reasons(&self, n: usize) -> Vec<(&'static str, &str, u64)> {
         let mut all: Vec<(&'static str, &str, u64)> = self
             .reasons
             .iter()
@@ -246,7 +246,7 @@ impl Tally {
     }
 
     /// The pass's exit code, decided by the thresholds when set (`Some(all passed)`).
-    pub fn pass_exit_code(&self, thresholds: Option<bool>) -> ExitCode {
+    pub(crate) fn pass_exit_code(&self, thresholds: Option<bool>) -> ExitCode {
         let bad = self
             .environments
             .values()
@@ -378,7 +378,11 @@ const CHECKS: [Action; 4] = [
 
 /// Evaluates `t` on the tallies. `unshipped`: results left unshipped, when Elasticsearch is
 /// configured (None: not configured, `unshipped_max` does not apply).
-pub fn evaluate(t: &ThresholdsConfig, tally: &Tally, unshipped: Option<u64>) -> Vec<Verdict> {
+pub(crate) fn evaluate(
+    t: &ThresholdsConfig,
+    tally: &Tally,
+    unshipped: Option<u64>,
+) -> Vec<Verdict> {
     let mut out = Vec::new();
     for (env, e) in &tally.environments {
         if let Some(min) = t.availability_min {
@@ -443,7 +447,7 @@ pub fn evaluate(t: &ThresholdsConfig, tally: &Tally, unshipped: Option<u64>) -> 
 
 /// Where shipping stood at the end of a run, for the summaries.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ShippingSummary {
+pub(crate) struct ShippingSummary {
     pub stored: u64,
     pub duplicates: u64,
     pub dead_lettered: u64,
@@ -454,10 +458,10 @@ pub struct ShippingSummary {
 }
 
 /// Version of the `--summary-json` document (docs/summary.schema.json).
-pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+pub(crate) const SUMMARY_SCHEMA_VERSION: u32 = 1;
 
 /// The `--summary-json` document (its schema: docs/summary.schema.json).
-pub fn summary_json(
+pub(crate) fn summary_json(
     run_id: &str,
     tally: &Tally,
     shipping: Option<&ShippingSummary>,

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 /// The kinds of periodic work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Task {
+pub(crate) enum Task {
     Liveness,
     Health,
     ResponseTime,
@@ -80,7 +80,7 @@ pub struct EnvCounters {
 }
 
 /// What the environment needs of the schedule state.
-pub struct EnvSchedule {
+pub(crate) struct EnvSchedule {
     pub store: Arc<ScheduleStore>,
     pub clock: Clock,
     /// Drop the state of specs no longer configured (false when `--host`, `--hosts` or
@@ -120,7 +120,7 @@ impl Hooks {
 /// How often service mode looks for due specs.
 const TICK: Duration = Duration::from_secs(1);
 
-pub struct Environment {
+pub(crate) struct Environment {
     rt: Arc<EnvRuntime>,
     workers: Workers,
     tracker: Arc<JobTracker>,
@@ -503,7 +503,7 @@ impl Actor for Environment {
 /// that resumed jobs hold their hosts before the first launch can fire.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StartSchedules;
+pub(crate) struct StartSchedules;
 
 impl Handler<StartSchedules> for Environment {
     type Result = ();
@@ -523,7 +523,7 @@ impl Handler<StartSchedules> for Environment {
 /// `run --once`: checks, authentication, launches, then every job tracked to its end.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RunPass;
+pub(crate) struct RunPass;
 
 impl Handler<RunPass> for Environment {
     type Result = ResponseActFuture<Self, ()>;
@@ -587,7 +587,7 @@ impl Handler<RunPass> for Environment {
 /// Resume tracking jobs the last stop handed over (before any pass or schedule runs).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Resume(pub Vec<HandedOffJob>);
+pub(crate) struct Resume(pub Vec<HandedOffJob>);
 
 impl Handler<Resume> for Environment {
     type Result = ResponseFuture<()>;
@@ -641,7 +641,7 @@ impl Handler<Shutdown> for Environment {
 /// Observable counters.
 #[derive(Message)]
 #[rtype(result = "EnvCounters")]
-pub struct GetCounters;
+pub(crate) struct GetCounters;
 
 impl Handler<GetCounters> for Environment {
     type Result = MessageResult<GetCounters>;

@@ -19,12 +19,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// The file's name in the journal directory.
-pub const FILE_NAME: &str = "tracked-jobs.json";
+pub(crate) const FILE_NAME: &str = "tracked-jobs.json";
 
 /// One job handed over: everything needed to poll it again and label its results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HandedOffJob {
+pub(crate) struct HandedOffJob {
     pub env: String,
     pub kind: JobKind,
     pub host: String,
@@ -42,7 +42,7 @@ pub struct HandedOffJob {
 
 impl HandedOffJob {
     /// Takes the job's state (moved, not copied: a stop hands over up to a million jobs).
-    pub fn from_progress(env: &str, p: JobProgress) -> Self {
+    pub(crate) fn from_progress(env: &str, p: JobProgress) -> Self {
         let polls = p.polls;
         let LaunchedJob {
             spec,
@@ -66,7 +66,7 @@ impl HandedOffJob {
 
     /// The progress to resume from: the job's age (for `max_duration_secs` and the
     /// `job.end` duration) counts from its original launch.
-    pub fn into_progress(self) -> JobProgress {
+    pub(crate) fn into_progress(self) -> JobProgress {
         let age = (Utc::now() - self.launched_at)
             .to_std()
             .unwrap_or(Duration::ZERO);
@@ -108,7 +108,7 @@ struct HandoffFileRef<'a> {
 const VERSION: u32 = 1;
 
 /// The jobs handed over at this stop (and those carried over from the last one).
-pub struct Handoff {
+pub(crate) struct Handoff {
     path: PathBuf,
     jobs: Mutex<Vec<HandedOffJob>>,
 }
@@ -140,6 +140,7 @@ impl Handoff {
         self.jobs.lock().unwrap().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -166,7 +167,7 @@ impl Handoff {
 
     /// Moves an unreadable file aside (never deleted: it names jobs someone may want), and
     /// returns where it went.
-    pub fn quarantine(&self) -> std::io::Result<PathBuf> {
+    pub(crate) fn quarantine(&self) -> std::io::Result<PathBuf> {
         let aside = self.path.with_extension(format!(
             "json.unreadable-{}",
             Utc::now().format("%Y%m%dT%H%M%SZ")

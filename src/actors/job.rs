@@ -25,7 +25,7 @@ struct Poll;
 /// `cancelled`) and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Cancel;
+pub(crate) struct Cancel;
 
 /// Raised by `Cancel` while a poll is in flight: the poll abandons its status request so
 /// the job is handed over at once (see `probes::poll`). Job actors live on one arbiter

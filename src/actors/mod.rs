@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// The worker arbiters (one per core) that host job actors, handed out round robin.
 #[derive(Clone)]
-pub struct Workers {
+pub(crate) struct Workers {
     arbiters: Arc<Vec<ArbiterHandle>>,
     next: Arc<AtomicUsize>,
 }

@@ -24,12 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Results kept in memory while the journal cannot take them (≈1 KB each).
-pub const MAX_PENDING_RESULTS: usize = 100_000;
+pub(crate) const MAX_PENDING_RESULTS: usize = 100_000;
 
 /// Longest wait between two attempts to write to a failing journal.
-pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
-pub struct Sink {
+pub(crate) struct Sink {
     journal: Journal,
     cfg: JournalConfig,
     tally: Tally,
@@ -77,7 +77,7 @@ impl Sink {
     }
 
     /// Records into `metrics` (the run's registry) instead of a private one.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
         self
     }

@@ -88,7 +88,7 @@ impl RunReport {
     }
 
     /// Shipping as the summaries show it.
-    pub fn shipping_summary(&self) -> Option<crate::summary::ShippingSummary> {
+    pub(crate) fn shipping_summary(&self) -> Option<crate::summary::ShippingSummary> {
         self.shipping
             .as_ref()
             .map(|s| crate::summary::ShippingSummary {
@@ -101,7 +101,7 @@ impl RunReport {
     }
 
     /// The `--summary-json` document, with the exit code the process ends with.
-    pub fn summary_json(&self, exit_code: ExitCode) -> serde_json::Value {
+    pub(crate) fn summary_json(&self, exit_code: ExitCode) -> serde_json::Value {
         crate::summary::summary_json(
             &self.run_id,
             &self.tally,
@@ -143,7 +143,7 @@ pub enum RunError {
 }
 
 /// The supervisor actor: knows every environment actor.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     envs: BTreeMap<String, Addr<Environment>>,
 }
 
@@ -204,7 +204,7 @@ fn run_id() -> String {
 }
 
 /// This machine's name: `observer.hostname`, and the pod name `--shard-from-hostname` reads.
-pub fn observer_hostname() -> String {
+pub(crate) fn observer_hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

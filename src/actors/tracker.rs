@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Counts the jobs of one environment, bounds them, and can cancel them all.
-pub struct JobTracker {
+pub(crate) struct JobTracker {
     active: AtomicUsize,
     idle: Notify,
     slots: Arc<Semaphore>,
@@ -89,7 +89,7 @@ impl JobTracker {
     }
 
     /// True once `cancel_all` ran: start nothing new.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
 
@@ -98,7 +98,7 @@ impl JobTracker {
     }
 
     /// Resolves once no job is tracked.
-    pub async fn wait_idle(&self) {
+    pub(crate) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -112,7 +112,7 @@ impl JobTracker {
 
     /// Asks every job to stop: each is handed over to the next start, or, without a
     /// handoff, reports `job.end` with `cancelled`.
-    pub fn cancel_all(&self) {
+    pub(crate) fn cancel_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
         // Taken, not copied: every job is told once, and the jobs' guards then find an
         // empty registry to remove themselves from (a stop of a million jobs).
@@ -128,7 +128,7 @@ impl JobTracker {
 }
 
 /// A spec being launched or tracked; dropping it lets the spec be launched again.
-pub struct SpecClaim {
+pub(crate) struct SpecClaim {
     tracker: Arc<JobTracker>,
     key: u64,
 }
@@ -140,7 +140,7 @@ impl Drop for SpecClaim {
 }
 
 /// Held by a job actor for its whole life; dropping it frees the slot (and the spec).
-pub struct JobGuard {
+pub(crate) struct JobGuard {
     tracker: Arc<JobTracker>,
     id: u64,
     _slot: OwnedSemaphorePermit,

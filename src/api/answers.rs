@@ -322,7 +322,7 @@ pub fn job_status(ep: &JobEndpoint, status: u16, body: &[u8]) -> Result<JobState
 }
 
 /// 2xx, or the failure the status means.
-pub fn expect_2xx(status: u16, body: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn expect_2xx(status: u16, body: &[u8]) -> Result<(), ApiError> {
     match status {
         200..=299 => Ok(()),
         401 | 403 => Err(ApiError::Unauthorized(status)),
@@ -369,7 +369,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 
 /// A "not JSON" failure with the answer's content type in it (an XML answer reads as
 /// such: the portal may want `Accept: application/json`, see `api.headers`).
-pub fn with_content_type(e: ApiError, content_type: Option<&str>) -> ApiError {
+pub(crate) fn with_content_type(e: ApiError, content_type: Option<&str>) -> ApiError {
     match e {
         ApiError::Decode(m) if m.starts_with(NOT_JSON) => {
             let ct: String = content_type
@@ -398,7 +398,7 @@ fn check_errors(m: &ErrorMapping, v: &Value) -> Result<(), ApiError> {
 /// The portal's error inside a 2xx answer, as `message (code N)`: the code at
 /// `code_pointer` when present and not a success code, else a non-empty message at
 /// `message_pointer` alone. None: no error (or nothing configured).
-pub fn portal_error(m: &ErrorMapping, v: &Value) -> Option<String> {
+pub(crate) fn portal_error(m: &ErrorMapping, v: &Value) -> Option<String> {
     if m.is_off() {
         return None;
     }

@@ -177,14 +177,14 @@ impl TokenManager {
     }
 
     /// Forces the next [`lease`](Self::lease) to log in (the auth check does this).
-    pub fn forget(&self) {
+    pub(crate) fn forget(&self) {
         let mut s = self.state.lock().unwrap();
         s.token = None;
         s.failed = None;
     }
 
     /// The token of `generation` was refused (401): drop it unless already replaced.
-    pub fn invalidate(&self, generation: u64) {
+    pub(crate) fn invalidate(&self, generation: u64) {
         let mut s = self.state.lock().unwrap();
         if s.generation == generation {
             s.token = None;

@@ -295,7 +295,7 @@ impl ApiClient {
     }
 
     /// The environment's endpoint mapping (the token manager reads its login policy here).
-    pub fn api_mapping(&self) -> &ApiMapping {
+    pub(crate) fn api_mapping(&self) -> &ApiMapping {
         &self.cfg.api
     }
 
@@ -305,7 +305,7 @@ impl ApiClient {
     }
 
     /// Liveness, with the token when `api.liveness.send_token` asks for it.
-    pub async fn liveness_with(&self, token: Option<&Secret>) -> Call<()> {
+    pub(crate) async fn liveness_with(&self, token: Option<&Secret>) -> Call<()> {
         let ep = &self.api().liveness;
         let (exchange, res) = self
             .call(&ep.method, &ep.path, None, &ep.headers, token, &self.vars())
@@ -320,7 +320,7 @@ impl ApiClient {
     }
 
     /// Health, with the token when `api.health.send_token` asks for it.
-    pub async fn health_with(&self, token: Option<&Secret>) -> Call<HealthReport> {
+    pub(crate) async fn health_with(&self, token: Option<&Secret>) -> Call<HealthReport> {
         let ep = &self.api().health;
         let (exchange, res) = self
             .call(&ep.method, &ep.path, None, &ep.headers, token, &self.vars())
@@ -331,7 +331,7 @@ impl ApiClient {
 
     /// A call to `method path` that failed before anything was sent (no token for a check
     /// that needs one): the result still names the URL it was for.
-    pub fn unsent<T>(&self, method: &str, path: &str, e: ApiError) -> Call<T> {
+    pub(crate) fn unsent<T>(&self, method: &str, path: &str, e: ApiError) -> Call<T> {
         Call {
             exchange: unsent_exchange(method, format!("{}{path}", self.base)),
             outcome: Err(e),
@@ -347,7 +347,7 @@ impl ApiClient {
     }
 
     /// True when `status` is one of the configured healthy values.
-    pub fn is_healthy(&self, status: &str) -> bool {
+    pub(crate) fn is_healthy(&self, status: &str) -> bool {
         self.api()
             .health
             .healthy_values
@@ -356,7 +356,7 @@ impl ApiClient {
     }
 
     /// Response time: GET `path`, any 2xx; the caller compares the duration to the limit.
-    pub async fn timed_get(&self, path: &str) -> Call<()> {
+    pub(crate) async fn timed_get(&self, path: &str) -> Call<()> {
         let (exchange, res) = self
             .call("GET", path, None, &Headers::new(), None, &self.vars())
             .await;
@@ -417,7 +417,7 @@ impl ApiClient {
     }
 
     /// [`launch`](Self::launch) with the host's (or restore's) own placeholder values.
-    pub async fn launch_with_vars(
+    pub(crate) async fn launch_with_vars(
         &self,
         kind: JobKind,
         host: &str,
@@ -451,7 +451,7 @@ impl ApiClient {
     }
 
     /// [`job_status`](Self::job_status) with the job's own placeholder values.
-    pub async fn job_status_with_vars(
+    pub(crate) async fn job_status_with_vars(
         &self,
         job_id: &str,
         host: &str,

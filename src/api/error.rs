@@ -88,7 +88,7 @@ impl ApiError {
     }
 
     /// Classifies a reqwest failure without echoing URLs with credentials (we never put any in URLs).
-    pub fn from_reqwest(e: &reqwest::Error, timeout_ms: u64) -> Self {
+    pub(crate) fn from_reqwest(e: &reqwest::Error, timeout_ms: u64) -> Self {
         if let Some(tls) = tls_cause(e) {
             ApiError::Tls(tls)
         } else if e.is_redirect() {

@@ -9,22 +9,22 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Launches (and logins) answered 429 are sent again this many times at most.
-pub const MAX_RATE_LIMITED_RETRIES: u32 = 10;
+pub(crate) const MAX_RATE_LIMITED_RETRIES: u32 = 10;
 
 /// Logins answered 429 are sent again this many times at most (each no sooner than
 /// `api.auth.min_login_interval_secs` after the previous one).
-pub const MAX_RATE_LIMITED_LOGINS: u32 = 3;
+pub(crate) const MAX_RATE_LIMITED_LOGINS: u32 = 3;
 
 /// The longest wait a `Retry-After` can impose: a portal asking for an hour must not stall
 /// a launch (or every job of the environment, behind the login) that long.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The wait after a 429 without `Retry-After`.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The kind of call that failed: each has its own rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Site {
+pub(crate) enum Site {
     /// The login itself (no token to renew).
     Login,
     /// A backup or restore launch: a 429 is not a failed launch.
@@ -52,7 +52,7 @@ pub enum Action {
 
 /// How long to wait after a 429: `Retry-After` capped at [`MAX_RETRY_AFTER`], else
 /// [`DEFAULT_RETRY_AFTER`].
-pub fn retry_after(retry_after: Option<Duration>) -> Duration {
+pub(crate) fn retry_after(retry_after: Option<Duration>) -> Duration {
     retry_after
         .unwrap_or(DEFAULT_RETRY_AFTER)
         .min(MAX_RETRY_AFTER)
@@ -64,7 +64,7 @@ pub fn retry_after(retry_after: Option<Duration>) -> Duration {
 /// answer); a 429 is retried a bounded number of times (launch, login) or postponed
 /// (status). Everything else is reported: the actors' schedules are the retries (a check's
 /// `attempts`, a job's next poll and `max_consecutive_poll_failures`).
-pub fn classify(site: Site, e: &ApiError, attempt: u32) -> Action {
+pub(crate) fn classify(site: Site, e: &ApiError, attempt: u32) -> Action {
     match (site, e) {
         (Site::Launch | Site::Check | Site::Status, ApiError::Unauthorized(401))
             if attempt == 1 =>
@@ -99,7 +99,7 @@ pub fn never() -> std::future::Pending<Infallible> {
 
 /// How an [`authorized`] call ended; `X` is what its `stop` future gives (`Infallible` for a
 /// call that is never cut: then [`Sent::Stopped`] cannot happen, and the compiler knows).
-pub enum Sent<T, X = Infallible> {
+pub(crate) enum Sent<T, X = Infallible> {
     /// The deciding call (a success, or the failure to report), and the wait the portal
     /// asked for when the failure is only its rate limit ([`Action::Backoff`]).
     Answered {
@@ -119,7 +119,7 @@ pub enum Sent<T, X = Infallible> {
 ///
 /// Only `send` is raced against `stop` ([`never`] for a call that is never cut): a lease,
 /// and what it reports, always completes.
-pub async fn authorized<T, X, L, LF, S, SF>(
+pub(crate) async fn authorized<T, X, L, LF, S, SF>(
     site: Site,
     tokens: &TokenManager,
     mut lease: L,

@@ -171,7 +171,7 @@ impl Default for ErrorMapping {
 
 impl ErrorMapping {
     /// True when nothing is configured (no answer is read for errors).
-    pub fn is_off(&self) -> bool {
+    pub(crate) fn is_off(&self) -> bool {
         self.code_pointer.is_empty() && self.message_pointer.is_empty()
     }
 }

@@ -12,7 +12,7 @@ pub const ENV_PREFIX: &str = "IASO_PROBE_";
 /// `IASO_PROBE_*` variables that are not configuration: the test suite's
 /// (`IASO_PROBE_TEST_ES_URL`, `IASO_PROBE_REQUIRE_REAL_ES`, set by CI). Without this, a
 /// process started with them would refuse its configuration as having unknown keys.
-pub const NOT_CONFIGURATION: &[&str] = &[
+pub(crate) const NOT_CONFIGURATION: &[&str] = &[
     "TEST_ES_URL",
     "REQUIRE_REAL_ES",
     // Command-line options read from the environment (clap), not configuration keys.
@@ -22,10 +22,10 @@ pub const NOT_CONFIGURATION: &[&str] = &[
 ];
 
 /// The embedded default: three simulated environments, results to `./data/journal`.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
+pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.toml");
 
 /// Name under which the embedded default appears in messages.
-pub const EMBEDDED_NAME: &str = "embedded config/default.toml";
+pub(crate) const EMBEDDED_NAME: &str = "embedded config/default.toml";
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
@@ -36,17 +36,9 @@ pub enum ConfigSource {
     Files(Vec<PathBuf>),
 }
 
-/// A loaded and validated configuration, with the figment that produced it (for provenance).
+/// A loaded and validated configuration.
 pub struct LoadedConfig {
     pub config: Config,
-    figment: Figment,
-}
-
-impl LoadedConfig {
-    /// Which file or variable set `key` (dotted path), for messages.
-    pub fn source_of(&self, key: &str) -> Option<String> {
-        source_of(&self.figment, key)
-    }
 }
 
 /// figment names an in-memory TOML "TOML source string": ours is the embedded default.
@@ -56,15 +48,6 @@ fn display_name(name: &str) -> String {
     } else {
         name.into()
     }
-}
-
-fn source_of(figment: &Figment, key: &str) -> Option<String> {
-    let md = figment.find_metadata(key)?;
-    Some(match &md.source {
-        Some(figment::Source::File(p)) => p.display().to_string(),
-        Some(other) => other.to_string(),
-        None => display_name(&md.name),
-    })
 }
 
 /// Every way loading can fail; messages name the file and key.
@@ -84,6 +67,15 @@ fn render(problems: &[Problem]) -> String {
         .map(|p| format!("  - {p}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn source_of(figment: &Figment, key: &str) -> Option<String> {
+    let md = figment.find_metadata(key)?;
+    Some(match &md.source {
+        Some(figment::Source::File(p)) => p.display().to_string(),
+        Some(other) => other.to_string(),
+        None => display_name(&md.name),
+    })
 }
 
 /// Builds the figment for `source` (without reading the process environment when `env` is false).
@@ -161,7 +153,7 @@ pub fn load_with(source: &ConfigSource, env: bool) -> Result<LoadedConfig, Confi
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
     }
-    Ok(LoadedConfig { config, figment })
+    Ok(LoadedConfig { config })
 }
 
 /// figment's message with the key and the source, and the environment variable's name when

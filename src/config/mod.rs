@@ -495,7 +495,7 @@ pub struct HostSpec {
 impl EnvironmentConfig {
     /// The data stream namespace of environment `name`: `namespace`, else the name with `-`
     /// made `_` (a namespace cannot hold `-`; environment names are already lowercase).
-    pub fn namespace_of(&self, name: &str) -> String {
+    pub(crate) fn namespace_of(&self, name: &str) -> String {
         self.namespace
             .clone()
             .unwrap_or_else(|| name.replace('-', "_"))
@@ -523,7 +523,7 @@ pub struct ChecksConfig {
 impl ChecksConfig {
     /// Turns every check off (a shard that is not the checks owner). Logins the jobs need
     /// still happen, and are still reported.
-    pub fn disable_all(&mut self) {
+    pub(crate) fn disable_all(&mut self) {
         for c in [
             &mut self.liveness,
             &mut self.health,
@@ -665,7 +665,7 @@ fn default_schedule_tz() -> String {
 
 /// How a terminal job status is classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
+pub(crate) enum StatusClass {
     Success,
     Warning,
     Failure,
@@ -674,7 +674,7 @@ pub enum StatusClass {
 
 impl JobsConfig {
     /// Classifies a status word (case-insensitive) per the configured lists.
-    pub fn classify(&self, status: &str) -> StatusClass {
+    pub(crate) fn classify(&self, status: &str) -> StatusClass {
         let is_in = |list: &[String]| list.iter().any(|s| s.eq_ignore_ascii_case(status));
         if is_in(&self.success_statuses) {
             StatusClass::Success

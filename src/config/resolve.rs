@@ -24,7 +24,7 @@ pub struct Resolved {
 
 impl Resolved {
     /// The hosts of environment `name`'s hosts file, when it has one that reads.
-    pub fn file_hosts(&self, name: &str) -> Option<&[HostSpec]> {
+    pub(crate) fn file_hosts(&self, name: &str) -> Option<&[HostSpec]> {
         self.hosts_files
             .get(name)
             .and_then(|r| r.as_ref().ok())

@@ -92,7 +92,7 @@ fn any_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 /// `Option<String>` accepting any scalar (user names like `12345` given through the environment).
-pub fn any_scalar_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn any_scalar_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     any_scalar(d).map(Some)
 }
 

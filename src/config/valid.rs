@@ -40,11 +40,11 @@ pub struct EnvLimitsSpec {
 impl EnvLimitsSpec {
     /// How often, at most, the runtime's request pacer hands out permits: tokio's timer has
     /// a 1 ms resolution (see `limiter`), so a burst must cover one millisecond of the rate.
-    pub const PACER_WAKEUPS_PER_SEC: u32 = 1000;
+    pub(crate) const PACER_WAKEUPS_PER_SEC: u32 = 1000;
 
     /// The smallest burst that a pacer waking [`Self::PACER_WAKEUPS_PER_SEC`] times a
     /// second needs to sustain `rate`/s.
-    pub fn min_burst_for(rate: u32) -> u32 {
+    pub(crate) fn min_burst_for(rate: u32) -> u32 {
         rate.div_ceil(Self::PACER_WAKEUPS_PER_SEC).max(1)
     }
 

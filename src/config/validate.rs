@@ -220,7 +220,7 @@ fn is_byte_size(s: &str) -> bool {
 
 /// Why `ns` cannot be a data stream namespace (Elastic's naming scheme: lowercase, no `-`,
 /// none of `\ / * ? " < > | , # :` or spaces, at most 100 bytes), or `None`.
-pub fn namespace_problem(ns: &str) -> Option<String> {
+pub(crate) fn namespace_problem(ns: &str) -> Option<String> {
     if ns.is_empty() {
         return Some("a data stream namespace cannot be empty".into());
     }

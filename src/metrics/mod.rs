@@ -133,7 +133,7 @@ struct EnvSource {
 }
 
 /// Counters of one environment's limiter (read at scrape).
-pub trait LimiterStats: Send + Sync {
+pub(crate) trait LimiterStats: Send + Sync {
     /// Requests that went through the limiter.
     fn requests(&self) -> u64;
     /// Total time requests waited for a rate permit and an in-flight slot, in µs.
@@ -190,7 +190,7 @@ pub struct Metrics {
 
 /// What `/readyz` answers from.
 #[derive(Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     started: AtomicBool,
     stopping: AtomicBool,
     journal_failing: AtomicBool,
@@ -563,7 +563,7 @@ impl Metrics {
     }
 
     /// Tracked jobs of `env`, read at scrape (the job tracker's count).
-    pub fn track_jobs(&self, env: &str, read: impl Fn() -> usize + Send + Sync + 'static) {
+    pub(crate) fn track_jobs(&self, env: &str, read: impl Fn() -> usize + Send + Sync + 'static) {
         self.trackers.lock().unwrap().push(EnvSource {
             env: env.into(),
             read: Box::new(move || read() as i64),
@@ -571,12 +571,12 @@ impl Metrics {
     }
 
     /// An environment's limiter, read at scrape.
-    pub fn track_limiter(&self, env: &str, stats: Arc<dyn LimiterStats>) {
+    pub(crate) fn track_limiter(&self, env: &str, stats: Arc<dyn LimiterStats>) {
         self.limiters.lock().unwrap().push((env.into(), stats));
     }
 
     /// The sink's buffer: capacity and a reader of the slots in use.
-    pub fn track_sink_buffer(
+    pub(crate) fn track_sink_buffer(
         &self,
         capacity: usize,
         used: impl Fn() -> usize + Send + Sync + 'static,
@@ -586,12 +586,12 @@ impl Metrics {
     }
 
     /// The journal directory (segment count and bytes are read at scrape).
-    pub fn track_journal(&self, dir: PathBuf) {
+    pub(crate) fn track_journal(&self, dir: PathBuf) {
         *self.journal_dir.lock().unwrap() = Some(dir);
     }
 
     /// Shipping's counters; `base_backlog`: journal lines unshipped before this run wrote any.
-    pub fn track_shipping(&self, counters: Arc<Mutex<ShipperCounters>>, base_backlog: u64) {
+    pub(crate) fn track_shipping(&self, counters: Arc<Mutex<ShipperCounters>>, base_backlog: u64) {
         *self.shipping.lock().unwrap() = Some(ShippingSource {
             counters,
             base_backlog,
@@ -604,23 +604,23 @@ impl Metrics {
     }
 
     /// The journal's state as the sink sees it (for `/readyz` and `journal_writable`).
-    pub fn set_journal_failing(&self, failing: bool) {
+    pub(crate) fn set_journal_failing(&self, failing: bool) {
         self.ready.journal_failing.store(failing, Ordering::Relaxed);
         self.journal_writable.set(i64::from(!failing));
     }
 
     /// The configuration is loaded and the tree started.
-    pub fn set_started(&self) {
+    pub(crate) fn set_started(&self) {
         self.ready.started.store(true, Ordering::Relaxed);
     }
 
     /// The run is stopping: `/readyz` answers 503 from now on.
-    pub fn set_stopping(&self) {
+    pub(crate) fn set_stopping(&self) {
         self.ready.stopping.store(true, Ordering::Relaxed);
     }
 
     /// `Ok` when ready, else why not.
-    pub fn readiness(&self) -> Result<(), &'static str> {
+    pub(crate) fn readiness(&self) -> Result<(), &'static str> {
         if self.ready.stopping.load(Ordering::Relaxed) {
             Err("shutting down")
         } else if !self.ready.started.load(Ordering::Relaxed) {
@@ -721,7 +721,7 @@ impl Metrics {
 }
 
 /// The `Content-Type` of [`Metrics::render`].
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 #[cfg(test)]
 mod tests {

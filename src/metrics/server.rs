@@ -18,7 +18,7 @@ pub enum ListenError {
 }
 
 /// The running listener.
-pub struct MetricsServer {
+pub(crate) struct MetricsServer {
     handle: actix_web::dev::ServerHandle,
     addr: SocketAddr,
 }

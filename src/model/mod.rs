@@ -72,7 +72,7 @@ impl JobKind {
     }
 
     /// The action of this kind's launch result.
-    pub fn launch_action(self) -> Action {
+    pub(crate) fn launch_action(self) -> Action {
         match self {
             JobKind::Backup => Action::BackupLaunch,
             JobKind::Restore => Action::RestoreLaunch,
@@ -126,7 +126,7 @@ pub enum JobResult {
 
 impl JobResult {
     /// Every result, in the order summaries and metrics list them.
-    pub const ALL: [JobResult; 6] = [
+    pub(crate) const ALL: [JobResult; 6] = [
         JobResult::Success,
         JobResult::Warning,
         JobResult::Failure,

@@ -22,7 +22,7 @@ pub enum Dataset {
 impl Dataset {
     /// The legacy data stream family (`iaso-checks`, `iaso-jobs`): where documents without
     /// `data_stream.*` (journal lines written before it existed) still go.
-    pub fn stream_prefix(self) -> &'static str {
+    pub(crate) fn stream_prefix(self) -> &'static str {
         match self {
             Dataset::Checks => "iaso-checks",
             Dataset::Jobs => "iaso-jobs",
@@ -31,7 +31,7 @@ impl Dataset {
 
     /// `data_stream.type`: checks are synthetic monitoring (`synthetics`, like Heartbeat's
     /// streams under Fleet), jobs are event logs (`logs`).
-    pub fn stream_type(self) -> &'static str {
+    pub(crate) fn stream_type(self) -> &'static str {
         match self {
             Dataset::Checks => "synthetics",
             Dataset::Jobs => "logs",
@@ -48,7 +48,7 @@ impl Dataset {
 }
 
 /// The ECS version the documents follow (`ecs.version`).
-pub const ECS_VERSION: &str = "8.11.0";
+pub(crate) const ECS_VERSION: &str = "8.11.0";
 
 /// `event.action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub(crate) const ALL: [Action; 8] = [
         Action::Liveness,
         Action::Health,
         Action::ResponseTime,
@@ -151,7 +151,7 @@ impl ErrorType {
     /// Every type, in declaration order (`ALL[t as usize] == t`): tables indexed by type
     /// (the metrics' counters) are sized by it. Adding a variant without listing it here
     /// fails `all_lists_every_error_type_in_order`.
-    pub const ALL: [ErrorType; 19] = [
+    pub(crate) const ALL: [ErrorType; 19] = [
         ErrorType::Timeout,
         ErrorType::Connect,
         ErrorType::HttpStatus,
@@ -478,7 +478,7 @@ pub struct Summary {
 /// One run of a check: what its documents share (`monitor.check_group`, the timespan until
 /// the next scheduled run).
 #[derive(Debug, Clone, PartialEq)]
-pub struct CheckRun {
+pub(crate) struct CheckRun {
     pub group: String,
     pub started: DateTime<Utc>,
     pub interval: Duration,
@@ -491,7 +491,7 @@ mod millis {
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
@@ -533,13 +533,13 @@ impl ResultContext {
     }
 
     /// Results written to the data streams of `namespace`.
-    pub fn with_namespace(mut self, namespace: &str) -> Self {
+    pub(crate) fn with_namespace(mut self, namespace: &str) -> Self {
         self.namespace = namespace.into();
         self
     }
 
     /// Results carrying `observer.geo.name`.
-    pub fn with_geo_name(mut self, name: Option<&str>) -> Self {
+    pub(crate) fn with_geo_name(mut self, name: Option<&str>) -> Self {
         self.geo_name = name.map(Into::into);
         self
     }
@@ -547,7 +547,7 @@ impl ResultContext {
     /// A new run of check `check`, scheduled every `interval`: its `monitor.check_group` is
     /// unique per run (a hash of run, environment, check and a counter) and its documents
     /// cover until the next scheduled run.
-    pub fn check_run(&self, check: &str, interval: Duration) -> CheckRun {
+    pub(crate) fn check_run(&self, check: &str, interval: Duration) -> CheckRun {
         let n = self.check_runs.fetch_add(1, Ordering::Relaxed) + 1;
         let mut h = Sha256::new();
         // "check_group" keeps the hash apart from the event ids' (same other parts).
@@ -570,13 +570,13 @@ impl ResultContext {
     }
 
     /// Results labelled with the shard (`I/N`) of this instance.
-    pub fn with_shard(mut self, shard: Option<String>) -> Self {
+    pub(crate) fn with_shard(mut self, shard: Option<String>) -> Self {
         self.shard = shard.map(Into::into);
         self
     }
 
     /// A new number for a job flow (`trace.id` is derived from it).
-    pub fn next_trace(&self) -> u64 {
+    pub(crate) fn next_trace(&self) -> u64 {
         self.traces.fetch_add(1, Ordering::Relaxed) + 1
     }
 
@@ -677,7 +677,7 @@ impl ProbeResult {
         self
     }
 
-    pub fn with_trace(mut self, trace_id: &str) -> Self {
+    pub(crate) fn with_trace(mut self, trace_id: &str) -> Self {
         self.trace = Some(Trace {
             id: trace_id.to_owned(),
         });
@@ -686,7 +686,7 @@ impl ProbeResult {
 
     /// Heartbeat fields of a check: `monitor_id` is `<env>-<check>`, `run` the check run the
     /// document belongs to.
-    pub fn with_monitor(
+    pub(crate) fn with_monitor(
         mut self,
         run: &CheckRun,
         monitor_id: String,
@@ -738,10 +738,6 @@ impl ProbeResult {
                 self.service.environment
             ),
         }
-    }
-
-    pub fn is_failure(&self) -> bool {
-        self.event.outcome == Outcome::Failure
     }
 }
 

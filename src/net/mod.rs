@@ -10,7 +10,7 @@ pub use tls::{LoadedTls, TlsConfig, TlsFileError, TlsVersion};
 
 /// Why a client could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NetError {
+pub(crate) enum NetError {
     #[error(transparent)]
     Tls(#[from] TlsFileError),
     #[error(transparent)]
@@ -21,7 +21,7 @@ pub enum NetError {
 
 /// A reqwest builder with `tls` and the proxy settings applied (no environment proxy unless
 /// `proxy.from_env`). Redirects, timeouts and the rest are the caller's.
-pub fn client_builder(
+pub(crate) fn client_builder(
     key: &str,
     tls: &TlsConfig,
     proxy: &ProxySettings<'_>,
@@ -42,7 +42,7 @@ pub fn client_builder(
 /// Heartbeat's `max_redirects: 0`); else only to the origin of the first request, so a
 /// body, a token or a password is never sent to another server. A redirect elsewhere stops
 /// (the 3xx is returned and reported as `redirect`); one past the count is an error.
-pub fn redirect_policy(max: u32) -> reqwest::redirect::Policy {
+pub(crate) fn redirect_policy(max: u32) -> reqwest::redirect::Policy {
     if max == 0 {
         return reqwest::redirect::Policy::none();
     }
@@ -80,7 +80,7 @@ pub fn problems(c: &crate::config::Config) -> Vec<crate::config::Problem> {
 }
 
 /// A TLS file error as a configuration problem (key, then file and what is wrong).
-pub fn tls_problem(e: TlsFileError) -> crate::config::Problem {
+pub(crate) fn tls_problem(e: TlsFileError) -> crate::config::Problem {
     let message = if e.file.as_os_str().is_empty() {
         e.problem
     } else {
@@ -91,7 +91,7 @@ pub fn tls_problem(e: TlsFileError) -> crate::config::Problem {
 
 /// Logs, at every start, how a client connects: its trust settings and proxy (never a
 /// credential), and a WARN while certificate verification is off.
-pub fn log_outbound(key: &str, tls: &TlsConfig, proxy: &ProxySettings<'_>) {
+pub(crate) fn log_outbound(key: &str, tls: &TlsConfig, proxy: &ProxySettings<'_>) {
     if tls.insecure_skip_verify {
         tracing::warn!(
             client = key,
@@ -128,7 +128,7 @@ impl crate::config::ElasticsearchConfig {
     }
 
     /// `tls` with the older `ca_cert_file` key added to its `ca_files`.
-    pub fn effective_tls(&self) -> TlsConfig {
+    pub(crate) fn effective_tls(&self) -> TlsConfig {
         let mut tls = self.tls.clone();
         if let Some(f) = &self.ca_cert_file {
             tls.ca_files.insert(0, f.clone());

@@ -5,7 +5,7 @@
 use url::Url;
 
 /// Hosts never sent through a proxy, whatever the configuration says.
-pub const LOOPBACK: &[&str] = &["localhost", "127.0.0.0/8", "::1"];
+pub(crate) const LOOPBACK: &[&str] = &["localhost", "127.0.0.0/8", "::1"];
 
 /// The proxy keys of one client, as configured.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,7 @@ pub struct ProxyError {
 
 /// Checks a proxy URL: http or https, with a host. `user:password@` is allowed (proxy login)
 /// and never logged.
-pub fn check_proxy_url(u: &str) -> Result<Url, String> {
+pub(crate) fn check_proxy_url(u: &str) -> Result<Url, String> {
     let parsed = Url::parse(u).map_err(|e| format!("`{}` is not a valid URL: {e}", redact(u)))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
@@ -57,7 +57,7 @@ pub fn check_proxy_url(u: &str) -> Result<Url, String> {
 }
 
 /// The URL without `user:password@`, for logs and errors.
-pub fn redact(u: &str) -> String {
+pub(crate) fn redact(u: &str) -> String {
     match Url::parse(u) {
         Ok(mut p) => {
             let _ = p.set_username("");
@@ -128,7 +128,10 @@ impl ProxySettings<'_> {
     }
 
     /// `resolve` with the process environment.
-    pub fn resolve_from_process(&self, key: &str) -> Result<Option<ResolvedProxy>, ProxyError> {
+    pub(crate) fn resolve_from_process(
+        &self,
+        key: &str,
+    ) -> Result<Option<ResolvedProxy>, ProxyError> {
         self.resolve(key, &|n| std::env::var(n).ok())
     }
 }
@@ -148,7 +151,7 @@ impl ResolvedProxy {
     }
 
     /// The proxy for a target URL, `None` when it is reached directly.
-    pub fn for_target(&self, target: &Url) -> Option<&Url> {
+    pub(crate) fn for_target(&self, target: &Url) -> Option<&Url> {
         let host = target.host_str()?;
         if self.no_proxy.iter().any(|n| no_proxy_matches(n, host)) {
             return None;
@@ -179,7 +182,7 @@ impl ResolvedProxy {
 
 /// One `no_proxy` entry against a host: `*`, an exact host or IP, a domain and its subdomains
 /// (`example.com` or `.example.com`), or an IPv4/IPv6 CIDR range.
-pub fn no_proxy_matches(entry: &str, host: &str) -> bool {
+pub(crate) fn no_proxy_matches(entry: &str, host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let entry = entry.trim();
     if entry == "*" {

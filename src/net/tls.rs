@@ -200,7 +200,7 @@ impl TlsConfig {
 
 impl LoadedTls {
     /// The rustls configuration of a client (ALPN as reqwest sets it: h2, then HTTP/1.1).
-    pub fn client_config(&self) -> rustls::ClientConfig {
+    pub(crate) fn client_config(&self) -> rustls::ClientConfig {
         let versions: &[&'static rustls::SupportedProtocolVersion] = match self.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -241,7 +241,7 @@ impl LoadedTls {
     }
 
     /// The client certificate and key as one PEM (what the elasticsearch crate takes).
-    pub fn identity_pem(&self) -> Option<Vec<u8>> {
+    pub(crate) fn identity_pem(&self) -> Option<Vec<u8>> {
         let (chain, key) = self.identity.as_ref()?;
         let mut pem = Vec::new();
         for c in chain {
@@ -271,7 +271,7 @@ fn pem_block(label: &str, der: &[u8]) -> Vec<u8> {
 
 /// Reads and checks one CA file on its own (for keys outside a `tls` table, such as
 /// `elasticsearch.ca_cert_file`).
-pub fn check_ca_file(key: &str, f: &Path) -> Result<(), TlsFileError> {
+pub(crate) fn check_ca_file(key: &str, f: &Path) -> Result<(), TlsFileError> {
     let now = now_secs();
     for c in read_certs(key, f)? {
         check_dates(key, f, &c, now)?;

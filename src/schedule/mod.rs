@@ -59,7 +59,7 @@ impl Clock {
 
 /// The key of a spec in the state file: the kind and host of a backup (its level is not
 /// part of it: changing a host's level keeps its schedule), the whole spec of a restore.
-pub fn spec_key(spec: &JobSpec) -> String {
+pub(crate) fn spec_key(spec: &JobSpec) -> String {
     match (spec.kind, &spec.restore) {
         (JobKind::Restore, Some(r)) => format!(
             "restore {} {}/{} -> {}",

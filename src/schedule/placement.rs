@@ -18,7 +18,7 @@ pub fn stable_hash(env: &str, key: &str) -> u64 {
 }
 
 /// The spec's phase in `period`, in milliseconds.
-pub fn phase_ms(hash: u64, period: Duration) -> i64 {
+pub(crate) fn phase_ms(hash: u64, period: Duration) -> i64 {
     let p = (period.as_millis() as u64).max(1);
     (hash % p) as i64
 }

@@ -35,7 +35,7 @@ impl Rule {
     /// quarter of the interval (at most two hours) so that a DST change (the window opening
     /// an hour earlier in UTC) or a late tick does not skip a night. Overdue inside the
     /// window: now.
-    pub fn next_due(
+    pub(crate) fn next_due(
         &self,
         hash: u64,
         last: Option<DateTime<Utc>>,
@@ -201,12 +201,13 @@ impl SpecQueue {
     }
 
     /// When the earliest queued spec is due.
-    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_due(&self) -> Option<DateTime<Utc>> {
         self.due.first().map(|(t, _)| *t)
     }
 
     /// When spec `i` is due (None while taken).
-    pub fn due_of(&self, i: usize) -> Option<DateTime<Utc>> {
+    #[cfg(test)]
+    pub(crate) fn due_of(&self, i: usize) -> Option<DateTime<Utc>> {
         self.entries[i].due
     }
 
@@ -217,7 +218,7 @@ impl SpecQueue {
     /// Takes every spec due at `now` out of the queue (until [`Self::attempted`] or
     /// [`Self::abandoned`]). A spec found due outside its window (the prober was late) goes
     /// back to its next point in the window.
-    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<(usize, JobSpec)> {
+    pub(crate) fn take_due(&mut self, now: DateTime<Utc>) -> Vec<(usize, JobSpec)> {
         let mut out = Vec::new();
         while let Some(&(t, i)) = self.due.first() {
             if t > now {
@@ -243,7 +244,7 @@ impl SpecQueue {
     }
 
     /// Spec `i`'s launch was attempted (or skipped) at `at`: due again per the rule.
-    pub fn attempted(&mut self, i: usize, at: DateTime<Utc>) {
+    pub(crate) fn attempted(&mut self, i: usize, at: DateTime<Utc>) {
         let e = &mut self.entries[i];
         e.last = Some(at);
         let due = self.rule.next_due(e.hash, Some(at), at);
@@ -254,7 +255,8 @@ impl SpecQueue {
     }
 
     /// Spec `i` was taken but not attempted (a stop came first): due again from `now`.
-    pub fn abandoned(&mut self, i: usize, now: DateTime<Utc>) {
+    #[cfg(test)]
+    pub(crate) fn abandoned(&mut self, i: usize, now: DateTime<Utc>) {
         let e = &mut self.entries[i];
         if e.due.is_none() {
             let due = self.rule.next_due(e.hash, e.last, now);

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// The file's name in the journal directory.
-pub const FILE_NAME: &str = "schedule-state.json";
+pub(crate) const FILE_NAME: &str = "schedule-state.json";
 
 /// Bumped on an incompatible change of the file.
 const VERSION: u32 = 1;
@@ -27,7 +27,7 @@ const VERSION: u32 = 1;
 /// in `tasks`, [`super::spec_key`] in `specs`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EnvState {
+pub(crate) struct EnvState {
     #[serde(default)]
     pub tasks: BTreeMap<String, DateTime<Utc>>,
     #[serde(default)]
@@ -101,7 +101,7 @@ impl ScheduleStore {
     }
 
     /// When check or scenario `task` of `env` last ran.
-    pub fn last_task(&self, env: &str, task: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn last_task(&self, env: &str, task: &str) -> Option<DateTime<Utc>> {
         self.state
             .lock()
             .unwrap()
@@ -112,12 +112,13 @@ impl ScheduleStore {
     }
 
     /// When the spec `key` of `env` was last attempted.
-    pub fn last_spec(&self, env: &str, key: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn last_spec(&self, env: &str, key: &str) -> Option<DateTime<Utc>> {
         self.state.lock().unwrap().get(env)?.specs.get(key).copied()
     }
 
     /// A copy of `env`'s entries.
-    pub fn env_state(&self, env: &str) -> EnvState {
+    #[cfg(test)]
+    pub(crate) fn env_state(&self, env: &str) -> EnvState {
         self.state
             .lock()
             .unwrap()
@@ -126,7 +127,7 @@ impl ScheduleStore {
             .unwrap_or_default()
     }
 
-    pub fn record_task(&self, env: &str, task: &str, at: DateTime<Utc>) {
+    pub(crate) fn record_task(&self, env: &str, task: &str, at: DateTime<Utc>) {
         let mut s = self.state.lock().unwrap();
         s.entry(env.to_owned())
             .or_default()
@@ -135,7 +136,7 @@ impl ScheduleStore {
         self.dirty.store(true, Ordering::SeqCst);
     }
 
-    pub fn record_spec(&self, env: &str, key: &str, at: DateTime<Utc>) {
+    pub(crate) fn record_spec(&self, env: &str, key: &str, at: DateTime<Utc>) {
         let mut s = self.state.lock().unwrap();
         s.entry(env.to_owned())
             .or_default()
@@ -146,7 +147,7 @@ impl ScheduleStore {
 
     /// Drops `env`'s specs for which `keep` is false (hosts removed from the configuration);
     /// returns how many.
-    pub fn retain_specs(&self, env: &str, keep: impl Fn(&str) -> bool) -> usize {
+    pub(crate) fn retain_specs(&self, env: &str, keep: impl Fn(&str) -> bool) -> usize {
         let mut s = self.state.lock().unwrap();
         let Some(e) = s.get_mut(env) else { return 0 };
         let before = e.specs.len();
@@ -159,7 +160,7 @@ impl ScheduleStore {
     }
 
     /// Saves when something changed since the last save; true when it wrote.
-    pub fn save_if_dirty(&self) -> io::Result<bool> {
+    pub(crate) fn save_if_dirty(&self) -> io::Result<bool> {
         if !self.dirty.swap(false, Ordering::SeqCst) {
             return Ok(false);
         }
@@ -180,18 +181,18 @@ impl ScheduleStore {
 }
 
 /// How often changed state is saved while running.
-pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl ScheduleStore {
     /// Saves when changed, logging (not failing) on error: the next save tries again.
-    pub fn save_logged(&self) {
+    pub(crate) fn save_logged(&self) {
         if let Err(e) = self.save_if_dirty() {
             tracing::error!(file = %self.path.display(), error = %e, "cannot save the schedule state; launches since the last save may be repeated after a restart");
         }
     }
 
     /// Saves every [`SAVE_EVERY`] while something changed (on a blocking thread: fsync).
-    pub async fn save_periodically(self: std::sync::Arc<Self>) {
+    pub(crate) async fn save_periodically(self: std::sync::Arc<Self>) {
         loop {
             tokio::time::sleep(SAVE_EVERY).await;
             let s = self.clone();

@@ -15,7 +15,7 @@ pub struct Window {
 }
 
 /// Parses a time zone name of the IANA database (`Europe/Paris`, `UTC`).
-pub fn parse_tz(name: &str) -> Result<Tz, String> {
+pub(crate) fn parse_tz(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
         format!("`{name}` is not a time zone of the IANA database (e.g. Europe/Paris, UTC)")
     })
@@ -38,7 +38,7 @@ impl Window {
     }
 
     /// The window's length on a day without a DST change.
-    pub fn nominal_len(&self) -> std::time::Duration {
+    pub(crate) fn nominal_len(&self) -> std::time::Duration {
         let secs = (self.end - self.start).num_seconds().rem_euclid(86_400);
         std::time::Duration::from_secs(secs as u64)
     }
@@ -54,7 +54,7 @@ impl Window {
     }
 
     /// The window open at `t`, or else the next one: its opening and closing instants.
-    pub fn span_at_or_after(&self, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    pub(crate) fn span_at_or_after(&self, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
         let day = t.with_timezone(&self.tz).date_naive();
         // The window that opened the day before (crossing midnight), today's, the next days'.
         for offset in -1..=3 {

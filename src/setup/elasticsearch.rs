@@ -211,7 +211,7 @@ impl Installed {
 
 /// The path that tells whether ILM exists: 200 with ILM, 400 "no handler found" without x-pack,
 /// 404/410 where the API is switched off (Serverless answers 410 `api_not_available_exception`).
-pub const ILM_STATUS_PATH: &str = "/_ilm/status";
+pub(crate) const ILM_STATUS_PATH: &str = "/_ilm/status";
 
 /// Judges the answer to `GET /_ilm/status`. 401/403 mean security is on, which needs x-pack, so
 /// ILM is there (the policy `PUT` then reports the missing privilege itself).
@@ -269,7 +269,7 @@ fn error_text(body: &str) -> String {
 /// removed from every settings block, and each index template given
 /// `template.lifecycle.data_retention` = the policy's delete age (ILM counts it from rollover,
 /// the data stream lifecycle from the backing index's rollover as well, so the meaning holds).
-pub fn without_ilm(plan: &[SetupRequest]) -> Vec<SetupRequest> {
+pub(crate) fn without_ilm(plan: &[SetupRequest]) -> Vec<SetupRequest> {
     let retention = delete_after(plan);
     plan.iter()
         .filter(|r| !r.path.starts_with("/_ilm/"))
@@ -300,14 +300,14 @@ pub fn without_ilm(plan: &[SetupRequest]) -> Vec<SetupRequest> {
 /// Field types that only a cluster with x-pack has, and what replaces each without it (ECS's
 /// `wildcard` for `url.full`, `constant_keyword` for `data_stream.*`): `keyword` indexes the
 /// same values and answers the same queries and aggregations the dashboards make.
-pub const XPACK_FIELD_TYPES: &[(&str, &str)] =
+pub(crate) const XPACK_FIELD_TYPES: &[(&str, &str)] =
     &[("wildcard", "keyword"), ("constant_keyword", "keyword")];
 
 /// Every field type the templates use that a cluster may lack, and its stand-in: the x-pack
 /// ones, and `match_only_text` (ECS's `error.message`), which lives in the `mapper-extras`
 /// module a trimmed node may not load. A mapping refused with "No handler for type [T]" is
 /// sent again with T replaced ([`send_plan`]).
-pub const OPTIONAL_FIELD_TYPES: &[(&str, &str)] = &[
+pub(crate) const OPTIONAL_FIELD_TYPES: &[(&str, &str)] = &[
     ("wildcard", "keyword"),
     ("constant_keyword", "keyword"),
     ("match_only_text", "text"),
@@ -348,7 +348,7 @@ fn missing_type(reason: &str) -> Option<&str> {
 
 /// The plan for a cluster without x-pack (the OSS build): every x-pack field type replaced
 /// by its core equivalent ([`XPACK_FIELD_TYPES`]).
-pub fn without_xpack_types(plan: &[SetupRequest]) -> Vec<SetupRequest> {
+pub(crate) fn without_xpack_types(plan: &[SetupRequest]) -> Vec<SetupRequest> {
     plan.iter()
         .cloned()
         .map(|mut r| {
@@ -362,17 +362,17 @@ pub fn without_xpack_types(plan: &[SetupRequest]) -> Vec<SetupRequest> {
 
 /// The path that tells whether the cluster has x-pack: 200 on the default distribution, 400
 /// "no handler found" on the OSS build.
-pub const XPACK_PATH: &str = "/_xpack";
+pub(crate) const XPACK_PATH: &str = "/_xpack";
 
 /// Judges the answer to `GET /_xpack`: x-pack answers 2xx (401/403 with security on, which is
 /// x-pack too). Without it the path is no API at all: the OSS build takes `_xpack` for an
 /// index name and answers 400 `invalid_index_name_exception`, others "no handler" or 410.
-pub fn classify_xpack(status: u16, _body: &str) -> bool {
+pub(crate) fn classify_xpack(status: u16, _body: &str) -> bool {
     (200..300).contains(&status) || matches!(status, 401 | 403)
 }
 
 /// The delete age of the plan's ILM policy (`/policy/phases/delete/min_age`).
-pub fn delete_after(plan: &[SetupRequest]) -> Option<String> {
+pub(crate) fn delete_after(plan: &[SetupRequest]) -> Option<String> {
     plan.iter()
         .filter(|r| r.path.starts_with("/_ilm/policy/"))
         .find_map(|r| r.body.pointer("/policy/phases/delete/min_age"))
@@ -393,7 +393,7 @@ fn remove_lifecycle_name(settings: &mut Value) {
 }
 
 /// Asks the cluster whether it has ILM (`GET /_ilm/status`).
-pub async fn detect_retention(client: &Elasticsearch) -> Result<Retention, SetupError> {
+pub(crate) async fn detect_retention(client: &Elasticsearch) -> Result<Retention, SetupError> {
     let (status, text) = get(client, ILM_STATUS_PATH).await?;
     classify_ilm_status(status, &text)
 }

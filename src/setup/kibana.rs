@@ -580,8 +580,8 @@ impl AlertRule {
 }
 
 /// The data stream patterns the rules read.
-pub const CHECKS_STREAMS: &str = "synthetics-iaso.checks-*";
-pub const JOBS_STREAMS: &str = "logs-iaso.jobs-*";
+pub(crate) const CHECKS_STREAMS: &str = "synthetics-iaso.checks-*";
+pub(crate) const JOBS_STREAMS: &str = "logs-iaso.jobs-*";
 
 /// The rules `setup` creates, from `[kibana.alerts]`:
 /// - `iaso-monitor-down`: an Elasticsearch query rule, one alert per monitor whose latest

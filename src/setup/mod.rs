@@ -156,7 +156,7 @@ pub fn dry_run_lines(plan: &[SetupRequest], kibana: Option<&KibanaTarget>) -> Ve
 /// The lines `setup --dry-run` prints for the alerting rules: the creation request of each
 /// (method, URL, compact JSON body); when the rule exists, `setup` sends the update body with
 /// `PUT` to the same URL instead.
-pub fn rule_lines(target: &KibanaTarget, rules: &[AlertRule]) -> Vec<String> {
+pub(crate) fn rule_lines(target: &KibanaTarget, rules: &[AlertRule]) -> Vec<String> {
     rules
         .iter()
         .map(|r| {

@@ -14,7 +14,7 @@ pub const OTHER_ENDPOINT: &str = "other";
 
 /// How many request offsets are kept (16 MB); later requests are counted in
 /// `request_offsets_dropped` instead.
-pub const MAX_REQUEST_OFFSETS: usize = 2_000_000;
+pub(crate) const MAX_REQUEST_OFFSETS: usize = 2_000_000;
 
 /// Counters of one endpoint. Every request ends in exactly one of `ok_2xx`, `client_4xx`
 /// and `server_5xx`; the other counters are parts of those.
@@ -86,7 +86,8 @@ impl CountersSnapshot {
     }
 
     /// Requests over all endpoints.
-    pub fn total_requests(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn total_requests(&self) -> u64 {
         self.endpoints.values().map(|c| c.requests).sum()
     }
 
@@ -120,7 +121,8 @@ impl CountersSnapshot {
 
     /// Requests per whole second since the simulator started (seconds with no request are
     /// absent).
-    pub fn requests_per_second(&self) -> BTreeMap<u64, u64> {
+    #[cfg(test)]
+    pub(crate) fn requests_per_second(&self) -> BTreeMap<u64, u64> {
         let mut per_second = BTreeMap::new();
         for t in &self.request_offsets_ms {
             *per_second.entry(t / 1000).or_insert(0) += 1;

@@ -24,11 +24,11 @@ use super::jobs::{JobKind, JobView};
 pub const BACKUP_LEVELS: [&str; 4] = ["FULL", "INCREMENTAL", "DIFFERENTIAL", "SYNTHETIC_FULL"];
 
 /// A body that is not valid JSON, answered for the `malformed_ratio` fault.
-pub const MALFORMED_BODY: &str = r#"{"status":"OK","data":{"id":"#;
+pub(crate) const MALFORMED_BODY: &str = r#"{"status":"OK","data":{"id":"#;
 
 /// The API's endpoints, by the names used in the configuration and the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Alive,
     Health,
     Auth,
@@ -51,20 +51,20 @@ impl Endpoint {
     }
 
     /// Whether the endpoint needs a valid token.
-    pub fn needs_token(self) -> bool {
+    pub(crate) fn needs_token(self) -> bool {
         matches!(self, Self::Backups | Self::JobStatus | Self::Restores)
     }
 
     /// Whether the endpoint needs a valid token in `dialect` (Commvault's `GET /CommServ`,
     /// its health, does).
-    pub fn needs_token_in(self, dialect: Dialect) -> bool {
+    pub(crate) fn needs_token_in(self, dialect: Dialect) -> bool {
         self.needs_token() || (dialect == Dialect::Commvault && self == Self::Health)
     }
 }
 
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// A known endpoint; `method_ok` is false for a known path with the wrong method, and
     /// `param` is the path's `{host}` or `{job_id}`, percent-decoded.
     Endpoint {
@@ -114,7 +114,7 @@ pub enum Call {
 
 /// What the simulator answers, before it is given a dialect's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Alive,
     Health {
         services: Vec<(String, bool)>,
@@ -252,7 +252,7 @@ pub fn token(dialect: Dialect, headers: &HeaderMap) -> Option<String> {
 }
 
 /// Whether the request asks for JSON (`commvault` answers XML otherwise).
-pub fn wants_json(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get_all("accept")
         .filter_map(|v| v.to_str().ok())
@@ -308,7 +308,7 @@ struct AltRestore {
 
 /// Parses the request for `endpoint` (no query string); an error is the message of a 400.
 #[cfg(test)]
-pub fn parse_call(
+pub(crate) fn parse_call(
     dialect: Dialect,
     endpoint: Endpoint,
     param: Option<&str>,
@@ -319,15 +319,16 @@ pub fn parse_call(
 
 /// The backup levels of the `commvault` dialect (`?backupLevel=`), spelt as Commvault's
 /// PowerShell SDK does; another spelling is refused (the real server may be laxer).
-pub const COMMVAULT_LEVELS: [&str; 4] = ["Full", "Incremental", "Differential", "Synthetic_Full"];
+pub(crate) const COMMVAULT_LEVELS: [&str; 4] =
+    ["Full", "Incremental", "Differential", "Synthetic_Full"];
 
 /// `jobIds` of the `commvault` dialect are this plus the simulator's job number (Commvault
 /// ids are six-digit numbers).
-pub const COMMVAULT_JOB_BASE: u64 = 149_800;
+pub(crate) const COMMVAULT_JOB_BASE: u64 = 149_800;
 
 /// Parses the request for `endpoint`, with its query string; an error is the message of a
 /// 400 answer.
-pub fn parse_request(
+pub(crate) fn parse_request(
     dialect: Dialect,
     endpoint: Endpoint,
     param: Option<&str>,
@@ -578,7 +579,7 @@ fn check_level(field: &str, level: Option<String>) -> Result<(), String> {
 }
 
 /// The answer's body in `dialect`'s shape (JSON, but for `Answer::Malformed`).
-pub fn render_body(dialect: Dialect, answer: &Answer) -> String {
+pub(crate) fn render_body(dialect: Dialect, answer: &Answer) -> String {
     let value = match (dialect, answer) {
         (_, Answer::Malformed) => return MALFORMED_BODY.to_owned(),
         (Dialect::Reference, Answer::Alive) => json!({"statusCode": 200, "message": "alive"}),
@@ -647,7 +648,7 @@ pub fn render_body(dialect: Dialect, answer: &Answer) -> String {
 }
 
 /// The HTTP status of `answer` in `dialect` (Commvault answers most errors with 200).
-pub fn http_status(dialect: Dialect, route: &Route, answer: &Answer) -> u16 {
+pub(crate) fn http_status(dialect: Dialect, route: &Route, answer: &Answer) -> u16 {
     match dialect {
         Dialect::Commvault => commvault_shape(Some(route), answer).0,
         _ => answer.status(),
@@ -655,7 +656,11 @@ pub fn http_status(dialect: Dialect, route: &Route, answer: &Answer) -> u16 {
 }
 
 /// A `commvault` answer: HTTP status, content type and body (JSON when `json`, else XML).
-pub fn commvault_answer(route: &Route, answer: &Answer, json: bool) -> (u16, &'static str, String) {
+pub(crate) fn commvault_answer(
+    route: &Route,
+    answer: &Answer,
+    json: bool,
+) -> (u16, &'static str, String) {
     if *answer == Answer::Malformed {
         let ct = if json {
             "application/json"
@@ -839,7 +844,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// The string job id of the reference dialect.
-pub fn reference_job_id(job_id: u64) -> String {
+pub(crate) fn reference_job_id(job_id: u64) -> String {
     format!("J{job_id}")
 }
 

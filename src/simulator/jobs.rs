@@ -20,7 +20,7 @@ pub enum JobKind {
 
 /// How a job ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fate {
+pub(crate) enum Fate {
     Completed,
     Warning,
     Failed,
@@ -52,13 +52,13 @@ impl JobStatus {
     }
 
     /// Whether the job is over (the status will not change any more).
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         !matches!(self, Self::Pending | Self::Running)
     }
 }
 
 /// Why failed jobs fail (Commvault-like reasons).
-pub const FAILURE_REASONS: [&str; 5] = [
+pub(crate) const FAILURE_REASONS: [&str; 5] = [
     "Media agent unreachable",
     "Insufficient storage",
     "Client services not responding",
@@ -67,11 +67,11 @@ pub const FAILURE_REASONS: [&str; 5] = [
 ];
 
 /// The reason given to jobs that fail to start.
-pub const FAIL_TO_START_REASON: &str = "Job could not be started: no resources available";
+pub(crate) const FAIL_TO_START_REASON: &str = "Job could not be started: no resources available";
 
 /// Everything about a job's future, decided at launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JobPlan {
+pub(crate) struct JobPlan {
     pub fate: Fate,
     /// Time from launch to the terminal status.
     pub duration_ms: u64,
@@ -142,7 +142,7 @@ impl JobPlan {
     }
 
     /// The job's status `elapsed_ms` after its launch.
-    pub fn status_at(&self, kind: JobKind, elapsed_ms: u64) -> JobView {
+    pub(crate) fn status_at(&self, kind: JobKind, elapsed_ms: u64) -> JobView {
         let d = self.duration_ms;
         if self.fate == Fate::FailedToStart {
             return JobView {
@@ -197,7 +197,7 @@ impl JobPlan {
 
 /// What a status poll answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JobView {
+pub(crate) struct JobView {
     pub status: JobStatus,
     pub percent: u8,
     pub elapsed_s: u64,

@@ -5,7 +5,7 @@
 
 /// A token bucket refilled at `rate_per_sec`, holding at most `burst` tokens.
 #[derive(Clone, Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate_per_sec: f64,
     burst: f64,
     tokens: f64,
@@ -26,7 +26,7 @@ impl TokenBucket {
 
     /// Takes a token at `now_ms`; when there is none, returns how many whole seconds to wait
     /// (at least 1), for the `Retry-After` header.
-    pub fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
+    pub(crate) fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
         let elapsed_ms = now_ms.saturating_sub(self.last_ms);
         self.last_ms = self.last_ms.max(now_ms);
         self.tokens =

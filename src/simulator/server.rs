@@ -58,7 +58,7 @@ impl Shared {
 }
 
 /// Answers any request.
-pub async fn dispatch(
+pub(crate) async fn dispatch(
     req: HttpRequest,
     body: web::Bytes,
     shared: web::Data<Shared>,

@@ -13,7 +13,7 @@ pub async fn send(client: &Elasticsearch, docs: &[BulkDoc], timeout: Duration) -
 }
 
 /// [`send`], with the HTTP status of the answer (0: none, a transport error).
-pub async fn send_with_status(
+pub(crate) async fn send_with_status(
     client: &Elasticsearch,
     docs: &[BulkDoc],
     timeout: Duration,

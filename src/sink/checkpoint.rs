@@ -17,7 +17,7 @@ pub struct Position {
 
 /// Reads and writes the checkpoint file of a journal folder.
 #[derive(Clone)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     path: PathBuf,
     faults: DiskFaults,
 }
@@ -31,11 +31,12 @@ impl Checkpoint {
     }
 
     /// Its writes go through `faults` (tests).
-    pub fn with_faults(mut self, faults: DiskFaults) -> Self {
+    pub(crate) fn with_faults(mut self, faults: DiskFaults) -> Self {
         self.faults = faults;
         self
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

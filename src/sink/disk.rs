@@ -15,7 +15,7 @@ use tokio::time::Instant;
 /// Replaces `path` with `bytes` ([`crate::fsutil::write_atomic`]: temporary file, fsync,
 /// rename, fsync of the folder), after `faults` had their say (tests); every error names the
 /// file it was about. The checkpoint and the dead-letter rewrite use it.
-pub fn write_atomic(path: &Path, bytes: &[u8], faults: &DiskFaults) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], faults: &DiskFaults) -> io::Result<()> {
     let tmp = crate::fsutil::tmp_path(path);
     faults
         .check(bytes.len())
@@ -84,7 +84,7 @@ fn full() -> io::Error {
 
 /// A file written through the fault hook.
 #[derive(Debug)]
-pub struct FaultyFile {
+pub(crate) struct FaultyFile {
     pub file: File,
     pub faults: DiskFaults,
 }
@@ -103,7 +103,7 @@ impl Write for FaultyFile {
 /// Capped exponential backoff of retries after disk errors, with "is a retry due now".
 /// No jitter: a single writer retries, there is no herd to spread.
 #[derive(Debug, Clone)]
-pub struct RetryBackoff {
+pub(crate) struct RetryBackoff {
     initial: Duration,
     max: Duration,
     failures: u32,
@@ -134,7 +134,7 @@ impl RetryBackoff {
     }
 
     /// Records a success; returns the failures it ends (0: there were none).
-    pub fn succeeded(&mut self) -> u32 {
+    pub(crate) fn succeeded(&mut self) -> u32 {
         self.next_try = None;
         std::mem::take(&mut self.failures)
     }

@@ -17,15 +17,9 @@ pub struct BulkDoc {
 
 impl BulkDoc {
     /// The action line of this document.
-    pub fn action_line(&self) -> Bytes {
+    pub(crate) fn action_line(&self) -> Bytes {
         let v = serde_json::json!({"create": {"_index": self.index, "_id": self.id}});
         Bytes::from(serde_json::to_vec(&v).expect("plain json"))
-    }
-
-    /// Bytes this document adds to a bulk body.
-    pub fn encoded_len(&self) -> usize {
-        // action line + newline + source + newline; the action line is ~100 bytes.
-        self.index.len() + self.id.len() + 32 + self.source.len() + 2
     }
 }
 

@@ -20,7 +20,7 @@ pub struct EsTarget {
 }
 
 /// The node URLs: `urls`, else `ELASTICSEARCH_URL` (comma-separated).
-pub fn node_urls(cfg: &ElasticsearchConfig) -> Vec<String> {
+pub(crate) fn node_urls(cfg: &ElasticsearchConfig) -> Vec<String> {
     node_urls_with(cfg, std::env::var("ELASTICSEARCH_URL").ok().as_deref())
 }
 
@@ -40,7 +40,7 @@ fn node_urls_with(cfg: &ElasticsearchConfig, from_env: Option<&str>) -> Vec<Stri
 }
 
 /// True when some output is configured.
-pub fn is_configured(cfg: &ElasticsearchConfig) -> bool {
+pub(crate) fn is_configured(cfg: &ElasticsearchConfig) -> bool {
     cfg.cloud_id.is_some() || !node_urls(cfg).is_empty()
 }
 
@@ -176,7 +176,7 @@ fn tls_settings(cfg: &ElasticsearchConfig) -> Result<net::LoadedTls, String> {
 }
 
 /// The `[elasticsearch.tls]` settings the elasticsearch crate cannot apply.
-pub fn unsupported_tls(cfg: &ElasticsearchConfig) -> Option<String> {
+pub(crate) fn unsupported_tls(cfg: &ElasticsearchConfig) -> Option<String> {
     if !cfg.tls.system_roots {
         return Some("elasticsearch.tls.system_roots: false is not supported by the Elasticsearch client (it always trusts the system and built-in roots; add your CA with ca_files)".into());
     }
@@ -236,7 +236,7 @@ fn proxy_for_nodes<'a>(
 }
 
 /// The TLS and proxy keys of `[elasticsearch]`, checked as `check-config` does.
-pub fn outbound_problems(cfg: &ElasticsearchConfig) -> Vec<crate::config::Problem> {
+pub(crate) fn outbound_problems(cfg: &ElasticsearchConfig) -> Vec<crate::config::Problem> {
     use crate::config::Problem;
     let mut out = Vec::new();
     // A missing file is already reported by the general file check of validate.rs.

@@ -13,7 +13,7 @@ const PREFIX: &str = "results-";
 const SUFFIX: &str = ".ndjson";
 
 /// Name of segment `n` (zero-padded so names sort like numbers).
-pub fn segment_name(n: u64) -> String {
+pub(crate) fn segment_name(n: u64) -> String {
     format!("{PREFIX}{n:012}{SUFFIX}")
 }
 
@@ -61,7 +61,7 @@ impl Journal {
     }
 
     /// [`open`](Self::open), its writes going through `faults` (tests).
-    pub fn open_with(dir: &Path, max_bytes: u64, faults: DiskFaults) -> io::Result<Self> {
+    pub(crate) fn open_with(dir: &Path, max_bytes: u64, faults: DiskFaults) -> io::Result<Self> {
         fs::create_dir_all(dir).map_err(|e| annotate(e, dir))?;
         let next = segments(dir)?.last().map_or(1, |(n, _)| n + 1);
         let file = open_segment(dir, next, &faults)?;
@@ -124,7 +124,7 @@ impl Journal {
 
     /// Queues an fsync of what was flushed so far (on the journal's fsync thread, after the
     /// ones before; not twice while one waits); returns at once, a failure is logged.
-    pub fn sync_later(&self) -> io::Result<()> {
+    pub(crate) fn sync_later(&self) -> io::Result<()> {
         self.syncer
             .sync_periodic(|| self.file.get_ref().file.try_clone())
     }
@@ -139,7 +139,7 @@ impl Journal {
 
     /// Complete lines appended but still in the buffer (not yet handed to the file system):
     /// what a process ending now would lose.
-    pub fn unflushed_lines(&self) -> u64 {
+    pub(crate) fn unflushed_lines(&self) -> u64 {
         self.file.buffer().iter().filter(|b| **b == b'\n').count() as u64
     }
 
@@ -149,7 +149,7 @@ impl Journal {
     }
 
     /// Current segment number.
-    pub fn segment(&self) -> u64 {
+    pub(crate) fn segment(&self) -> u64 {
         self.segment
     }
 
@@ -182,7 +182,13 @@ fn annotate(e: io::Error, path: &Path) -> io::Error {
 /// beyond `max_bytes` in total (0 disables either rule). With Elasticsearch, `before` is the
 /// checkpoint's segment: only shipped data goes. Journal-only (`shipped` false), the journal
 /// is the only copy, so every deletion is logged as a warning naming the file.
-pub fn apply_retention(dir: &Path, before: u64, hours: u64, max_bytes: u64, shipped: bool) -> u64 {
+pub(crate) fn apply_retention(
+    dir: &Path,
+    before: u64,
+    hours: u64,
+    max_bytes: u64,
+    shipped: bool,
+) -> u64 {
     if hours == 0 && max_bytes == 0 {
         return 0;
     }

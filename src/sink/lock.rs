@@ -14,7 +14,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The lock file's name in the journal directory.
-pub const FILE_NAME: &str = "LOCK";
+pub(crate) const FILE_NAME: &str = "LOCK";
 
 /// Why the journal directory could not be locked.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +31,9 @@ pub enum LockError {
 
 /// The held lock; dropping it (or the process ending) releases it.
 #[derive(Debug)]
-pub struct JournalLock {
+pub(crate) struct JournalLock {
     _file: File,
+    #[cfg(test)]
     path: PathBuf,
 }
 
@@ -78,9 +79,14 @@ impl JournalLock {
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| writeln!(file, "{pid}"))
             .and_then(|_| file.flush());
-        Ok(Self { _file: file, path })
+        Ok(Self {
+            _file: file,
+            #[cfg(test)]
+            path,
+        })
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

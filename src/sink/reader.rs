@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 
 /// One journal line and the position just after it.
 #[derive(Debug, Clone)]
-pub struct JournalLine {
+pub(crate) struct JournalLine {
     pub line: Bytes,
-    pub start: Position,
     pub end: Position,
 }
 
-pub struct JournalReader {
+pub(crate) struct JournalReader {
     dir: PathBuf,
     pos: Position,
     /// Lines skipped because a crash tore them.
@@ -33,12 +32,8 @@ impl JournalReader {
         }
     }
 
-    pub fn position(&self) -> Position {
-        self.pos
-    }
-
     /// Up to `max_docs` lines / about `max_bytes` bytes from the current position.
-    pub fn read_batch(
+    pub(crate) fn read_batch(
         &mut self,
         max_docs: usize,
         max_bytes: usize,
@@ -80,7 +75,6 @@ impl JournalReader {
                     }
                     return Ok(out); // the writer is mid-line: read it next time
                 }
-                let start = self.pos;
                 self.pos.offset += n as u64;
                 buf.pop();
                 if buf.last() == Some(&b'\r') {
@@ -92,7 +86,6 @@ impl JournalReader {
                 bytes += buf.len();
                 out.push(JournalLine {
                     line: Bytes::copy_from_slice(&buf),
-                    start,
                     end: self.pos,
                 });
             }
@@ -107,7 +100,7 @@ impl JournalReader {
     }
 
     /// Complete lines from the current position to the end of the journal (for "unshipped").
-    pub fn count_remaining(dir: &Path, from: Position) -> io::Result<u64> {
+    pub(crate) fn count_remaining(dir: &Path, from: Position) -> io::Result<u64> {
         let mut r = JournalReader::new(dir, from);
         let mut n = 0;
         loop {
@@ -122,7 +115,7 @@ impl JournalReader {
 
 /// `@timestamp` of the first complete line at or after `from` (the oldest unshipped result
 /// when `from` is the shipping position); None when there is none or it cannot be read.
-pub fn timestamp_at(dir: &Path, from: Position) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn timestamp_at(dir: &Path, from: Position) -> Option<chrono::DateTime<chrono::Utc>> {
     #[derive(serde::Deserialize)]
     struct Stamp {
         #[serde(rename = "@timestamp")]

@@ -39,7 +39,7 @@ pub enum RequestVerdict {
 }
 
 /// Classifies one item of a 200 answer.
-pub fn classify_item(item: &Value) -> ItemVerdict {
+pub(crate) fn classify_item(item: &Value) -> ItemVerdict {
     // Each item is {"<op>": {...}}.
     let inner = item
         .as_object()
@@ -101,7 +101,7 @@ fn request_error(body: &[u8]) -> String {
 }
 
 /// Classifies a whole answer to a bulk request of `n_docs` documents.
-pub fn classify_response(status: u16, body: &[u8], n_docs: usize) -> RequestVerdict {
+pub(crate) fn classify_response(status: u16, body: &[u8], n_docs: usize) -> RequestVerdict {
     match status {
         200..=299 => {}
         413 => return RequestVerdict::Split,
@@ -140,7 +140,7 @@ pub fn classify_response(status: u16, body: &[u8], n_docs: usize) -> RequestVerd
 
 /// Upper bound of the delay before attempt `attempt` (1-based): capped exponential. The
 /// caller draws the actual delay uniformly in `0..=bound` (full jitter).
-pub fn backoff_cap(attempt: u32, initial: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff_cap(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let factor = 1u32
         .checked_shl(attempt.saturating_sub(1).min(20))
         .unwrap_or(u32::MAX);
@@ -152,7 +152,7 @@ pub fn backoff_cap(attempt: u32, initial: Duration, max: Duration) -> Duration {
 /// after an outage are retried from `initial`, not at the outage's built-up delays; the
 /// second grows only over consecutive rounds that still had items to retry.
 #[derive(Debug, Clone)]
-pub struct SendBackoff {
+pub(crate) struct SendBackoff {
     initial: Duration,
     max: Duration,
     request_failures: u32,
@@ -189,7 +189,7 @@ impl SendBackoff {
 }
 
 /// Full jitter: uniform in `0..=cap`.
-pub fn jittered(cap: Duration, rng: &mut impl rand::Rng) -> Duration {
+pub(crate) fn jittered(cap: Duration, rng: &mut impl rand::Rng) -> Duration {
     let ms = cap.as_millis() as u64;
     Duration::from_millis(if ms == 0 { 0 } else { rng.gen_range(0..=ms) })
 }

@@ -73,15 +73,15 @@ pub struct ShipperCounters {
 }
 
 /// Item rejections are logged at most once per this interval (with the count since the last line).
-pub const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// While shipping stays paused, a reminder at most this often.
-pub const OUTAGE_REMINDER_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const OUTAGE_REMINDER_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Journal lines not yet shipped: those unshipped when the shipper started, plus what this
 /// process appended since (the metrics' count), less what shipping moved past.
 #[derive(Clone)]
-pub struct Backlog {
+pub(crate) struct Backlog {
     base: u64,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
@@ -94,7 +94,7 @@ impl Backlog {
 }
 
 /// Longest wait between two tries of a failing checkpoint or dead-letter write.
-pub const MAX_DISK_RETRY_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const MAX_DISK_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// What `ship --dead-letter` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -179,7 +179,7 @@ impl Shipper {
     /// Exposes shipping in `metrics` (backlog, bulk requests, dead letters). Call before
     /// anything is appended to the journal by this process: the backlog starts from the
     /// journal's unshipped lines counted now.
-    pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
         let base = self.remaining().unwrap_or(0);
         metrics.track_shipping(self.counters.clone(), base);
         self.backlog = Backlog {
@@ -201,7 +201,7 @@ impl Shipper {
 
     /// Journal lines after [`position`](Self::position).
     /// (A batch blocked on its dead letters is not past the position: it counts.)
-    pub fn remaining(&self) -> io::Result<u64> {
+    pub(crate) fn remaining(&self) -> io::Result<u64> {
         JournalReader::count_remaining(&self.journal.dir, self.position)
     }
 
@@ -365,7 +365,7 @@ impl Shipper {
         self.counters.clone()
     }
 
-    pub fn dead_letter_path(&self) -> &Path {
+    pub(crate) fn dead_letter_path(&self) -> &Path {
         &self.dead_letter_path
     }
 

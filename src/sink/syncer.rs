@@ -21,7 +21,7 @@ struct Request {
 
 /// The handle of one journal's fsync thread; the thread ends once the handle is dropped and
 /// what was queued is done.
-pub struct Syncer {
+pub(crate) struct Syncer {
     tx: mpsc::Sender<Request>,
     /// A periodic fsync is queued and not started yet: another one would add nothing (and,
     /// on a disk slower than the interval, the queue would grow without bound).
@@ -72,7 +72,7 @@ impl Syncer {
 
     /// Queues an fsync of `file` and returns at once (a failure is logged, and reported by
     /// the next [`sync`](Self::sync)).
-    pub fn sync_later(&self, file: File) {
+    pub(crate) fn sync_later(&self, file: File) {
         // The thread only ends once `tx` is dropped: the send cannot fail.
         let _ = self.tx.send(Request {
             file,
@@ -84,7 +84,7 @@ impl Syncer {
     /// The periodic fsync of the segment being written: queued like
     /// [`sync_later`](Self::sync_later), unless one is already waiting (it will cover what
     /// was written until it starts).
-    pub fn sync_periodic(&self, file: impl FnOnce() -> io::Result<File>) -> io::Result<()> {
+    pub(crate) fn sync_periodic(&self, file: impl FnOnce() -> io::Result<File>) -> io::Result<()> {
         if self.periodic.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
