@@ -509,17 +509,7 @@ fn start_environment(
         l.max_in_flight.get(),
     ));
     start.metrics.track_limiter(name, limits.clone());
-    let mut restores = if sel.hosts.is_empty() && sel.hosts_file.is_none() {
-        env_cfg.restores.clone()
-    } else {
-        // A host selection narrows restores to the selected hosts too.
-        env_cfg
-            .restores
-            .iter()
-            .filter(|r| hosts.iter().any(|h: &HostSpec| h.name == r.host))
-            .cloned()
-            .collect()
-    };
+    let mut restores = selected_restores(&env_cfg, &hosts, sel);
     let namespace = env_cfg.namespace_of(name);
     let geo_name = start.valid.config().observer.geo_name.clone();
     if let Some(shard) = sel.shard {
@@ -560,6 +550,23 @@ fn start_environment(
         },
     )
     .start())
+}
+
+/// The environment's restores a host selection keeps (all of them without one).
+fn selected_restores(
+    env_cfg: &crate::config::EnvironmentConfig,
+    hosts: &[HostSpec],
+    sel: &crate::selection::Selection,
+) -> Vec<crate::config::RestoreSpec> {
+    if sel.hosts.is_empty() && sel.hosts_file.is_none() {
+        return env_cfg.restores.clone();
+    }
+    env_cfg
+        .restores
+        .iter()
+        .filter(|r| hosts.iter().any(|h| h.name == r.host))
+        .cloned()
+        .collect()
 }
 
 /// Hands the jobs the last stop handed over to their environment's actor.
