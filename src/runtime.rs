@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::model::{BackupLevel, ProbeResult, ResultContext};
 use crate::summary::Tally;
 use actix::prelude::*;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -101,15 +102,19 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     /// A handle on `addr`: the sink actor, or a test's recording one.
-    pub fn new<A: SinkActor>(addr: Addr<A>, buffer: usize) -> Self {
+    pub fn new<A: SinkActor>(addr: Addr<A>, buffer: NonZeroUsize) -> Self {
         Self::with_metrics(addr, buffer, Arc::new(Metrics::new()))
     }
 
     /// A handle whose buffer use is exposed in `metrics`.
-    pub fn with_metrics<A: SinkActor>(addr: Addr<A>, buffer: usize, metrics: Arc<Metrics>) -> Self {
-        let slots = Arc::new(Semaphore::new(buffer.max(1)));
+    pub fn with_metrics<A: SinkActor>(
+        addr: Addr<A>,
+        buffer: NonZeroUsize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cap = buffer.get();
+        let slots = Arc::new(Semaphore::new(cap));
         let s = slots.clone();
-        let cap = buffer.max(1);
         metrics.track_sink_buffer(cap, move || cap - s.available_permits().min(cap));
         Self {
             publish: addr.clone().recipient(),

@@ -13,6 +13,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 pub struct ValidConfig {
     config: Config,
     environments: BTreeMap<String, ValidEnvironment>,
+    sink_buffer: NonZeroUsize,
 }
 
 /// What validation guarantees about one environment, as types.
@@ -79,15 +80,23 @@ impl ValidConfig {
             let env = valid_environment(name, e, &mut resolved).map_err(|p| vec![p])?;
             environments.insert(name.clone(), env);
         }
+        let sink_buffer = NonZeroUsize::new(config.sink.buffer)
+            .ok_or_else(|| vec![Problem::new("sink.buffer", "must be greater than 0")])?;
         Ok(Self {
             config,
             environments,
+            sink_buffer,
         })
     }
 
     /// The configuration tree.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Results the sink takes before producers wait (`sink.buffer`).
+    pub fn sink_buffer(&self) -> NonZeroUsize {
+        self.sink_buffer
     }
 
     /// What validation guarantees about environment `name` (every configured one is there).

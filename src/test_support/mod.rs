@@ -13,7 +13,7 @@ use crate::runtime::EnvRuntime;
 use crate::runtime::SinkHandle;
 use crate::sink::journal::Journal;
 use actix::Actor;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 
 /// Records every result producers publish, in order (through the real sink actor and
@@ -32,7 +32,10 @@ impl RecordingSink {
             ..Default::default()
         };
         let journal = Journal::open(dir.path(), 1 << 30).unwrap();
-        let handle = SinkHandle::new(Sink::new(journal, cfg, true).start(), 64);
+        let handle = SinkHandle::new(
+            Sink::new(journal, cfg, true).start(),
+            NonZeroUsize::new(64).unwrap(),
+        );
         Self { dir, handle }
     }
 
@@ -70,7 +73,7 @@ pub(crate) fn env_runtime(base_url: &str, toml: &str, sink: &RecordingSink) -> A
         "lab",
         NonZeroU32::new(cfg.rate_limit_per_sec).unwrap(),
         NonZeroU32::new(cfg.rate_limit_burst).unwrap(),
-        cfg.max_in_flight,
+        NonZeroUsize::new(cfg.max_in_flight).unwrap(),
     ));
     let password = cfg.credentials.password.clone().unwrap_or(Secret::new(""));
     Arc::new(EnvRuntime {
