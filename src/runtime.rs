@@ -4,7 +4,7 @@
 //! actor tree).
 
 use crate::api::{ApiClient, TokenManager};
-use crate::config::{EnvironmentConfig, HostSpec};
+use crate::config::{EnvironmentConfig, HostSpec, JobLimits};
 use crate::limiter::EnvLimits;
 use crate::metrics::Metrics;
 use crate::model::{BackupLevel, ProbeResult, ResultContext};
@@ -20,6 +20,8 @@ pub struct EnvRuntime {
     pub cfg: Arc<EnvironmentConfig>,
     pub base_url: String,
     pub limits: Arc<EnvLimits>,
+    /// `cfg.jobs`' launch concurrency and tracking cap, as validated.
+    pub jobs: JobLimits,
     pub tokens: TokenManager,
     pub ctx: ResultContext,
     pub sink: SinkHandle,

@@ -539,6 +539,7 @@ fn start_environment(
         cfg: Arc::new(env_cfg),
         base_url,
         limits,
+        jobs: checked.jobs,
         ctx: ResultContext::new(start.run_id, name, &start.observer)
             .with_shard(sel.shard.map(|s| s.to_string()))
             .with_namespace(&namespace)

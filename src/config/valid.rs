@@ -21,6 +21,8 @@ pub struct ValidConfig {
 pub struct ValidEnvironment {
     /// Its rate limit and concurrency.
     pub limits: EnvLimitsSpec,
+    /// Its job launches and tracking.
+    pub jobs: JobLimits,
     /// The portal password, from its single source.
     pub password: Secret,
     /// The hosts of its `hosts_file`, when it has one.
@@ -58,6 +60,25 @@ impl EnvLimitsSpec {
             rate_per_sec: NonZeroU32::new(rate_per_sec)?,
             burst: NonZeroU32::new(burst)?,
             max_in_flight: NonZeroUsize::new(max_in_flight)?,
+        })
+    }
+}
+
+/// One environment's job limits (`jobs.launch_concurrency`, `jobs.max_tracked_jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Launches in flight at once.
+    pub launch_concurrency: NonZeroUsize,
+    /// Jobs tracked (polled) at once; launches wait for a slot beyond.
+    pub max_tracked_jobs: NonZeroUsize,
+}
+
+impl JobLimits {
+    /// The limits, when neither is zero.
+    pub fn new(launch_concurrency: usize, max_tracked_jobs: usize) -> Option<Self> {
+        Some(Self {
+            launch_concurrency: NonZeroUsize::new(launch_concurrency)?,
+            max_tracked_jobs: NonZeroUsize::new(max_tracked_jobs)?,
         })
     }
 }
@@ -115,6 +136,8 @@ fn valid_environment(
     let key = |s: &str| format!("environments.{name}.{s}");
     let limits = EnvLimitsSpec::new(e.rate_limit_per_sec, e.rate_limit_burst, e.max_in_flight)
         .ok_or_else(|| Problem::new(key("rate_limit_per_sec"), "unusable rate limit"))?;
+    let jobs = JobLimits::new(e.jobs.launch_concurrency, e.jobs.max_tracked_jobs)
+        .ok_or_else(|| Problem::new(key("jobs"), "zero launch_concurrency or max_tracked_jobs"))?;
     let password = match resolved.passwords.remove(name) {
         Some(Ok(p)) => p,
         Some(Err(m)) => return Err(Problem::new(key("credentials"), m)),
@@ -127,6 +150,7 @@ fn valid_environment(
     };
     Ok(ValidEnvironment {
         limits,
+        jobs,
         password,
         file_hosts,
     })

@@ -6,7 +6,7 @@ pub(crate) mod loopback;
 
 use crate::actors::sink::Sink;
 use crate::api::TokenManager;
-use crate::config::{EnvironmentConfig, JournalConfig, Secret};
+use crate::config::{EnvironmentConfig, JobLimits, JournalConfig, Secret};
 use crate::limiter::EnvLimits;
 use crate::model::{Action, ProbeResult, ResultContext};
 use crate::runtime::EnvRuntime;
@@ -76,6 +76,7 @@ pub(crate) fn env_runtime(base_url: &str, toml: &str, sink: &RecordingSink) -> A
         NonZeroUsize::new(cfg.max_in_flight).unwrap(),
     ));
     let password = cfg.credentials.password.clone().unwrap_or(Secret::new(""));
+    let jobs = JobLimits::new(cfg.jobs.launch_concurrency, cfg.jobs.max_tracked_jobs).unwrap();
     Arc::new(EnvRuntime {
         name: "lab".into(),
         tokens: TokenManager::new("probe".into(), password),
@@ -83,6 +84,7 @@ pub(crate) fn env_runtime(base_url: &str, toml: &str, sink: &RecordingSink) -> A
         cfg: Arc::new(cfg),
         base_url: base_url.to_owned(),
         limits,
+        jobs,
         ctx: ResultContext::new("test-run", "lab", "test-host"),
         sink: sink.handle.clone(),
     })
