@@ -7,7 +7,7 @@
 //! Figures go to BENCHMARKS.md.
 
 use iaso_probe::limiter::EnvLimits;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ fn run(rate: u32, burst: u32, threads: usize, tasks: usize, secs: u64) {
         "bench",
         NonZeroU32::new(rate).unwrap(),
         NonZeroU32::new(burst).unwrap(),
-        100_000,
+        NonZeroUsize::new(100_000).unwrap(),
     ));
     let grants = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let start = Instant::now();

@@ -14,7 +14,7 @@ use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -40,13 +40,18 @@ pub struct EnvLimits {
 
 impl EnvLimits {
     /// `rate` requests per second with bursts of `burst`, at most `max_in_flight` at once.
-    pub fn new(name: &str, rate: NonZeroU32, burst: NonZeroU32, max_in_flight: usize) -> Self {
+    pub fn new(
+        name: &str,
+        rate: NonZeroU32,
+        burst: NonZeroU32,
+        max_in_flight: NonZeroUsize,
+    ) -> Self {
         let quota = Quota::per_second(rate).allow_burst(burst);
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             limiter: Arc::new(RateLimiter::direct(quota)),
-            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            in_flight: Arc::new(Semaphore::new(max_in_flight.get())),
             queued: Arc::new(AtomicUsize::new(0)),
             requests: AtomicU64::new(0),
             wait_us: AtomicU64::new(0),
@@ -174,6 +179,10 @@ mod tests {
         NonZeroU32::new(n).unwrap()
     }
 
+    fn nzu(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap()
+    }
+
     #[test]
     fn the_least_burst_is_what_one_wake_up_a_millisecond_must_hand_out() {
         let table: Vec<u32> = [1, 999, 1000, 1001, 2500, 10_000]
@@ -184,7 +193,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn at_most_max_in_flight_requests_hold_a_permit() {
-        let limits = EnvLimits::new("t", nz(1000), nz(1000), 2);
+        let limits = EnvLimits::new("t", nz(1000), nz(1000), nzu(2));
         let a = limits.acquire().await;
         let _b = limits.acquire().await;
         let third = tokio::time::timeout(Duration::from_secs(60), limits.acquire());
@@ -198,7 +207,7 @@ mod tests {
     async fn the_pacer_holds_requests_to_the_rate_after_the_burst() {
         // Governor's clock is the wall clock (paused tokio time cannot drive it): 200/s with a
         // burst of 1 means 20 more requests take at least 100 ms.
-        let limits = EnvLimits::new("t", nz(200), nz(1), 10);
+        let limits = EnvLimits::new("t", nz(200), nz(1), nzu(10));
         let _first = limits.acquire().await;
         let t0 = std::time::Instant::now();
         for _ in 0..20 {
@@ -214,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn pacer_grants_in_arrival_order() {
-        let limits = Arc::new(EnvLimits::new("t", nz(1000), nz(1), 10));
+        let limits = Arc::new(EnvLimits::new("t", nz(1000), nz(1), nzu(10)));
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..50 {

@@ -49,6 +49,8 @@ pub fn init(cfg: &LogConfig) -> Result<LogGuards, String> {
             .rotation(Rotation::DAILY)
             .filename_prefix("iaso-probe")
             .filename_suffix("log")
+            // Validation accepts log.max_files = 0: it keeps only the current file (the
+            // appender needs at least 1).
             .max_log_files(cfg.max_files.max(1))
             .build(&cfg.dir)
             .map_err(|e| format!("log.dir {}: {e}", cfg.dir.display()))?;

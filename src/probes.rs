@@ -58,6 +58,7 @@ fn check_run(rt: &EnvRuntime, check: &str, interval_secs: u64) -> CheckRun {
 }
 
 /// Runs `attempts` times at most, until success; returns the deciding call and its attempt.
+/// Always runs once: validation rejects 0 attempts (`checks.*.attempts`), and 0 would mean 1.
 async fn with_attempts<T, F, Fut>(attempts: u32, mut f: F) -> (Call<T>, u32)
 where
     F: FnMut() -> Fut,
@@ -66,7 +67,7 @@ where
     let mut n = 1;
     loop {
         let call = f().await;
-        if call.outcome.is_ok() || n >= attempts.max(1) {
+        if call.outcome.is_ok() || n >= attempts {
             return (call, n);
         }
         n += 1;

@@ -4,12 +4,13 @@
 //! actor tree).
 
 use crate::api::{ApiClient, TokenManager};
-use crate::config::{EnvironmentConfig, HostSpec};
+use crate::config::{EnvironmentConfig, HostSpec, JobLimits};
 use crate::limiter::EnvLimits;
 use crate::metrics::Metrics;
 use crate::model::{BackupLevel, ProbeResult, ResultContext};
 use crate::summary::Tally;
 use actix::prelude::*;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -19,6 +20,8 @@ pub struct EnvRuntime {
     pub cfg: Arc<EnvironmentConfig>,
     pub base_url: String,
     pub limits: Arc<EnvLimits>,
+    /// `cfg.jobs`' launch concurrency and tracking cap, as validated.
+    pub jobs: JobLimits,
     pub tokens: TokenManager,
     pub ctx: ResultContext,
     pub sink: SinkHandle,
@@ -101,19 +104,19 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     /// A handle on `addr`: the sink actor, or a test's recording one.
-    pub fn new<A: SinkActor>(addr: Addr<A>, buffer: usize) -> Self {
+    pub fn new<A: SinkActor>(addr: Addr<A>, buffer: NonZeroUsize) -> Self {
         Self::with_metrics(addr, buffer, Arc::new(Metrics::new()))
     }
 
     /// A handle whose buffer use is exposed in `metrics`.
     pub(crate) fn with_metrics<A: SinkActor>(
         addr: Addr<A>,
-        buffer: usize,
+        buffer: NonZeroUsize,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let slots = Arc::new(Semaphore::new(buffer.max(1)));
+        let cap = buffer.get();
+        let slots = Arc::new(Semaphore::new(cap));
         let s = slots.clone();
-        let cap = buffer.max(1);
         metrics.track_sink_buffer(cap, move || cap - s.available_permits().min(cap));
         Self {
             publish: addr.clone().recipient(),

@@ -13,7 +13,7 @@ use iaso_probe::limiter::EnvLimits;
 use iaso_probe::model::{Action, ErrorType, JobKind, Outcome, ProbeResult};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -362,7 +362,7 @@ fn client(url: &str, extra: &str) -> ApiClient {
         "lab",
         NonZeroU32::new(1000).unwrap(),
         NonZeroU32::new(50).unwrap(),
-        16,
+        NonZeroUsize::new(16).unwrap(),
     ));
     ApiClient::for_this_thread(url, cfg, limits)
 }

@@ -8,7 +8,7 @@ use iaso_probe::api::ApiClient;
 use iaso_probe::config::{EnvironmentConfig, Secret};
 use iaso_probe::limiter::EnvLimits;
 use iaso_probe::model::{BackupLevel, JobKind};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use support::net::{Response, TestServer};
 
@@ -24,7 +24,12 @@ fn env_cfg(extra: &str) -> Arc<EnvironmentConfig> {
 
 fn client(base: &str, cfg: Arc<EnvironmentConfig>) -> ApiClient {
     let n = |v| NonZeroU32::new(v).unwrap();
-    let limits = Arc::new(EnvLimits::new("lab", n(100), n(10), 8));
+    let limits = Arc::new(EnvLimits::new(
+        "lab",
+        n(100),
+        n(10),
+        NonZeroUsize::new(8).unwrap(),
+    ));
     ApiClient::for_this_thread(base, cfg, limits)
 }
 

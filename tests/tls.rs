@@ -7,7 +7,7 @@ mod support;
 use iaso_probe::api::ApiClient;
 use iaso_probe::config::{ElasticsearchConfig, EnvironmentConfig, KibanaConfig};
 use iaso_probe::limiter::EnvLimits;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use support::net::{Pki, Response, TestServer};
 
@@ -23,7 +23,12 @@ fn env_cfg(extra: &str) -> Arc<EnvironmentConfig> {
 
 fn client(base: &str, cfg: Arc<EnvironmentConfig>) -> ApiClient {
     let n = |v| NonZeroU32::new(v).unwrap();
-    let limits = Arc::new(EnvLimits::new("lab", n(100), n(10), 8));
+    let limits = Arc::new(EnvLimits::new(
+        "lab",
+        n(100),
+        n(10),
+        NonZeroUsize::new(8).unwrap(),
+    ));
     ApiClient::for_this_thread(base, cfg, limits)
 }
 

@@ -150,7 +150,7 @@ impl Environment {
         // An in-process simulator dies with the process: its jobs cannot be polled again.
         let resumable = rt.cfg.jobs.resume_on_restart && rt.cfg.simulator.is_none();
         let handoff = resumable.then_some(handoff);
-        let tracker = JobTracker::new(rt.cfg.jobs.max_tracked_jobs, handoff);
+        let tracker = JobTracker::new(rt.jobs.max_tracked_jobs, handoff);
         let t = Arc::downgrade(&tracker);
         rt.sink
             .metrics()
@@ -316,7 +316,7 @@ impl Environment {
             self.tracker.clone(),
             self.hooks.clone(),
         );
-        let concurrency = rt.cfg.jobs.launch_concurrency.max(1);
+        let concurrency = rt.jobs.launch_concurrency.get();
         let launcher = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
             .map(move |(spec, slot)| {
                 let (rt, workers, tracker, hooks) =
@@ -430,7 +430,7 @@ async fn launch_all(
     }
     stream::iter(specs)
         .map(|spec| launch_one(rt, workers, tracker, hooks, spec, None))
-        .buffer_unordered(rt.cfg.jobs.launch_concurrency.max(1))
+        .buffer_unordered(rt.jobs.launch_concurrency.get())
         .for_each(|_| async {})
         .await;
 }

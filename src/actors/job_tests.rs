@@ -43,7 +43,10 @@ async fn fixture(duration_ms: u64, status_latency_ms: u64, jobs: &str) -> Fixtur
     );
     let dir = tempfile::tempdir().unwrap();
     let handoff = Arc::new(Handoff::new(dir.path()));
-    let tracker = JobTracker::new(10, Some(handoff.clone()));
+    let tracker = JobTracker::new(
+        std::num::NonZeroUsize::new(10).unwrap(),
+        Some(handoff.clone()),
+    );
     Fixture {
         sim,
         sink,

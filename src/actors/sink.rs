@@ -331,7 +331,7 @@ mod tests {
         let journal = Journal::open_with(dir, 1 << 30, faults.clone()).unwrap();
         let mut sink = Sink::new(journal, cfg, true);
         sink.max_pending = max_pending;
-        SinkHandle::new(sink.start(), 16)
+        SinkHandle::new(sink.start(), std::num::NonZeroUsize::new(16).unwrap())
     }
 
     #[actix_rt::test]

@@ -243,7 +243,7 @@ pub async fn run(
     let sink_addr = Sink::new(journal, cfg.journal.clone(), journal_only)
         .with_metrics(metrics.clone())
         .start();
-    let sink = SinkHandle::with_metrics(sink_addr, cfg.sink.buffer, metrics.clone());
+    let sink = SinkHandle::with_metrics(sink_addr, valid.sink_buffer(), metrics.clone());
 
     // The sink's second half: shipping the journal to Elasticsearch, when configured.
     let (stop_ship, stop_ship_rx) = tokio::sync::watch::channel(false);
@@ -506,7 +506,7 @@ fn start_environment(
         name,
         l.rate_per_sec,
         l.burst,
-        l.max_in_flight.get(),
+        l.max_in_flight,
     ));
     start.metrics.track_limiter(name, limits.clone());
     let mut restores = selected_restores(&env_cfg, &hosts, sel);
@@ -529,6 +529,7 @@ fn start_environment(
         cfg: Arc::new(env_cfg),
         base_url,
         limits,
+        jobs: checked.jobs,
         ctx: ResultContext::new(start.run_id, name, &start.observer)
             .with_shard(sel.shard.map(|s| s.to_string()))
             .with_namespace(&namespace)

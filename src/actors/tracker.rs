@@ -7,6 +7,7 @@ use super::job::Cancel;
 use crate::model::JobSpec;
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -31,11 +32,11 @@ pub(crate) struct JobTracker {
 }
 
 impl JobTracker {
-    pub fn new(max_jobs: usize, handoff: Option<Arc<Handoff>>) -> Arc<Self> {
+    pub fn new(max_jobs: NonZeroUsize, handoff: Option<Arc<Handoff>>) -> Arc<Self> {
         Arc::new(Self {
             active: AtomicUsize::new(0),
             idle: Notify::new(),
-            slots: Arc::new(Semaphore::new(max_jobs.max(1))),
+            slots: Arc::new(Semaphore::new(max_jobs.get())),
             next_id: AtomicU64::new(0),
             registry: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -183,7 +184,7 @@ mod tests {
     #[test]
     fn a_spec_is_claimed_once_until_its_claim_is_dropped() {
         use crate::model::BackupLevel::{Full, Incremental};
-        let t = JobTracker::new(10, None);
+        let t = JobTracker::new(NonZeroUsize::new(10).unwrap(), None);
         let first = t.claim(&backup("h1", Full)).expect("free");
         assert!(t.claim(&backup("h1", Full)).is_none(), "held");
         let other = t.claim(&backup("h2", Full)).expect("another host");
@@ -196,7 +197,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn tracker_is_idle_once_every_guard_is_dropped() {
-        let t = JobTracker::new(2, None);
+        let t = JobTracker::new(NonZeroUsize::new(2).unwrap(), None);
         let a = t.reserve(None).await;
         let b = t.reserve(None).await;
         assert_eq!(t.active(), 2);

@@ -7,7 +7,7 @@ use crate::limiter::EnvLimits;
 use crate::simulator::local::LocalSimulator;
 use crate::test_support::loopback::{LoopbackServer, Response};
 use crate::test_support::quiet_simulator;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ fn client(base_url: &str) -> ApiClient {
     let cfg: crate::config::EnvironmentConfig =
         toml::from_str(&format!("base_url = \"{base_url}\"")).unwrap();
     let n = NonZeroU32::new(1000).unwrap();
-    let limits = Arc::new(EnvLimits::new("lab", n, n, 64));
+    let limits = Arc::new(EnvLimits::new("lab", n, n, NonZeroUsize::new(64).unwrap()));
     ApiClient::for_this_thread(base_url, Arc::new(cfg), limits)
 }
 

@@ -834,7 +834,12 @@ mod tests {
 
     fn limits() -> Arc<EnvLimits> {
         let n = |v| std::num::NonZeroU32::new(v).unwrap();
-        Arc::new(EnvLimits::new("lab", n(10), n(10), 4))
+        Arc::new(EnvLimits::new(
+            "lab",
+            n(10),
+            n(10),
+            std::num::NonZeroUsize::new(4).unwrap(),
+        ))
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use resolve::{
     secret, EsCredentials, Resolved,
 };
 pub use secret::Secret;
-pub use valid::{EnvLimitsSpec, ValidConfig};
+pub use valid::{EnvLimitsSpec, JobLimits, ValidConfig};
 pub use validate::{check_url, validate, Problem};
 
 use serde::{Deserialize, Serialize};

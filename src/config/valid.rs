@@ -13,6 +13,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 pub struct ValidConfig {
     config: Config,
     environments: BTreeMap<String, ValidEnvironment>,
+    sink_buffer: NonZeroUsize,
 }
 
 /// What validation guarantees about one environment, as types.
@@ -20,6 +21,8 @@ pub struct ValidConfig {
 pub struct ValidEnvironment {
     /// Its rate limit and concurrency.
     pub limits: EnvLimitsSpec,
+    /// Its job launches and tracking.
+    pub jobs: JobLimits,
     /// The portal password, from its single source.
     pub password: Secret,
     /// The hosts of its `hosts_file`, when it has one.
@@ -61,6 +64,25 @@ impl EnvLimitsSpec {
     }
 }
 
+/// One environment's job limits (`jobs.launch_concurrency`, `jobs.max_tracked_jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Launches in flight at once.
+    pub launch_concurrency: NonZeroUsize,
+    /// Jobs tracked (polled) at once; launches wait for a slot beyond.
+    pub max_tracked_jobs: NonZeroUsize,
+}
+
+impl JobLimits {
+    /// The limits, when neither is zero.
+    pub fn new(launch_concurrency: usize, max_tracked_jobs: usize) -> Option<Self> {
+        Some(Self {
+            launch_concurrency: NonZeroUsize::new(launch_concurrency)?,
+            max_tracked_jobs: NonZeroUsize::new(max_tracked_jobs)?,
+        })
+    }
+}
+
 /// Every problem of `config`, after reading what it refers to (empty: valid).
 pub fn problems(config: &Config) -> Vec<Problem> {
     validate(config, &resolve(config))
@@ -79,15 +101,23 @@ impl ValidConfig {
             let env = valid_environment(name, e, &mut resolved).map_err(|p| vec![p])?;
             environments.insert(name.clone(), env);
         }
+        let sink_buffer = NonZeroUsize::new(config.sink.buffer)
+            .ok_or_else(|| vec![Problem::new("sink.buffer", "must be greater than 0")])?;
         Ok(Self {
             config,
             environments,
+            sink_buffer,
         })
     }
 
     /// The configuration tree.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Results the sink takes before producers wait (`sink.buffer`).
+    pub fn sink_buffer(&self) -> NonZeroUsize {
+        self.sink_buffer
     }
 
     /// What validation guarantees about environment `name` (every configured one is there).
@@ -106,6 +136,8 @@ fn valid_environment(
     let key = |s: &str| format!("environments.{name}.{s}");
     let limits = EnvLimitsSpec::new(e.rate_limit_per_sec, e.rate_limit_burst, e.max_in_flight)
         .ok_or_else(|| Problem::new(key("rate_limit_per_sec"), "unusable rate limit"))?;
+    let jobs = JobLimits::new(e.jobs.launch_concurrency, e.jobs.max_tracked_jobs)
+        .ok_or_else(|| Problem::new(key("jobs"), "zero launch_concurrency or max_tracked_jobs"))?;
     let password = match resolved.passwords.remove(name) {
         Some(Ok(p)) => p,
         Some(Err(m)) => return Err(Problem::new(key("credentials"), m)),
@@ -118,6 +150,7 @@ fn valid_environment(
     };
     Ok(ValidEnvironment {
         limits,
+        jobs,
         password,
         file_hosts,
     })

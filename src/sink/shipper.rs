@@ -19,6 +19,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::io;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,6 +113,9 @@ pub struct ResendReport {
 pub struct Shipper {
     client: Elasticsearch,
     cfg: ElasticsearchConfig,
+    /// `cfg.max_in_flight` and `cfg.batch_max_docs`, which validation keeps above 0.
+    max_in_flight: NonZeroUsize,
+    batch_max_docs: NonZeroUsize,
     journal: JournalConfig,
     checkpoint: Checkpoint,
     dead_letter_path: PathBuf,
@@ -138,11 +142,22 @@ pub struct Shipper {
 }
 
 impl Shipper {
+    /// A shipper of `journal` to `client`. `cfg` is a validated one: a zero
+    /// `max_in_flight` or `batch_max_docs` (which validation rejects) is refused here.
     pub fn new(
         client: Elasticsearch,
         cfg: ElasticsearchConfig,
         journal: JournalConfig,
     ) -> io::Result<Self> {
+        let (Some(max_in_flight), Some(batch_max_docs)) = (
+            NonZeroUsize::new(cfg.max_in_flight),
+            NonZeroUsize::new(cfg.batch_max_docs),
+        ) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "elasticsearch.max_in_flight and elasticsearch.batch_max_docs must be greater than 0",
+            ));
+        };
         std::fs::create_dir_all(&journal.dir)?;
         let checkpoint = Checkpoint::new(&journal.dir);
         let position = checkpoint.load()?;
@@ -154,6 +169,8 @@ impl Shipper {
         Ok(Self {
             client,
             cfg,
+            max_in_flight,
+            batch_max_docs,
             journal,
             checkpoint,
             dead_letter_path,
@@ -392,10 +409,7 @@ impl Shipper {
         let mut exhausted = false;
         let mut disk_error = None;
         loop {
-            while !exhausted
-                && disk_error.is_none()
-                && inflight.len() < self.cfg.max_in_flight.max(1)
-            {
+            while !exhausted && disk_error.is_none() && inflight.len() < self.max_in_flight.get() {
                 let lines =
                     match reader.read_batch(self.cfg.batch_max_docs, self.cfg.batch_max_bytes) {
                         Ok(lines) => lines,
@@ -543,7 +557,7 @@ impl Shipper {
         let mut refused = Vec::new();
         let mut docs = contents.docs;
         while !docs.is_empty() {
-            let rest = docs.split_off(docs.len().min(self.cfg.batch_max_docs.max(1)));
+            let rest = docs.split_off(docs.len().min(self.batch_max_docs.get()));
             let batch = std::mem::replace(&mut docs, rest);
             let seed = self.seed.wrapping_add(refused.len() as u64);
             refused.extend(

@@ -6,14 +6,14 @@ pub(crate) mod loopback;
 
 use crate::actors::sink::Sink;
 use crate::api::TokenManager;
-use crate::config::{EnvironmentConfig, JournalConfig, Secret};
+use crate::config::{EnvironmentConfig, JobLimits, JournalConfig, Secret};
 use crate::limiter::EnvLimits;
 use crate::model::{Action, ProbeResult, ResultContext};
 use crate::runtime::EnvRuntime;
 use crate::runtime::SinkHandle;
 use crate::sink::journal::Journal;
 use actix::Actor;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 
 /// Records every result producers publish, in order (through the real sink actor and
@@ -32,7 +32,10 @@ impl RecordingSink {
             ..Default::default()
         };
         let journal = Journal::open(dir.path(), 1 << 30).unwrap();
-        let handle = SinkHandle::new(Sink::new(journal, cfg, true).start(), 64);
+        let handle = SinkHandle::new(
+            Sink::new(journal, cfg, true).start(),
+            NonZeroUsize::new(64).unwrap(),
+        );
         Self { dir, handle }
     }
 
@@ -70,9 +73,10 @@ pub(crate) fn env_runtime(base_url: &str, toml: &str, sink: &RecordingSink) -> A
         "lab",
         NonZeroU32::new(cfg.rate_limit_per_sec).unwrap(),
         NonZeroU32::new(cfg.rate_limit_burst).unwrap(),
-        cfg.max_in_flight,
+        NonZeroUsize::new(cfg.max_in_flight).unwrap(),
     ));
     let password = cfg.credentials.password.clone().unwrap_or(Secret::new(""));
+    let jobs = JobLimits::new(cfg.jobs.launch_concurrency, cfg.jobs.max_tracked_jobs).unwrap();
     Arc::new(EnvRuntime {
         name: "lab".into(),
         tokens: TokenManager::new("probe".into(), password),
@@ -80,6 +84,7 @@ pub(crate) fn env_runtime(base_url: &str, toml: &str, sink: &RecordingSink) -> A
         cfg: Arc::new(cfg),
         base_url: base_url.to_owned(),
         limits,
+        jobs,
         ctx: ResultContext::new("test-run", "lab", "test-host"),
         sink: sink.handle.clone(),
     })
