@@ -11,7 +11,6 @@
 pub mod server;
 
 use crate::model::{Action, ErrorType, JobResult, Outcome, ProbeResult};
-use crate::sink::shipper::ShipperCounters;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -142,9 +141,35 @@ pub(crate) trait LimiterStats: Send + Sync {
     fn queued(&self) -> usize;
 }
 
+/// What shipping exposes at scrape, read under its lock (the sink's counters implement it,
+/// so this module does not depend on the sink).
+pub trait ShippingCounters: Send + 'static {
+    /// The values the scrape reads.
+    fn snapshot(&self) -> ShippingSnapshot;
+}
+
+/// Shipping's counts at one scrape.
+pub struct ShippingSnapshot {
+    /// Bulk requests by HTTP status of the answer (0: no answer, a transport error).
+    pub bulk_statuses: std::collections::BTreeMap<u16, u64>,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    /// Paused or in an outage.
+    pub paused: bool,
+    /// Journal lines shipping moved past.
+    pub lines_done: u64,
+    /// `@timestamp` of the oldest unshipped result in the journal directory given (read
+    /// after the lock is released).
+    pub oldest_unshipped: OldestUnshipped,
+}
+
+/// Reads, from the journal directory given, the `@timestamp` of the oldest unshipped result.
+pub type OldestUnshipped = Box<dyn FnOnce(&Path) -> Option<chrono::DateTime<chrono::Utc>>>;
+
 /// What shipping exposes at scrape.
 struct ShippingSource {
-    counters: Arc<Mutex<ShipperCounters>>,
+    snapshot: Box<dyn Fn() -> ShippingSnapshot + Send + Sync>,
     /// Journal lines unshipped when shipping started (before this run produced any).
     base_backlog: u64,
 }
@@ -591,9 +616,13 @@ impl Metrics {
     }
 
     /// Shipping's counters; `base_backlog`: journal lines unshipped before this run wrote any.
-    pub(crate) fn track_shipping(&self, counters: Arc<Mutex<ShipperCounters>>, base_backlog: u64) {
+    pub(crate) fn track_shipping<C: ShippingCounters>(
+        &self,
+        counters: Arc<Mutex<C>>,
+        base_backlog: u64,
+    ) {
         *self.shipping.lock().unwrap() = Some(ShippingSource {
-            counters,
+            snapshot: Box::new(move || counters.lock().unwrap().snapshot()),
             base_backlog,
         });
     }
@@ -676,7 +705,7 @@ impl Metrics {
         }
         let shipping = self.shipping.lock().unwrap();
         if let Some(s) = shipping.as_ref() {
-            let c = s.counters.lock().unwrap().clone();
+            let c = (s.snapshot)();
             for (status, n) in &c.bulk_statuses {
                 let status = if *status == 0 {
                     "transport_error".to_string()
@@ -690,16 +719,14 @@ impl Metrics {
             self.stored.set(c.stored as i64);
             self.duplicates.set(c.duplicates as i64);
             self.dead_letters.set(c.dead_lettered as i64);
-            self.shipping_paused
-                .set(i64::from(c.paused.is_some() || c.outage_since.is_some()));
+            self.shipping_paused.set(i64::from(c.paused));
             let backlog = (s.base_backlog + self.written()).saturating_sub(c.lines_done);
             self.backlog_docs.set(backlog as i64);
             let age = match (&dir, backlog) {
                 (_, 0) | (None, _) => 0.0,
-                (Some(dir), _) => crate::sink::reader::timestamp_at(dir, c.position)
-                    .map_or(0.0, |t| {
-                        (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3
-                    }),
+                (Some(dir), _) => (c.oldest_unshipped)(dir).map_or(0.0, |t| {
+                    (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3
+                }),
             };
             self.backlog_age.set(age);
         }

@@ -113,6 +113,22 @@ impl JournalReader {
     }
 }
 
+/// What the metrics read of shipping at scrape.
+impl crate::metrics::ShippingCounters for super::shipper::ShipperCounters {
+    fn snapshot(&self) -> crate::metrics::ShippingSnapshot {
+        let position = self.position;
+        crate::metrics::ShippingSnapshot {
+            bulk_statuses: self.bulk_statuses.clone(),
+            stored: self.stored,
+            duplicates: self.duplicates,
+            dead_lettered: self.dead_lettered,
+            paused: self.paused.is_some() || self.outage_since.is_some(),
+            lines_done: self.lines_done,
+            oldest_unshipped: Box::new(move |dir| timestamp_at(dir, position)),
+        }
+    }
+}
+
 /// `@timestamp` of the first complete line at or after `from` (the oldest unshipped result
 /// when `from` is the shipping position); None when there is none or it cannot be read.
 pub(crate) fn timestamp_at(dir: &Path, from: Position) -> Option<chrono::DateTime<chrono::Utc>> {
