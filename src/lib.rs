@@ -4,7 +4,7 @@
 //! - [`config`]: the configuration tree, its loading (figment) and validation.
 //! - [`model`]: result documents and the data travelling between actors.
 //! - [`api`]: HTTP to the IASO portal (client built from configuration, token manager).
-//! - [`net`]: outbound TLS and proxy settings shared by the portal, Elasticsearch and Kibana clients.
+//! - [`net`]: outbound clients' TLS (rustls) and proxy wiring for the portal, Elasticsearch and Kibana, from the settings `config` read and checked.
 //! - [`limiter`]: per-environment rate limiting (governor behind one pacer per thread).
 //! - [`runtime`]: what actors and probes share (an environment's runtime, the sink handle).
 //! - [`probes`]: what each check and job step does and what its result says.

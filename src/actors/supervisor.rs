@@ -239,7 +239,7 @@ pub async fn run(
     let (_lock, journal, schedule) = open_journal_dir(cfg, &opts.disk_faults)?;
     // Downstream first: the sink.
     let (metrics, metrics_server) = start_metrics(cfg, opts.metrics_bound.take())?;
-    let journal_only = !es_client::is_configured(&cfg.elasticsearch);
+    let journal_only = !cfg.elasticsearch.is_configured();
     let sink_addr = Sink::new(journal, cfg.journal.clone(), journal_only)
         .with_metrics(metrics.clone())
         .start();

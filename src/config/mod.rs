@@ -7,8 +7,11 @@
 
 mod api;
 pub mod load;
+mod outbound;
+pub mod proxy;
 mod resolve;
 mod secret;
+pub mod tls;
 mod valid;
 mod validate;
 
@@ -18,11 +21,13 @@ pub use api::{
     LaunchEndpoint, LivenessEndpoint, PasswordEncoding,
 };
 pub use load::{load, ConfigError, ConfigSource, LoadedConfig, ENV_PREFIX};
+pub use outbound::{proxy_for_nodes, tls_problem, unsupported_tls};
 pub use resolve::{
     es_credentials, es_password, portal_password, read_hosts_file, read_secret_file, resolve,
     secret, EsCredentials, Resolved,
 };
 pub use secret::Secret;
+pub use tls::{TlsConfig, TlsVersion};
 pub use valid::{EnvLimitsSpec, JobLimits, ValidConfig};
 pub use validate::{check_url, validate, Problem};
 
@@ -33,7 +38,6 @@ use std::path::PathBuf;
 use crate::model::BackupLevel;
 /// Defined in `model` (a job carries it); configured here.
 pub use crate::model::RestoreSpec;
-pub use crate::net::{TlsConfig, TlsVersion};
 use crate::simulator::SimulatorConfig;
 
 /// The whole configuration.

@@ -44,10 +44,10 @@ pub fn resolve(c: &Config) -> Resolved {
         }
     }
     r.elasticsearch = elasticsearch_sources(&c.elasticsearch);
-    r.outbound = crate::net::problems(c);
-    if crate::sink::es_client::is_configured(&c.elasticsearch) {
+    r.outbound = super::outbound::problems(c);
+    if c.elasticsearch.is_configured() {
         r.outbound
-            .extend(crate::sink::es_client::outbound_problems(&c.elasticsearch));
+            .extend(super::outbound::elasticsearch_problems(&c.elasticsearch));
     }
     r
 }

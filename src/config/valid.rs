@@ -116,7 +116,7 @@ impl ValidConfig {
     }
 
     /// Results the sink takes before producers wait (`sink.buffer`).
-    pub fn sink_buffer(&self) -> NonZeroUsize {
+    pub(crate) fn sink_buffer(&self) -> NonZeroUsize {
         self.sink_buffer
     }
 

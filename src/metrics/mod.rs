@@ -143,13 +143,13 @@ pub(crate) trait LimiterStats: Send + Sync {
 
 /// What shipping exposes at scrape, read under its lock (the sink's counters implement it,
 /// so this module does not depend on the sink).
-pub trait ShippingCounters: Send + 'static {
+pub(crate) trait ShippingCounters: Send + 'static {
     /// The values the scrape reads.
     fn snapshot(&self) -> ShippingSnapshot;
 }
 
 /// Shipping's counts at one scrape.
-pub struct ShippingSnapshot {
+pub(crate) struct ShippingSnapshot {
     /// Bulk requests by HTTP status of the answer (0: no answer, a transport error).
     pub bulk_statuses: std::collections::BTreeMap<u16, u64>,
     pub stored: u64,
@@ -165,7 +165,7 @@ pub struct ShippingSnapshot {
 }
 
 /// Reads, from the journal directory given, the `@timestamp` of the oldest unshipped result.
-pub type OldestUnshipped = Box<dyn FnOnce(&Path) -> Option<chrono::DateTime<chrono::Utc>>>;
+pub(crate) type OldestUnshipped = Box<dyn FnOnce(&Path) -> Option<chrono::DateTime<chrono::Utc>>>;
 
 /// What shipping exposes at scrape.
 struct ShippingSource {

@@ -1,12 +1,14 @@
 //! Outbound connections, one configuration shared by every client (portal, Elasticsearch,
-//! Kibana): TLS trust and client identity ([`tls`]) and proxies ([`proxy`]). Each client
-//! builder takes what this module makes; none reads TLS files or proxy variables itself.
+//! Kibana): the rustls configuration of the TLS trust and client identity ([`tls`]) and the
+//! proxies installed on the builder ([`proxy`]). Each client builder takes what this module
+//! makes; none reads TLS files or proxy variables itself. The settings, and the reading and
+//! checking of their files and variables, are `config`'s (`config::tls`, `config::proxy`).
 
 pub mod proxy;
 pub mod tls;
 
-pub use proxy::{ProxyError, ProxySettings, ResolvedProxy};
-pub use tls::{LoadedTls, TlsConfig, TlsFileError, TlsVersion};
+pub use crate::config::proxy::{ProxyError, ProxySettings};
+pub use crate::config::tls::{LoadedTls, TlsConfig, TlsFileError};
 
 /// Why a client could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,37 +60,6 @@ pub(crate) fn redirect_policy(max: u32) -> reqwest::redirect::Policy {
     })
 }
 
-/// The TLS and proxy keys of every environment and of Kibana, checked as `check-config` does
-/// (files read, dates and key checked). Elasticsearch has its own: `es_client::outbound_problems`.
-pub fn problems(c: &crate::config::Config) -> Vec<crate::config::Problem> {
-    let mut out = Vec::new();
-    let mut check = |key: String, tls: &TlsConfig, proxy: ProxySettings<'_>| {
-        if let Err(e) = tls.load(&format!("{key}.tls")) {
-            out.push(tls_problem(e));
-        }
-        if let Err(e) = proxy.resolve_from_process(&key) {
-            out.push(crate::config::Problem::new(e.key, e.message));
-        }
-    };
-    for (name, env) in &c.environments {
-        check(format!("environments.{name}"), &env.tls, env.proxy());
-    }
-    if c.kibana.url.is_some() {
-        check("kibana".into(), &c.kibana.tls, c.kibana.proxy());
-    }
-    out
-}
-
-/// A TLS file error as a configuration problem (key, then file and what is wrong).
-pub(crate) fn tls_problem(e: TlsFileError) -> crate::config::Problem {
-    let message = if e.file.as_os_str().is_empty() {
-        e.problem
-    } else {
-        format!("{}: {}", e.file.display(), e.problem)
-    };
-    crate::config::Problem::new(e.key, message)
-}
-
 /// Logs, at every start, how a client connects: its trust settings and proxy (never a
 /// credential), and a WARN while certificate verification is off.
 pub(crate) fn log_outbound(key: &str, tls: &TlsConfig, proxy: &ProxySettings<'_>) {
@@ -104,91 +75,4 @@ pub(crate) fn log_outbound(key: &str, tls: &TlsConfig, proxy: &ProxySettings<'_>
         Err(e) => format!("unusable: {e}"),
     };
     tracing::info!(client = key, tls = %tls.describe(), proxy = %proxy, "outbound connection settings");
-}
-
-impl crate::config::EnvironmentConfig {
-    /// This environment's proxy keys.
-    pub fn proxy(&self) -> ProxySettings<'_> {
-        ProxySettings {
-            url: self.proxy_url.as_deref(),
-            no_proxy: &self.no_proxy,
-            from_env: self.proxy_from_env,
-        }
-    }
-}
-
-impl crate::config::ElasticsearchConfig {
-    /// The proxy keys of `[elasticsearch]`.
-    pub fn proxy(&self) -> ProxySettings<'_> {
-        ProxySettings {
-            url: self.proxy_url.as_deref(),
-            no_proxy: &self.no_proxy,
-            from_env: self.proxy_from_env,
-        }
-    }
-
-    /// `tls` with the older `ca_cert_file` key added to its `ca_files`.
-    pub(crate) fn effective_tls(&self) -> TlsConfig {
-        let mut tls = self.tls.clone();
-        if let Some(f) = &self.ca_cert_file {
-            tls.ca_files.insert(0, f.clone());
-        }
-        tls
-    }
-}
-
-impl crate::config::KibanaConfig {
-    /// The proxy keys of `[kibana]`.
-    pub fn proxy(&self) -> ProxySettings<'_> {
-        ProxySettings {
-            url: self.proxy_url.as_deref(),
-            no_proxy: &self.no_proxy,
-            from_env: self.proxy_from_env,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::config::load::{load_with, ConfigSource};
-
-    fn problems(extra: &str) -> String {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("t.toml");
-        std::fs::write(
-            &f,
-            format!("[environments.lab]\nbase_url = \"https://lab.example\"\n{extra}\n[environments.lab.credentials]\nusername = \"u\"\npassword = \"p\"\n"),
-        )
-        .unwrap();
-        match load_with(&ConfigSource::Files(vec![f]), false) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    #[test]
-    fn rejects_an_environment_proxy_url_that_is_not_a_url() {
-        let e = problems("proxy_url = \"proxy:3128\"");
-        assert!(e.contains("environments.lab.proxy_url"), "{e}");
-    }
-
-    #[test]
-    fn rejects_an_environment_tls_file_that_cannot_be_read() {
-        let e = problems("[environments.lab.tls]\nca_files = [\"/nonexistent/corp.pem\"]");
-        assert!(
-            e.contains("environments.lab.tls.ca_files[0]") && e.contains("/nonexistent/corp.pem"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn rejects_an_unknown_tls_key() {
-        let e = problems("[environments.lab.tls]\nverify = false");
-        assert!(e.contains("verify"), "{e}");
-    }
-
-    #[test]
-    fn accepts_the_default_outbound_settings() {
-        assert_eq!(problems(""), "");
-    }
 }

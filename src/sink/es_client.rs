@@ -1,8 +1,10 @@
 //! The Elasticsearch client, built once from `[elasticsearch]` (and `ELASTICSEARCH_URL`, as
 //! in Elastic's own tools). Credentials come from env/file sources and never reach a log.
 
-use crate::config::{check_url, es_credentials, ElasticsearchConfig, EsCredentials};
-use crate::net::{self, TlsVersion};
+use crate::config::{
+    check_url, es_credentials, proxy_for_nodes, unsupported_tls, ElasticsearchConfig, EsCredentials,
+};
+use crate::net;
 use elasticsearch::auth::{ClientCertificate, Credentials};
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::headers::{HeaderValue, AUTHORIZATION};
@@ -17,31 +19,6 @@ use url::Url;
 #[derive(Debug, Clone)]
 pub struct EsTarget {
     pub description: String,
-}
-
-/// The node URLs: `urls`, else `ELASTICSEARCH_URL` (comma-separated).
-pub(crate) fn node_urls(cfg: &ElasticsearchConfig) -> Vec<String> {
-    node_urls_with(cfg, std::env::var("ELASTICSEARCH_URL").ok().as_deref())
-}
-
-/// [`node_urls`] with the value of `ELASTICSEARCH_URL` given.
-fn node_urls_with(cfg: &ElasticsearchConfig, from_env: Option<&str>) -> Vec<String> {
-    if !cfg.urls.is_empty() {
-        return cfg.urls.clone();
-    }
-    from_env
-        .map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// True when some output is configured.
-pub(crate) fn is_configured(cfg: &ElasticsearchConfig) -> bool {
-    cfg.cloud_id.is_some() || !node_urls(cfg).is_empty()
 }
 
 /// Builds the client; `Ok(None)` when Elasticsearch is not configured (journal only).
@@ -75,7 +52,7 @@ fn node_pool(
             CloudConnectionPool::new(cloud).map_err(|e| format!("elasticsearch.cloud_id: {e}"))?;
         return Ok(Some(TransportBuilder::new(pool)));
     }
-    let raw = node_urls(cfg);
+    let raw = cfg.node_urls();
     if raw.is_empty() {
         return Ok(None);
     }
@@ -107,7 +84,8 @@ fn node_pool(
 fn describe_target(cfg: &ElasticsearchConfig) -> String {
     match &cfg.cloud_id {
         Some(_) => "Elastic Cloud deployment".to_string(),
-        None => node_urls(cfg)
+        None => cfg
+            .node_urls()
             .iter()
             .map(|u| {
                 Url::parse(u)
@@ -165,7 +143,8 @@ fn apply_tls_and_login(
 /// so those two settings are refused rather than silently ignored.
 fn tls_settings(cfg: &ElasticsearchConfig) -> Result<net::LoadedTls, String> {
     if let Some(ca) = &cfg.ca_cert_file {
-        net::tls::check_ca_file("elasticsearch.ca_cert_file", ca).map_err(|e| e.to_string())?;
+        crate::config::tls::check_ca_file("elasticsearch.ca_cert_file", ca)
+            .map_err(|e| e.to_string())?;
     }
     if let Some(m) = unsupported_tls(cfg) {
         return Err(m);
@@ -173,17 +152,6 @@ fn tls_settings(cfg: &ElasticsearchConfig) -> Result<net::LoadedTls, String> {
     cfg.effective_tls()
         .load("elasticsearch.tls")
         .map_err(|e| e.to_string())
-}
-
-/// The `[elasticsearch.tls]` settings the elasticsearch crate cannot apply.
-pub(crate) fn unsupported_tls(cfg: &ElasticsearchConfig) -> Option<String> {
-    if !cfg.tls.system_roots {
-        return Some("elasticsearch.tls.system_roots: false is not supported by the Elasticsearch client (it always trusts the system and built-in roots; add your CA with ca_files)".into());
-    }
-    if cfg.tls.min_version != TlsVersion::Tls12 {
-        return Some("elasticsearch.tls.min_version: not supported by the Elasticsearch client (it negotiates TLS 1.2 or 1.3)".into());
-    }
-    None
 }
 
 /// The proxy of `[elasticsearch]`; none (and no environment variable) unless configured.
@@ -209,60 +177,6 @@ fn apply_proxy(
     let _ = bare.set_password(None);
     let user = (!user.is_empty()).then_some(user);
     Ok(builder.proxy(bare, user.as_deref(), pass.as_deref()))
-}
-
-/// The one proxy of every node, `None` when they are all reached directly.
-fn proxy_for_nodes<'a>(
-    cfg: &ElasticsearchConfig,
-    resolved: &'a net::ResolvedProxy,
-) -> Result<Option<&'a Url>, String> {
-    let targets: Vec<Url> = if cfg.cloud_id.is_some() {
-        // Elastic Cloud is reached over https; its host is not known before the pool decodes it.
-        vec![Url::parse("https://cloud.elastic.invalid/").expect("static URL")]
-    } else {
-        node_urls(cfg)
-            .iter()
-            .filter_map(|u| Url::parse(u).ok())
-            .collect()
-    };
-    let proxies: Vec<Option<&Url>> = targets.iter().map(|t| resolved.for_target(t)).collect();
-    let Some(first) = proxies.first().copied() else {
-        return Ok(None);
-    };
-    if proxies.iter().any(|p| *p != first) {
-        return Err("elasticsearch.no_proxy: some nodes would use the proxy and others not; the Elasticsearch client takes one proxy for all nodes".into());
-    }
-    Ok(first)
-}
-
-/// The TLS and proxy keys of `[elasticsearch]`, checked as `check-config` does.
-pub(crate) fn outbound_problems(cfg: &ElasticsearchConfig) -> Vec<crate::config::Problem> {
-    use crate::config::Problem;
-    let mut out = Vec::new();
-    // A missing file is already reported by the general file check of validate.rs.
-    if let Some(ca) = cfg.ca_cert_file.as_ref().filter(|f| f.exists()) {
-        if let Err(e) = net::tls::check_ca_file("elasticsearch.ca_cert_file", ca) {
-            out.push(net::tls_problem(e));
-        }
-    }
-    if let Some(m) = unsupported_tls(cfg) {
-        let (key, message) = m.split_once(": ").unwrap_or(("elasticsearch.tls", &m));
-        out.push(Problem::new(key, message));
-    }
-    if let Err(e) = cfg.tls.load("elasticsearch.tls") {
-        out.push(net::tls_problem(e));
-    }
-    match cfg.proxy().resolve_from_process("elasticsearch") {
-        Err(e) => out.push(Problem::new(e.key, e.message)),
-        Ok(Some(resolved)) => {
-            if let Err(m) = proxy_for_nodes(cfg, &resolved) {
-                let (key, message) = m.split_once(": ").unwrap_or(("elasticsearch.no_proxy", &m));
-                out.push(Problem::new(key, message));
-            }
-        }
-        Ok(None) => {}
-    }
-    out
 }
 
 /// An `Authorization` header for basic or API-key credentials (marked sensitive: never logged).
@@ -311,35 +225,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_nodes_are_the_urls_else_elasticsearch_url_else_none() {
-        let none = ElasticsearchConfig::default();
-        let urls = ElasticsearchConfig {
-            urls: vec!["http://a:9200".into()],
-            ..Default::default()
-        };
-        for (cfg, env, want) in [
-            (&none, None, vec![]),
-            (&none, Some(" , "), vec![]),
-            (
-                &none,
-                Some("http://b:9200, http://c:9200"),
-                vec!["http://b:9200", "http://c:9200"],
-            ),
-            (&urls, Some("http://b:9200"), vec!["http://a:9200"]),
-            (&urls, None, vec!["http://a:9200"]),
-        ] {
-            assert_eq!(node_urls_with(cfg, env), want, "{env:?}");
-        }
-        assert!(is_configured(&urls));
-        let (_, target) = build(&urls).unwrap().expect("configured");
-        assert!(
-            target.description.contains("a:9200"),
-            "{}",
-            target.description
-        );
-    }
-
-    #[test]
     fn a_ca_file_that_is_not_pem_is_an_error_naming_the_key() {
         let d = tempfile::tempdir().unwrap();
         let ca = d.path().join("ca.pem");
@@ -351,46 +236,6 @@ mod tests {
         };
         let e = build(&cfg).err().unwrap();
         assert!(e.contains("elasticsearch.ca_cert_file"), "{e}");
-    }
-
-    fn es(toml_text: &str) -> ElasticsearchConfig {
-        toml::from_str(toml_text).unwrap()
-    }
-
-    fn keys(cfg: &ElasticsearchConfig) -> Vec<String> {
-        outbound_problems(cfg).into_iter().map(|p| p.key).collect()
-    }
-
-    #[test]
-    fn rejects_system_roots_off_for_elasticsearch() {
-        let cfg = es("urls = [\"https://es:9200\"]\n[tls]\nsystem_roots = false\n");
-        assert!(keys(&cfg).contains(&"elasticsearch.tls.system_roots".to_string()));
-    }
-
-    #[test]
-    fn rejects_min_version_for_elasticsearch() {
-        let cfg = es("urls = [\"https://es:9200\"]\n[tls]\nmin_version = \"1.3\"\n");
-        assert_eq!(
-            keys(&cfg),
-            vec!["elasticsearch.tls.min_version".to_string()]
-        );
-    }
-
-    #[test]
-    fn rejects_nodes_split_by_no_proxy() {
-        let cfg = es("urls = [\"https://es-1.lan:9200\", \"https://es-2.example:9200\"]\nproxy_url = \"http://proxy:3128\"\nno_proxy = [\"lan\"]\n");
-        assert_eq!(keys(&cfg), vec!["elasticsearch.no_proxy".to_string()]);
-    }
-
-    #[test]
-    fn rejects_a_proxy_url_that_is_not_http() {
-        let cfg = es("urls = [\"https://es:9200\"]\nproxy_url = \"ftp://proxy\"\n");
-        assert_eq!(keys(&cfg), vec!["elasticsearch.proxy_url".to_string()]);
-    }
-
-    #[test]
-    fn accepts_the_default_outbound_settings() {
-        assert!(keys(&es("urls = [\"https://es:9200\"]\n")).is_empty());
     }
 
     #[test]
