@@ -1017,10 +1017,14 @@ fn three_nodes_with_one_stopped_mid_run_keep_shipping() {
     let Some(node) = own(T, 3, &[]) else { return };
     let es = Es::new(&node.url_of(1));
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, lines) = journal_without_es(dir.path(), T, 120);
+    // One document a request, one request at a time, over ~1,000 documents: shipping must
+    // still be going on when the indices are green and node 2 is stopped (with the
+    // checkpoint's fsyncs off the shipping path, 385 documents in batches of 3 were all
+    // stored before the replicas were assigned).
+    let (cfg, lines) = journal_without_es(dir.path(), T, 320);
     let shipper = shipper(&cfg, &node.urls(), |c| {
-        c.elasticsearch.batch_max_docs = 3;
-        c.elasticsearch.max_in_flight = 2;
+        c.elasticsearch.batch_max_docs = 1;
+        c.elasticsearch.max_in_flight = 1;
     });
     let (c, stored_at_stop) = std::thread::scope(|scope| {
         let stopper = scope.spawn(|| {
