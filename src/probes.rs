@@ -18,7 +18,7 @@ use std::time::Duration;
 pub async fn lease(rt: &EnvRuntime, client: &ApiClient) -> Result<TokenLease, ApiError> {
     let (lease, login) = rt.tokens.lease(client).await;
     if let Some(call) = login {
-        rt.emit(auth_result(rt, &call.map_unit())).await;
+        Box::pin(rt.emit(auth_result(rt, &call.map_unit()))).await;
     }
     lease
 }
@@ -580,12 +580,12 @@ pub async fn poll(
             "still not finished after {} s",
             rt.cfg.jobs.max_duration_secs
         );
-        return end(
+        return Box::pin(end(
             rt,
             p,
             JobResult::Timeout,
             Some((ErrorType::JobTimeout, msg)),
-        )
+        ))
         .await;
     }
     PollVerdict::Continue(backoff)
@@ -659,7 +659,7 @@ async fn status_seen(
         let r = job_result_doc(rt, p, Action::JobStatus, outcome)
             .with_duration(ex.duration)
             .with_http(&ex.method, &ex.url, ex.status);
-        rt.emit(r).await;
+        Box::pin(rt.emit(r)).await;
     }
     let result = match class {
         StatusClass::Success => JobResult::Success,
@@ -667,7 +667,7 @@ async fn status_seen(
         StatusClass::Failure => JobResult::Failure,
         StatusClass::Running => return None,
     };
-    Some(end(rt, p, result, None).await)
+    Some(Box::pin(end(rt, p, result, None)).await)
 }
 
 /// A failed poll: the job ends `poll_failed` after `max_consecutive_poll_failures` in a row.
@@ -682,7 +682,7 @@ async fn poll_failed(rt: &EnvRuntime, p: &mut JobProgress, e: ApiError) -> Optio
         p.consecutive_failures
     );
     let error = Some((ErrorType::PollFailed, msg));
-    Some(end(rt, p, JobResult::PollFailed, error).await)
+    Some(Box::pin(end(rt, p, JobResult::PollFailed, error)).await)
 }
 
 /// [`poll`], with a panic inside it reported as the job's `job.end` (`error.type:
@@ -704,12 +704,12 @@ pub(crate) async fn poll_guarded(
         Err(panic) => {
             let msg = panic_message(panic.as_ref());
             tracing::error!(env = %rt.name, job_id = %p.job.job_id, error = %msg, "internal error: a job poll panicked");
-            end(
+            Box::pin(end(
                 rt,
                 p,
                 JobResult::Failure,
                 Some((ErrorType::Internal, format!("internal error: {msg}"))),
-            )
+            ))
             .await
         }
     }

@@ -184,3 +184,25 @@ async fn a_stop_between_polls_hands_the_job_over_with_its_poll_count() {
     assert_eq!(saved.len(), 1);
     assert_eq!((saved[0].host.as_str(), saved[0].polls), ("web01", 3));
 }
+
+/// A poll waiting at the limiter holds its whole future: with a million tracked jobs, many
+/// wait there at once. The login, the result emits and reqwest's request are boxed only
+/// when they happen, so that future stays small (it was 6,416 bytes, debug build).
+#[actix_rt::test]
+async fn a_waiting_status_poll_holds_a_small_future() {
+    let f = fixture(3_600_000, 0, "poll_interval_ms = 1000").await;
+    let spec = JobSpec {
+        kind: JobKind::Backup,
+        host: "web01".into(),
+        level: Some(crate::model::BackupLevel::Full),
+        restore: None,
+        vars: Default::default(),
+    };
+    let job = probes::launch(&f.rt, spec).await.expect("launched");
+    let mut p = JobProgress::new(job);
+    let client = f.rt.client();
+    let stop = StopSignal::default();
+    let poll = probes::poll_guarded(&f.rt, &mut p, &client, stop.raised());
+    let size = std::mem::size_of_val(&poll);
+    assert!(size <= 1_600, "a status poll's future is {size} bytes");
+}

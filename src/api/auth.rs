@@ -116,6 +116,16 @@ impl TokenManager {
         if let Some(e) = self.recent_failure() {
             return (Err(e), None);
         }
+        // Boxed: the login's future is large, and every status poll's future would carry
+        // its size while it waits at the limiter (memory per tracked job).
+        Box::pin(self.lease_by_login(client)).await
+    }
+
+    /// [`lease`](Self::lease) when there is no token: one login (single-flight).
+    async fn lease_by_login(
+        &self,
+        client: &ApiClient,
+    ) -> (Result<TokenLease, ApiError>, Option<Call<Token>>) {
         let _guard = self.login.lock().await;
         // Someone else may have logged in (or failed to) while we waited.
         if let Some(l) = self.current() {
