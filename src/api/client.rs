@@ -713,6 +713,9 @@ fn build_http(key: &str, cfg: &EnvironmentConfig) -> Result<reqwest::Client, Api
     })?;
     builder
         .redirect(crate::net::redirect_policy(cfg.max_redirects))
+        // Retries are `api::retry`'s; reqwest's own policy would also copy every request
+        // (headers, extensions, body) in case it retries a protocol NACK (≈ 3 % of a poll).
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
         .timeout(Duration::from_millis(cfg.timeout_ms))
         .pool_idle_timeout(Duration::from_millis(cfg.idle_connection_timeout_ms))
