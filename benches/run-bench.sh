@@ -58,8 +58,9 @@ tracked)
   "$bin" simulate --port 18080 --bind 127.0.0.1 --simulator-config benches/sim-tracked.toml \
     > target/bench/sim.log 2>&1 &
   sim=$!
-  trap 'kill $sim 2>/dev/null || true' EXIT
-  for _ in $(seq 50); do curl -fsS -o /dev/null http://127.0.0.1:18080/api/v1/alive && break; sleep 0.2; done
+  # Wait for the simulator to exit: a next run binds the same port at once.
+  trap 'kill $sim 2>/dev/null && wait $sim 2>/dev/null; true' EXIT
+  for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:18080/api/v1/alive && break; sleep 0.2; done
   "$bin" run --once --no-progress --config benches/run-tracked.toml --hosts "$hosts" \
     > target/bench/tracked.out 2> target/bench/tracked.err &
   probe=$!
@@ -110,8 +111,8 @@ polls)
     > target/bench/sim-polls.log 2>&1 &
   sim=$!
   probe=
-  trap 'kill $sim $probe 2>/dev/null || true' EXIT
-  for _ in $(seq 50); do curl -fsS -o /dev/null $url/api/v1/alive && break; sleep 0.2; done
+  trap 'kill $sim $probe 2>/dev/null; wait $sim 2>/dev/null; true' EXIT
+  for _ in $(seq 50); do curl -fs -o /dev/null $url/api/v1/alive && break; sleep 0.2; done
   status_requests() {
     curl -fsS $url/_sim/counters | python3 -c 'import json,sys;print(json.load(sys.stdin)["endpoints"].get("job_status",{}).get("requests",0))'
   }

@@ -84,7 +84,7 @@ pub fn liveness(ep: &LivenessEndpoint, status: u16, body: &[u8]) -> Result<(), A
     if ep.status_pointer.is_empty() {
         return Ok(());
     }
-    match v.pointer(&ep.status_pointer).map(scalar_text) {
+    match at(&v, &ep.status_pointer).map(scalar_text) {
         Some(Some(s)) if s == ep.expect_status => Ok(()),
         Some(Some(s)) => Err(ApiError::Assertion(format!(
             "{} is {}, expected {}",
@@ -109,7 +109,7 @@ pub fn health(ep: &HealthEndpoint, status: u16, body: &[u8]) -> Result<HealthRep
     let overall = if ep.overall_pointer.is_empty() {
         None
     } else {
-        v.pointer(&ep.overall_pointer).and_then(scalar_text)
+        at(&v, &ep.overall_pointer).and_then(scalar_text)
     };
     if ep.components_pointer.is_empty() {
         let overall = match overall {
@@ -212,7 +212,7 @@ pub fn login(
 /// renewed on a 401 only); a number or numeric string of seconds otherwise, clamped to
 /// [`MAX_TOKEN_LIFETIME`]; anything else is `decode`.
 fn lifetime(v: &Value, ptr: &str) -> Result<(Option<Duration>, Option<f64>), ApiError> {
-    let x = match v.pointer(ptr) {
+    let x = match at(v, ptr) {
         None | Some(Value::Null) => return Ok((None, None)),
         Some(x) => x,
     };
@@ -241,7 +241,7 @@ pub fn launch(ep: &LaunchEndpoint, status: u16, body: &[u8]) -> Result<Launched,
     expect_2xx(status, body)?;
     let v = parse_json(body)?;
     check_errors(&ep.errors, &v)?;
-    let job_id = match v.pointer(&ep.job_id_pointer) {
+    let job_id = match at(&v, &ep.job_id_pointer) {
         None | Some(Value::Null) => {
             return Err(ApiError::Decode(format!(
                 "no job id at {}",
@@ -254,7 +254,7 @@ pub fn launch(ep: &LaunchEndpoint, status: u16, body: &[u8]) -> Result<Launched,
     let status = if ep.status_pointer.is_empty() {
         None
     } else {
-        v.pointer(&ep.status_pointer).and_then(scalar_text)
+        at(&v, &ep.status_pointer).and_then(scalar_text)
     };
     Ok(Launched { job_id, status })
 }
@@ -293,7 +293,7 @@ pub fn job_status(ep: &JobEndpoint, status: u16, body: &[u8]) -> Result<JobState
         if p.is_empty() {
             None
         } else {
-            v.pointer(p).and_then(scalar_text)
+            at(&v, p).and_then(scalar_text)
         }
     };
     let status = text(&ep.status_pointer)
@@ -303,7 +303,7 @@ pub fn job_status(ep: &JobEndpoint, status: u16, body: &[u8]) -> Result<JobState
         if p.is_empty() {
             None
         } else {
-            v.pointer(p)
+            at(&v, p)
                 .and_then(|x| {
                     x.as_f64()
                         .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
@@ -406,7 +406,7 @@ pub(crate) fn portal_error(m: &ErrorMapping, v: &Value) -> Option<String> {
         if p.is_empty() {
             None
         } else {
-            v.pointer(p).filter(|x| !x.is_null())
+            at(v, p).filter(|x| !x.is_null())
         }
     };
     let message = at(&m.message_pointer)
@@ -439,6 +439,35 @@ fn one_line(s: &str, max: usize) -> String {
 }
 
 /// A string, number or boolean as text (status words).
+/// The value at a JSON pointer (RFC 6901), as `Value::pointer`, without its two string
+/// allocations per token: pointers are read at every status poll.
+fn at<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.is_empty() {
+        return Some(v);
+    }
+    let rest = pointer.strip_prefix('/')?;
+    rest.split('/').try_fold(v, |target, raw| {
+        let token: std::borrow::Cow<str> = if raw.contains('~') {
+            raw.replace("~1", "/").replace("~0", "~").into()
+        } else {
+            raw.into()
+        };
+        match target {
+            Value::Object(map) => map.get(token.as_ref()),
+            Value::Array(list) => array_index(&token).and_then(|i| list.get(i)),
+            _ => None,
+        }
+    })
+}
+
+/// An array index token: digits without a leading `+` or a leading zero (as serde_json).
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
+}
+
 fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -463,6 +492,32 @@ mod tests {
             200,
             body.as_bytes(),
         )
+    }
+
+    #[test]
+    fn at_reads_a_pointer_as_serde_json_does() {
+        let v = json!({"a": {"b/c": [1, {"d~e": "x"}], "": 2, "0": 3}, "l": [10, 20]});
+        for p in [
+            "",
+            "/",
+            "/a",
+            "/a/b~1c",
+            "/a/b~1c/1/d~0e",
+            "/a/b~1c/01",
+            "/a/b~1c/+1",
+            "/a/b~1c/9",
+            "/a/",
+            "/a/0",
+            "/l/0",
+            "/l/1",
+            "/l/-",
+            "a",
+            "/x/y",
+            "/a/b~1c/0/z",
+            "/a/b~01c",
+        ] {
+            assert_eq!(at(&v, p), v.pointer(p), "{p}");
+        }
     }
 
     #[test]

@@ -226,6 +226,9 @@ fn typed_value(name: &str, kind: &str, raw: &str) -> Result<Value, ApiError> {
     }
 }
 
+/// The header that carries the token: its name and its (sensitive) value.
+type TokenHeader = (reqwest::header::HeaderName, reqwest::header::HeaderValue);
+
 /// What came back, before it is interpreted.
 struct Answer {
     status: u16,
@@ -236,8 +239,13 @@ struct Answer {
 impl Answer {
     /// Interprets the answer with `f`; a body that is not JSON says its content type.
     fn read<T>(self, f: impl FnOnce(u16, &[u8]) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        f(self.status, &self.body)
-            .map_err(|e| answers::with_content_type(e, self.content_type.as_deref()))
+        f(self.status, &self.body).map_err(|e| {
+            let ct = self
+                .content_type
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()));
+            answers::with_content_type(e, ct.as_deref())
+        })
     }
 }
 
@@ -527,11 +535,35 @@ impl ApiClient {
         Ok(out)
     }
 
-    /// The token header, or a `config` failure naming the header (never the token).
-    fn token_header(
-        &self,
-        t: &Secret,
-    ) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), ApiError> {
+    /// The token header, or a `config` failure naming the header (never the token). The
+    /// last one built for this environment on this thread is reused while the token is the
+    /// same (every status poll sends it).
+    fn token_header(&self, t: &Secret) -> Result<TokenHeader, ApiError> {
+        thread_local! {
+            static LAST: RefCell<HashMap<u64, (Secret, TokenHeader)>> = RefCell::new(HashMap::new());
+        }
+        let key = self.limits.id();
+        let cached = LAST.with(|c| {
+            c.borrow()
+                .get(&key)
+                .filter(|(token, _)| token.expose() == t.expose())
+                .map(|(_, h)| h.clone())
+        });
+        if let Some(h) = cached {
+            return Ok(h);
+        }
+        let h = self.build_token_header(t)?;
+        LAST.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= 256 {
+                c.clear(); // many short-lived environments (tests): stay small
+            }
+            c.insert(key, (t.clone(), h.clone()));
+        });
+        Ok(h)
+    }
+
+    fn build_token_header(&self, t: &Secret) -> Result<TokenHeader, ApiError> {
         let api = self.api();
         let name =
             reqwest::header::HeaderName::from_bytes(api.token_header.as_bytes()).map_err(|_| {
@@ -655,6 +687,8 @@ impl ApiClient {
             drop(resp);
             return Err((Some(status), ApiError::Redirect { status, location }));
         }
+        // Copied: a header value is a slice of hyper's read buffer, and holding it would
+        // keep hyper from reusing that buffer.
         let content_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -870,6 +904,27 @@ mod tests {
             "the second environment got the first one's client: {:?}",
             c.http.err()
         );
+    }
+
+    #[test]
+    fn the_token_header_follows_a_new_token_and_each_environments_format() {
+        let bearer = ApiClient::for_this_thread("http://127.0.0.1:9", env(""), limits());
+        let custom = ApiClient::for_this_thread(
+            "http://127.0.0.1:9",
+            env("[api]\ntoken_header = \"X-Auth\"\ntoken_format = \"T {token}\""),
+            limits(),
+        );
+        let header = |c: &ApiClient, t: &str| {
+            let (name, value) = c.token_header(&Secret::new(t)).unwrap();
+            assert!(value.is_sensitive());
+            format!("{name}: {}", value.to_str().unwrap())
+        };
+        assert_eq!(header(&bearer, "one"), "authorization: Bearer one");
+        assert_eq!(header(&custom, "one"), "x-auth: T one");
+        // Cached per environment, and rebuilt when the token changes (a new login).
+        assert_eq!(header(&bearer, "one"), "authorization: Bearer one");
+        assert_eq!(header(&bearer, "two"), "authorization: Bearer two");
+        assert_eq!(header(&custom, "two"), "x-auth: T two");
     }
 
     #[test]
