@@ -187,7 +187,7 @@ async fn a_stop_between_polls_hands_the_job_over_with_its_poll_count() {
 
 /// A poll waiting at the limiter holds its whole future: with a million tracked jobs, many
 /// wait there at once. The login, the result emits and reqwest's request are boxed only
-/// when they happen, so that future stays small (it was 6,416 bytes, debug build).
+/// when they happen, so that future stays small (it was 6,416 bytes, debug build; 1,256 since the request is also built only once the permit is held).
 #[actix_rt::test]
 async fn a_waiting_status_poll_holds_a_small_future() {
     let f = fixture(3_600_000, 0, "poll_interval_ms = 1000").await;
@@ -204,5 +204,5 @@ async fn a_waiting_status_poll_holds_a_small_future() {
     let stop = StopSignal::default();
     let poll = probes::poll_guarded(&f.rt, &mut p, &client, stop.raised());
     let size = std::mem::size_of_val(&poll);
-    assert!(size <= 1_600, "a status poll's future is {size} bytes");
+    assert!(size <= 1_400, "a status poll's future is {size} bytes");
 }

@@ -514,6 +514,29 @@ impl ApiClient {
         token: Option<&Secret>,
     ) -> Result<reqwest::header::HeaderMap, ApiError> {
         let mut out = reqwest::header::HeaderMap::new();
+        self.each_header(endpoint, vars, token, |n, v| {
+            out.insert(n, v);
+        })?;
+        Ok(out)
+    }
+
+    /// [`headers`](Self::headers) rendered and checked, nothing kept (before the permit).
+    fn check_headers(
+        &self,
+        endpoint: &Headers,
+        vars: &Vars<'_>,
+        token: Option<&Secret>,
+    ) -> Result<(), ApiError> {
+        self.each_header(endpoint, vars, token, |_, _| {})
+    }
+
+    fn each_header(
+        &self,
+        endpoint: &Headers,
+        vars: &Vars<'_>,
+        token: Option<&Secret>,
+        mut f: impl FnMut(reqwest::header::HeaderName, reqwest::header::HeaderValue),
+    ) -> Result<(), ApiError> {
         let vars = Vars {
             token,
             ..vars.clone()
@@ -530,9 +553,9 @@ impl ApiClient {
             if template.contains("{token}") {
                 v.set_sensitive(true);
             }
-            out.insert(n, v);
+            f(n, v);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The token header, or a `config` failure naming the header (never the token). The
@@ -593,16 +616,20 @@ impl ApiClient {
         token: Option<&Secret>,
         vars: &Vars<'_>,
     ) -> (Exchange, Result<Answer, ApiError>) {
-        let (url, req) = match self.request(method, path_template, body, headers, token, vars) {
-            Ok(prepared) => prepared,
+        let url = match self.sendable(path_template, headers, token, vars) {
+            Ok(url) => url,
             // A call that fails before anything is sent: no status, no duration.
             Err((url, e)) => return (unsent_exchange(method, url), Err(e)),
         };
         let _permit = self.limits.acquire().await;
         let start = Instant::now();
-        // Boxed once the permit is held: reqwest's future is large, and every call waiting
-        // at the limiter (a million tracked jobs can queue there) would otherwise carry it.
+        // Built once the permit is held, and boxed: reqwest's request and its future are
+        // large, and a call waiting at the limiter (a million tracked jobs can queue there)
+        // would otherwise hold them the whole time.
         let res = Box::pin(async {
+            let req = self
+                .request(method, &url, path_template, body, headers, token, vars)
+                .map_err(|e| (None, e))?;
             match req.send().await {
                 Ok(resp) => self.answer(resp).await,
                 Err(e) => Err((None, ApiError::from_reqwest(&e, self.cfg.timeout_ms))),
@@ -623,19 +650,17 @@ impl ApiClient {
         (exchange, outcome)
     }
 
-    /// The URL and the request to send, or the URL and why nothing can be sent: a path
-    /// whose placeholder has no value (a host without the variable), a client that could
-    /// not be built, a header or a token that cannot be a header value. Checked before any
-    /// permit is spent.
-    fn request(
+    /// The URL to call, or the URL and why nothing can be sent: a path whose placeholder
+    /// has no value (a host without the variable), a client that could not be built, a
+    /// header or a token that cannot be a header value. Checked before any permit is spent,
+    /// so [`request`](Self::request) then builds what was checked.
+    fn sendable(
         &self,
-        method: &str,
         path_template: &str,
-        body: Option<Vec<u8>>,
         headers: &Headers,
         token: Option<&Secret>,
         vars: &Vars<'_>,
-    ) -> Result<(String, reqwest::RequestBuilder), (String, ApiError)> {
+    ) -> Result<String, (String, ApiError)> {
         let url = match vars.render_strict(path_template, true) {
             Ok(path) => format!("{}{path}", self.base),
             Err(e) => {
@@ -643,20 +668,40 @@ impl ApiClient {
                 return Err((url, e));
             }
         };
-        let unsent = |e: ApiError| (url.clone(), e);
+        let checked = self
+            .http
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|_| self.check_headers(headers, vars, token))
+            // A token that cannot be a header value fails here, as `config` (the login
+            // refuses such tokens already; this is the last guard).
+            .and_then(|_| token.map(|t| self.token_header(t)).transpose());
+        match checked {
+            Ok(_) => Ok(url),
+            Err(e) => Err((url, e)),
+        }
+    }
+
+    /// The request to send to `url` (checked by [`sendable`](Self::sendable)).
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        method: &str,
+        url: &str,
+        path_template: &str,
+        body: Option<Vec<u8>>,
+        headers: &Headers,
+        token: Option<&Secret>,
+        vars: &Vars<'_>,
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
         let method_v =
             reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let http = self.http.as_ref().map_err(|e| unsent(e.clone()))?;
-        let header_map = self.headers(headers, vars, token).map_err(unsent)?;
-        // A token that cannot be a header value fails here, as `config` (the login refuses
-        // such tokens already; this is the last guard).
-        let auth_header = token
-            .map(|t| self.token_header(t))
-            .transpose()
-            .map_err(unsent)?;
-        let mut req = match static_url(path_template, &url) {
+        let http = self.http.as_ref().map_err(Clone::clone)?;
+        let header_map = self.headers(headers, vars, token)?;
+        let auth_header = token.map(|t| self.token_header(t)).transpose()?;
+        let mut req = match static_url(path_template, url) {
             Some(parsed) => http.request(method_v, parsed),
-            None => http.request(method_v, &url),
+            None => http.request(method_v, url),
         };
         if let Some(b) = body {
             req = req
@@ -671,7 +716,7 @@ impl ApiClient {
         if let Some((name, value)) = auth_header {
             req = req.header(name, value);
         }
-        Ok((url, req))
+        Ok(req)
     }
 
     /// The answer, its body read (capped), or what was wrong with it (and its status).
