@@ -58,8 +58,8 @@ async fn fixture(duration_ms: u64, status_latency_ms: u64, jobs: &str) -> Fixtur
 }
 
 impl Fixture {
-    /// Launches a backup of `web01` on the simulator and starts its job actor here.
-    async fn spawn_job(&self) {
+    /// Launches a backup of `web01` on the simulator.
+    async fn launch(&self) -> probes::LaunchedJob {
         let spec = JobSpec {
             kind: JobKind::Backup,
             host: "web01".into(),
@@ -67,7 +67,12 @@ impl Fixture {
             restore: None,
             vars: Default::default(),
         };
-        let job = probes::launch(&self.rt, spec).await.expect("launched");
+        probes::launch(&self.rt, spec).await.expect("launched")
+    }
+
+    /// Launches a backup of `web01` on the simulator and starts its job actor here.
+    async fn spawn_job(&self) {
+        let job = self.launch().await;
         let guard = self.tracker.reserve(None).await;
         Job::spawn(
             &actix::Arbiter::current(),
@@ -187,19 +192,12 @@ async fn a_stop_between_polls_hands_the_job_over_with_its_poll_count() {
 
 /// A poll waiting at the limiter holds its whole future: with a million tracked jobs, many
 /// wait there at once. The login, the result emits and reqwest's request are boxed only
-/// when they happen, so that future stays small (it was 6,416 bytes, debug build; 1,256 since the request is also built only once the permit is held).
+/// when they happen, and the request is built once the permit is held, so that future
+/// stays small (debug build: 6,416 bytes before, 1,256 after).
 #[actix_rt::test]
 async fn a_waiting_status_poll_holds_a_small_future() {
     let f = fixture(3_600_000, 0, "poll_interval_ms = 1000").await;
-    let spec = JobSpec {
-        kind: JobKind::Backup,
-        host: "web01".into(),
-        level: Some(crate::model::BackupLevel::Full),
-        restore: None,
-        vars: Default::default(),
-    };
-    let job = probes::launch(&f.rt, spec).await.expect("launched");
-    let mut p = JobProgress::new(job);
+    let mut p = JobProgress::new(f.launch().await);
     let client = f.rt.client();
     let stop = StopSignal::default();
     let poll = probes::poll_guarded(&f.rt, &mut p, &client, stop.raised());
