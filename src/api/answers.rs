@@ -131,8 +131,7 @@ pub fn health(ep: &HealthEndpoint, status: u16, body: &[u8]) -> Result<HealthRep
             components: Vec::new(),
         });
     }
-    let list = v
-        .pointer(&ep.components_pointer)
+    let list = at(&v, &ep.components_pointer)
         .and_then(Value::as_array)
         .ok_or_else(|| {
             ApiError::Decode(format!("no component array at {}", ep.components_pointer))
@@ -183,8 +182,7 @@ pub fn login(
     if let Some(m) = portal_error(&ep.errors, &v) {
         return Err(ApiError::LoginRefused(m));
     }
-    let token = v
-        .pointer(&ep.token_pointer)
+    let token = at(&v, &ep.token_pointer)
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::Decode(format!("no token at {}", ep.token_pointer)))?;

@@ -239,13 +239,8 @@ struct Answer {
 impl Answer {
     /// Interprets the answer with `f`; a body that is not JSON says its content type.
     fn read<T>(self, f: impl FnOnce(u16, &[u8]) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        f(self.status, &self.body).map_err(|e| {
-            let ct = self
-                .content_type
-                .as_ref()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()));
-            answers::with_content_type(e, ct.as_deref())
-        })
+        f(self.status, &self.body)
+            .map_err(|e| answers::with_content_type(e, self.content_type.as_deref()))
     }
 }
 
@@ -732,8 +727,8 @@ impl ApiClient {
             drop(resp);
             return Err((Some(status), ApiError::Redirect { status, location }));
         }
-        // Copied: a header value is a slice of hyper's read buffer, and holding it would
-        // keep hyper from reusing that buffer.
+        // Copied: keeping the header value instead (a slice of hyper's read buffer)
+        // measured no faster (BENCHMARKS.md §8).
         let content_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -793,7 +788,8 @@ fn build_http(key: &str, cfg: &EnvironmentConfig) -> Result<reqwest::Client, Api
     builder
         .redirect(crate::net::redirect_policy(cfg.max_redirects))
         // Retries are `api::retry`'s; reqwest's own policy would also copy every request
-        // (headers, extensions, body) in case it retries a protocol NACK (≈ 3 % of a poll).
+        // (headers, extensions, body) in case it retries a protocol NACK (seen in `perf` at
+        // every status poll, BENCHMARKS.md §8).
         .retry(reqwest::retry::never().max_retries_per_request(0))
         .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
         .timeout(Duration::from_millis(cfg.timeout_ms))
