@@ -73,9 +73,11 @@ impl EnvLimits {
     pub async fn acquire(&self) -> RequestPermit {
         let pacer = self.pacer_for_this_thread();
         let asked = std::time::Instant::now();
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        pacer.permit().await;
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+        if !pacer.take_free_cell() {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            pacer.permit().await;
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
         let slot = self
             .in_flight
             .clone()
@@ -103,7 +105,7 @@ impl EnvLimits {
         PACERS.with(|p| {
             let mut map = p.borrow_mut();
             if let Some(pacer) = map.get(&key) {
-                if !pacer.0.is_closed() {
+                if !pacer.queue.is_closed() {
                     return pacer.clone();
                 }
             }
@@ -144,28 +146,50 @@ async fn wait_for_cell(limiter: &DefaultDirectRateLimiter) {
 
 /// A FIFO queue in front of a limiter, served by one task.
 #[derive(Clone)]
-struct Pacer(mpsc::UnboundedSender<oneshot::Sender<()>>);
+struct Pacer {
+    queue: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    /// Requests in `queue` not yet granted. While there are any, a newcomer queues behind
+    /// them (arrival order); when there are none, it may take a ready cell itself.
+    waiting: Arc<AtomicUsize>,
+}
 
 impl Pacer {
     fn spawn(limiter: Arc<DefaultDirectRateLimiter>, env: Arc<str>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let (lim, left) = (limiter.clone(), waiting.clone());
         tokio::spawn(async move {
             while let Some(waiter) = rx.recv().await {
-                if waiter.is_closed() {
-                    continue; // the caller gave up: keep the cell for the next one
-                }
-                wait_for_cell(&limiter).await;
-                let _ = waiter.send(());
+                if !waiter.is_closed() {
+                    wait_for_cell(&lim).await;
+                    let _ = waiter.send(());
+                } // else the caller gave up: keep the cell for the next one
+                left.fetch_sub(1, Ordering::Relaxed);
             }
             tracing::trace!(env = %env, "pacer stopped");
         });
-        Pacer(tx)
+        Pacer {
+            queue: tx,
+            limiter,
+            waiting,
+        }
+    }
+
+    /// Takes a cell at once when nobody on this thread is queued and the limiter has one
+    /// ready. Most polls below the quota go this way: no channel, no hop through the pacer
+    /// task and back (measured in BENCHMARKS.md §9).
+    fn take_free_cell(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) == 0 && self.limiter.check().is_ok()
     }
 
     async fn permit(&self) {
         let (t, r) = oneshot::channel();
-        if self.0.send(t).is_ok() {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.queue.send(t).is_ok() {
             let _ = r.await;
+        } else {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -219,6 +243,40 @@ mod tests {
             t0.elapsed()
         );
         assert_eq!(crate::metrics::LimiterStats::requests(&limits), 21);
+    }
+
+    #[tokio::test]
+    async fn a_ready_cell_is_taken_without_the_pacer_when_nobody_waits() {
+        use futures_util::FutureExt as _;
+        let limits = EnvLimits::new("t", nz(1000), nz(3), nzu(10));
+        // The pacer task never runs here (nothing yields to it): a permit in one poll can
+        // only have come from the limiter directly.
+        for i in 0..3 {
+            assert!(limits.acquire().now_or_never().is_some(), "permit {i}");
+        }
+        assert!(
+            limits.acquire().now_or_never().is_none(),
+            "the burst is spent: the next one waits in the pacer"
+        );
+        assert_eq!(crate::metrics::LimiterStats::requests(&limits), 3);
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_never_overtakes_a_queued_request() {
+        use futures_util::FutureExt as _;
+        let limits = EnvLimits::new("t", nz(1000), nz(1), nzu(10));
+        drop(limits.acquire().await); // the burst of one is spent
+        let mut queued = Box::pin(limits.acquire());
+        assert!((&mut queued).now_or_never().is_none());
+        assert_eq!(limits.queued(), 1);
+        // Governor runs on the wall clock: after 2 ms a cell is ready again, and the pacer
+        // task has not run (nothing yielded), so the first request still waits for it.
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            limits.acquire().now_or_never().is_none(),
+            "a newcomer took the cell the queued request waits for"
+        );
+        drop(queued.await);
     }
 
     #[tokio::test]

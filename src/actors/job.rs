@@ -90,7 +90,7 @@ impl Job {
             rng: SmallRng::seed_from_u64(seed),
             guard: Some(guard),
         });
-        tracker.register(id, addr.recipient());
+        tracker.register(id, &addr);
     }
 
     fn next_delay(&mut self, first: bool) -> Duration {
