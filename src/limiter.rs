@@ -1,7 +1,8 @@
 //! Per-environment request pacing: every request of an environment passes one governor
 //! limiter. Thousands of job actors must not each wait on the limiter (measured: herd, CPU
 //! burn, no FIFO — rust-stack.md §2), so one pacer task per (environment, arbiter thread)
-//! alone waits on the shared limiter and hands out permits in arrival order.
+//! alone waits on the shared limiter and hands out permits in arrival order. A request that
+//! finds nobody queued on its thread and a cell ready takes it without the pacer.
 //!
 //! The pacer sleeps on tokio's timer, not governor's `until_ready` (whose futures-timer
 //! thread cost ≈20 % of a core at 2,000 requests/s, see BENCHMARKS.md). Tokio's timer has a
@@ -177,8 +178,8 @@ impl Pacer {
     }
 
     /// Takes a cell at once when nobody on this thread is queued and the limiter has one
-    /// ready. Most polls below the quota go this way: no channel, no hop through the pacer
-    /// task and back (measured in BENCHMARKS.md §9).
+    /// ready. Requests below the quota go this way: no channel, no hop through the pacer
+    /// task and back. (Its CPU effect alone was not measured: BENCHMARKS.md §9.)
     fn take_free_cell(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) == 0 && self.limiter.check().is_ok()
     }
