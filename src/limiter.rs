@@ -3,6 +3,8 @@
 //! burn, no FIFO — rust-stack.md §2), so one pacer task per (environment, arbiter thread)
 //! alone waits on the shared limiter and hands out permits in arrival order. A request that
 //! finds nobody queued on its thread and a cell ready takes it without the pacer.
+//! A job's status poll waits for its cell ([`EnvLimits::rate_cell`]) before its request
+//! exists, so the many jobs queued at a saturated limiter each hold a small future.
 //!
 //! The pacer sleeps on tokio's timer, not governor's `until_ready` (whose futures-timer
 //! thread cost ≈20 % of a core at 2,000 requests/s, see BENCHMARKS.md). Tokio's timer has a
@@ -72,23 +74,51 @@ impl EnvLimits {
     /// Waits for a rate permit (through this thread's pacer), then for an in-flight slot.
     /// Hold the returned guard for the duration of the request.
     pub async fn acquire(&self) -> RequestPermit {
+        let cell = self.rate_cell().await;
+        self.slot(cell).await
+    }
+
+    /// The rate half of [`acquire`](Self::acquire): waits for a cell of the quota (through
+    /// this thread's pacer). A caller that waits here for long takes its cell in a small
+    /// future and builds its request only then (a job's status poll: a million jobs can
+    /// queue here). Spend it at once with
+    /// [`slot`](Self::slot): a cell kept while something else is awaited would send its
+    /// request into a later second, over the quota.
+    pub async fn rate_cell(&self) -> RateCell {
         let pacer = self.pacer_for_this_thread();
-        let asked = std::time::Instant::now();
         if !pacer.take_free_cell() {
+            let asked = std::time::Instant::now();
             self.queued.fetch_add(1, Ordering::Relaxed);
             pacer.permit().await;
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.add_wait(asked);
         }
-        let slot = self
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore is never closed");
+        RateCell(())
+    }
+
+    /// The in-flight half of [`acquire`](Self::acquire), for a cell already taken.
+    pub async fn slot(&self, _cell: RateCell) -> RequestPermit {
+        let slot = match self.in_flight.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let asked = std::time::Instant::now();
+                let slot = self
+                    .in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
+                self.add_wait(asked);
+                slot
+            }
+        };
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.wait_us
-            .fetch_add(asked.elapsed().as_micros() as u64, Ordering::Relaxed);
         RequestPermit { _slot: slot }
+    }
+
+    fn add_wait(&self, since: std::time::Instant) {
+        self.wait_us
+            .fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Requests currently waiting for a rate permit.
@@ -128,6 +158,12 @@ impl crate::metrics::LimiterStats for EnvLimits {
         EnvLimits::queued(self)
     }
 }
+
+/// A cell of an environment's quota, taken by [`EnvLimits::rate_cell`] and spent by
+/// [`EnvLimits::slot`]; dropped unspent, the cell is lost (the rate only gets lower).
+/// A marker without data, so that passing one down a call chain costs nothing.
+#[must_use = "a rate cell is spent by EnvLimits::slot"]
+pub struct RateCell(());
 
 /// Held while a request is in flight.
 pub struct RequestPermit {

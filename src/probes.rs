@@ -5,6 +5,7 @@
 use crate::api::retry::{self, Sent, Site};
 use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease};
 use crate::config::{HostSpec, RestoreSpec, Secret, StatusClass};
+use crate::limiter::RateCell;
 use crate::model::result::{CheckRun, IasoBackup, IasoHealth, IasoJob, IasoRestore};
 use crate::model::{Action, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult};
 use crate::runtime::EnvRuntime;
@@ -552,14 +553,18 @@ fn job_result_doc(
 /// and a poll stuck behind a slow portal or a full limiter would otherwise hold the job
 /// until the shutdown deadline, where it is lost. Only the request is raced: a result being
 /// emitted is never cut.
+///
+/// `cell`: the rate cell the caller took for this poll, if it did
+/// ([`EnvLimits::rate_cell`](crate::limiter::EnvLimits::rate_cell)).
 pub async fn poll(
     rt: &EnvRuntime,
     p: &mut JobProgress,
     client: &ApiClient,
     stop: impl Future<Output = ()>,
+    cell: Option<RateCell>,
 ) -> PollVerdict {
     p.polls += 1;
-    let (call, backoff) = match status_call(rt, p, client, stop).await {
+    let (call, backoff) = match status_call(rt, p, client, stop, cell).await {
         Some(answered) => answered,
         None => {
             p.polls -= 1;
@@ -594,20 +599,43 @@ pub async fn poll(
 /// The status request (a lease first; see [`retry::authorized`]) and the wait the portal
 /// asked for, if it only rate-limited us; None when `stop` came first. Without a token the
 /// lease's error is the poll's, on an exchange that sent nothing.
+///
+/// A `cell` taken before is spent by the first request only if the lease did not wait (a
+/// login): a cell kept through a wait would send the request into a later second, over
+/// the quota. Otherwise it is dropped and the request takes a new one.
 async fn status_call(
     rt: &EnvRuntime,
     p: &JobProgress,
     client: &ApiClient,
     stop: impl Future<Output = ()>,
+    cell: Option<RateCell>,
 ) -> Option<(Call<JobState>, Option<Duration>)> {
     let job = &p.job;
+    let cell = std::cell::Cell::new(cell);
+    let cell = &cell;
     let sent = retry::authorized(
         Site::Status,
         &rt.tokens,
-        || lease(rt, client),
+        || async move {
+            let mut leased = std::pin::pin!(lease(rt, client));
+            std::future::poll_fn(|cx| {
+                let r = leased.as_mut().poll(cx);
+                if r.is_pending() {
+                    cell.set(None); // lost: the request takes a new one
+                }
+                r
+            })
+            .await
+        },
         |lease| async move {
             client
-                .job_status_with_vars(&job.job_id, &job.spec.host, &job.spec.vars, &lease.token)
+                .job_status_with_vars(
+                    &job.job_id,
+                    &job.spec.host,
+                    &job.spec.vars,
+                    &lease.token,
+                    cell.take(),
+                )
                 .await
         },
         stop,
@@ -692,10 +720,11 @@ pub(crate) async fn poll_guarded(
     p: &mut JobProgress,
     client: &ApiClient,
     stop: impl Future<Output = ()>,
+    cell: Option<RateCell>,
 ) -> PollVerdict {
     let res = AssertUnwindSafe(async {
         fault_injection::hit(&rt.name, "job_poll");
-        poll(rt, p, client, stop).await
+        poll(rt, p, client, stop, cell).await
     })
     .catch_unwind()
     .await;

@@ -7,7 +7,7 @@ use super::ApiError;
 use crate::config::{
     ApiMapping, EnvironmentConfig, Headers, LaunchEndpoint, PasswordEncoding, RestoreSpec, Secret,
 };
-use crate::limiter::EnvLimits;
+use crate::limiter::{EnvLimits, RateCell};
 use crate::model::{BackupLevel, JobKind};
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
@@ -311,7 +311,15 @@ impl ApiClient {
     pub(crate) async fn liveness_with(&self, token: Option<&Secret>) -> Call<()> {
         let ep = &self.api().liveness;
         let (exchange, res) = self
-            .call(&ep.method, &ep.path, None, &ep.headers, token, &self.vars())
+            .call(
+                &ep.method,
+                &ep.path,
+                None,
+                &ep.headers,
+                token,
+                &self.vars(),
+                None,
+            )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::liveness(ep, s, b)));
         Call { exchange, outcome }
@@ -326,7 +334,15 @@ impl ApiClient {
     pub(crate) async fn health_with(&self, token: Option<&Secret>) -> Call<HealthReport> {
         let ep = &self.api().health;
         let (exchange, res) = self
-            .call(&ep.method, &ep.path, None, &ep.headers, token, &self.vars())
+            .call(
+                &ep.method,
+                &ep.path,
+                None,
+                &ep.headers,
+                token,
+                &self.vars(),
+                None,
+            )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::health(ep, s, b)));
         Call { exchange, outcome }
@@ -361,7 +377,7 @@ impl ApiClient {
     /// Response time: GET `path`, any 2xx; the caller compares the duration to the limit.
     pub(crate) async fn timed_get(&self, path: &str) -> Call<()> {
         let (exchange, res) = self
-            .call("GET", path, None, &Headers::new(), None, &self.vars())
+            .call("GET", path, None, &Headers::new(), None, &self.vars(), None)
             .await;
         let outcome = res.and_then(|a| a.read(answers::timed));
         Call { exchange, outcome }
@@ -388,6 +404,7 @@ impl ApiClient {
                 &ep.headers,
                 None,
                 &self.vars(),
+                None,
             )
             .await;
         let api = self.api();
@@ -441,7 +458,15 @@ impl ApiClient {
             ..self.vars()
         };
         let (exchange, res) = self
-            .call_with_body(&ep.method, &ep.path, &ep.body, &ep.headers, token, &vars)
+            .call_with_body(
+                &ep.method,
+                &ep.path,
+                &ep.body,
+                &ep.headers,
+                token,
+                &vars,
+                None,
+            )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::launch(ep, s, b)));
         Call { exchange, outcome }
@@ -450,16 +475,19 @@ impl ApiClient {
     /// Reads a job's status.
     pub async fn job_status(&self, job_id: &str, host: &str, token: &Secret) -> Call<JobState> {
         let none = BTreeMap::new();
-        self.job_status_with_vars(job_id, host, &none, token).await
+        self.job_status_with_vars(job_id, host, &none, token, None)
+            .await
     }
 
-    /// [`job_status`](Self::job_status) with the job's own placeholder values.
+    /// [`job_status`](Self::job_status) with the job's own placeholder values, sent on
+    /// `cell` if the caller already took one (see [`EnvLimits::rate_cell`]).
     pub(crate) async fn job_status_with_vars(
         &self,
         job_id: &str,
         host: &str,
         extra: &BTreeMap<String, String>,
         token: &Secret,
+        cell: Option<RateCell>,
     ) -> Call<JobState> {
         let ep = &self.api().job_status;
         let vars = Vars {
@@ -469,7 +497,15 @@ impl ApiClient {
             ..self.vars()
         };
         let (exchange, res) = self
-            .call_with_body(&ep.method, &ep.path, &ep.body, &ep.headers, token, &vars)
+            .call_with_body(
+                &ep.method,
+                &ep.path,
+                &ep.body,
+                &ep.headers,
+                token,
+                &vars,
+                cell,
+            )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::job_status(ep, s, b)));
         Call { exchange, outcome }
@@ -477,6 +513,7 @@ impl ApiClient {
 
     /// A call whose body is rendered first: a body that cannot be (a placeholder without
     /// a value, `{x:number}` of a non-number) fails as `config` before anything is sent.
+    #[allow(clippy::too_many_arguments)]
     async fn call_with_body(
         &self,
         method: &str,
@@ -485,6 +522,7 @@ impl ApiClient {
         headers: &Headers,
         token: &Secret,
         vars: &Vars<'_>,
+        cell: Option<RateCell>,
     ) -> (Exchange, Result<Answer, ApiError>) {
         let rendered = if body.is_empty() {
             Ok(None)
@@ -492,7 +530,10 @@ impl ApiClient {
             vars.render_json(body).map(Some)
         };
         match rendered {
-            Ok(b) => self.call(method, path, b, headers, Some(token), vars).await,
+            Ok(b) => {
+                self.call(method, path, b, headers, Some(token), vars, cell)
+                    .await
+            }
             Err(e) => {
                 let url = format!("{}{}", self.base, vars.render(path, true));
                 (unsent_exchange(method, url), Err(e))
@@ -601,7 +642,9 @@ impl ApiClient {
     }
 
     /// The common path of every call: permit, request, capped body, classification.
-    /// `body`: the JSON bytes to send, if any.
+    /// `body`: the JSON bytes to send, if any; `cell`: a rate cell the caller already took
+    /// (a call that fails before anything is sent then loses it).
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         method: &str,
@@ -610,13 +653,17 @@ impl ApiClient {
         headers: &Headers,
         token: Option<&Secret>,
         vars: &Vars<'_>,
+        cell: Option<RateCell>,
     ) -> (Exchange, Result<Answer, ApiError>) {
         let url = match self.sendable(path_template, headers, token, vars) {
             Ok(url) => url,
             // A call that fails before anything is sent: no status, no duration.
             Err((url, e)) => return (unsent_exchange(method, url), Err(e)),
         };
-        let _permit = self.limits.acquire().await;
+        let _permit = match cell {
+            Some(cell) => self.limits.slot(cell).await,
+            None => self.limits.acquire().await,
+        };
         let start = Instant::now();
         // Built once the permit is held, and boxed: reqwest's request and its future are
         // large, and a call waiting at the limiter (a million tracked jobs can queue there)

@@ -61,9 +61,13 @@ impl RecordingSink {
 /// unless `toml` has a `[credentials]` table; `toml` holds further keys of
 /// `[environments.lab]` (and its sub-tables, after the keys).
 pub(crate) fn env_runtime(base_url: &str, toml: &str, sink: &RecordingSink) -> Arc<EnvRuntime> {
-    let mut text = format!(
-        "base_url = \"{base_url}\"\nrate_limit_per_sec = 1000\nrate_limit_burst = 1000\n{toml}\n"
-    );
+    // 1,000/s unless the test sets its own limits.
+    let limits = if toml.contains("rate_limit_per_sec") {
+        ""
+    } else {
+        "rate_limit_per_sec = 1000\nrate_limit_burst = 1000\n"
+    };
+    let mut text = format!("base_url = \"{base_url}\"\n{limits}{toml}\n");
     if !toml.contains("[credentials]") {
         text += "[credentials]\npassword = \"probe-secret\"\n";
     }
