@@ -10,11 +10,25 @@ use std::path::{Path, PathBuf};
 /// fsync of the folder (without it the rename itself may not survive a crash). Every error
 /// names the file it was about.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` streams into the temporary file, through a buffer: a
+/// large file (a million handed-over jobs: 200 MB of JSON) never sits whole in memory. On
+/// an error the temporary file is removed and the old content kept.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = tmp_path(path);
-    {
-        let mut f = File::create(&tmp).map_err(named(&tmp))?;
-        f.write_all(bytes).map_err(named(&tmp))?;
-        f.sync_all().map_err(named(&tmp))?;
+    let written = File::create(&tmp).and_then(|f| {
+        let mut w = io::BufWriter::with_capacity(1 << 16, f);
+        write(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(named(&tmp)(e));
     }
     std::fs::rename(&tmp, path).map_err(named(path))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -64,5 +78,22 @@ mod tests {
         let e = write_atomic(&p, b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("state.json.tmp"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_streamed_write_keeps_the_old_content_and_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        std::fs::write(&p, "old").unwrap();
+        let e = write_atomic_with(&p, |w| {
+            w.write_all(&[b'x'; 100_000])?; // past the buffer: on disk already
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("state.json.tmp: disk full"), "{e}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        assert!(!tmp_path(&p).exists());
+        write_atomic_with(&p, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
     }
 }

@@ -3,8 +3,8 @@
 //! burn, no FIFO — rust-stack.md §2), so one pacer task per (environment, arbiter thread)
 //! alone waits on the shared limiter and hands out permits in arrival order. A request that
 //! finds nobody queued on its thread and a cell ready takes it without the pacer.
-//! A job's status poll waits for its cell ([`EnvLimits::rate_cell`]) before its request
-//! exists, so the many jobs queued at a saturated limiter each hold a small future.
+//! A job's status poll waits for its permit before its request exists, so the many jobs
+//! queued at a saturated limiter each hold a small future (`actors::job::poll_once`).
 //!
 //! The pacer sleeps on tokio's timer, not governor's `until_ready` (whose futures-timer
 //! thread cost ≈20 % of a core at 2,000 requests/s, see BENCHMARKS.md). Tokio's timer has a
@@ -72,19 +72,17 @@ impl EnvLimits {
     }
 
     /// Waits for a rate permit (through this thread's pacer), then for an in-flight slot.
-    /// Hold the returned guard for the duration of the request.
+    /// Hold the returned guard for the duration of the request, and take it only right
+    /// before sending: a permit held while something else is awaited would send its request
+    /// into a later second (over the quota) and keep a slot from others.
     pub async fn acquire(&self) -> RequestPermit {
         let cell = self.rate_cell().await;
         self.slot(cell).await
     }
 
     /// The rate half of [`acquire`](Self::acquire): waits for a cell of the quota (through
-    /// this thread's pacer). A caller that waits here for long takes its cell in a small
-    /// future and builds its request only then (a job's status poll: a million jobs can
-    /// queue here). Spend it at once with
-    /// [`slot`](Self::slot): a cell kept while something else is awaited would send its
-    /// request into a later second, over the quota.
-    pub async fn rate_cell(&self) -> RateCell {
+    /// this thread's pacer).
+    async fn rate_cell(&self) -> RateCell {
         let pacer = self.pacer_for_this_thread();
         if !pacer.take_free_cell() {
             let asked = std::time::Instant::now();
@@ -97,7 +95,7 @@ impl EnvLimits {
     }
 
     /// The in-flight half of [`acquire`](Self::acquire), for a cell already taken.
-    pub async fn slot(&self, _cell: RateCell) -> RequestPermit {
+    async fn slot(&self, _cell: RateCell) -> RequestPermit {
         let slot = match self.in_flight.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
@@ -160,10 +158,8 @@ impl crate::metrics::LimiterStats for EnvLimits {
 }
 
 /// A cell of an environment's quota, taken by [`EnvLimits::rate_cell`] and spent by
-/// [`EnvLimits::slot`]; dropped unspent, the cell is lost (the rate only gets lower).
-/// A marker without data, so that passing one down a call chain costs nothing.
-#[must_use = "a rate cell is spent by EnvLimits::slot"]
-pub struct RateCell(());
+/// [`EnvLimits::slot`].
+struct RateCell(());
 
 /// Held while a request is in flight.
 pub struct RequestPermit {

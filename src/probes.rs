@@ -5,7 +5,7 @@
 use crate::api::retry::{self, Sent, Site};
 use crate::api::{ApiClient, ApiError, Call, Exchange, JobState, TokenLease};
 use crate::config::{HostSpec, RestoreSpec, Secret, StatusClass};
-use crate::limiter::RateCell;
+use crate::limiter::RequestPermit;
 use crate::model::result::{CheckRun, IasoBackup, IasoHealth, IasoJob, IasoRestore};
 use crate::model::{Action, ErrorType, JobKind, JobResult, JobSpec, Outcome, ProbeResult};
 use crate::runtime::EnvRuntime;
@@ -554,17 +554,17 @@ fn job_result_doc(
 /// until the shutdown deadline, where it is lost. Only the request is raced: a result being
 /// emitted is never cut.
 ///
-/// `cell`: the rate cell the caller took for this poll, if it did
-/// ([`EnvLimits::rate_cell`](crate::limiter::EnvLimits::rate_cell)).
+/// `permit`: the limiter's permit the caller took for this poll, if it did
+/// ([`EnvLimits::acquire`](crate::limiter::EnvLimits::acquire)).
 pub async fn poll(
     rt: &EnvRuntime,
     p: &mut JobProgress,
     client: &ApiClient,
     stop: impl Future<Output = ()>,
-    cell: Option<RateCell>,
+    permit: Option<RequestPermit>,
 ) -> PollVerdict {
     p.polls += 1;
-    let (call, backoff) = match status_call(rt, p, client, stop, cell).await {
+    let (call, backoff) = match status_call(rt, p, client, stop, permit).await {
         Some(answered) => answered,
         None => {
             p.polls -= 1;
@@ -600,19 +600,20 @@ pub async fn poll(
 /// asked for, if it only rate-limited us; None when `stop` came first. Without a token the
 /// lease's error is the poll's, on an exchange that sent nothing.
 ///
-/// A `cell` taken before is spent by the first request only if the lease did not wait (a
-/// login): a cell kept through a wait would send the request into a later second, over
-/// the quota. Otherwise it is dropped and the request takes a new one.
+/// A `permit` taken before is spent by the first request only if the lease did not wait (a
+/// login). Otherwise it is dropped at once and the request takes a new one: kept through
+/// the wait it would send the request into a later second, over the quota, and hold an
+/// in-flight slot the login itself may need.
 async fn status_call(
     rt: &EnvRuntime,
     p: &JobProgress,
     client: &ApiClient,
     stop: impl Future<Output = ()>,
-    cell: Option<RateCell>,
+    permit: Option<RequestPermit>,
 ) -> Option<(Call<JobState>, Option<Duration>)> {
     let job = &p.job;
-    let cell = std::cell::Cell::new(cell);
-    let cell = &cell;
+    let permit = std::cell::Cell::new(permit);
+    let permit = &permit;
     let sent = retry::authorized(
         Site::Status,
         &rt.tokens,
@@ -621,7 +622,7 @@ async fn status_call(
             std::future::poll_fn(|cx| {
                 let r = leased.as_mut().poll(cx);
                 if r.is_pending() {
-                    cell.set(None); // lost: the request takes a new one
+                    permit.set(None); // the request takes a new one
                 }
                 r
             })
@@ -634,7 +635,7 @@ async fn status_call(
                     &job.spec.host,
                     &job.spec.vars,
                     &lease.token,
-                    cell.take(),
+                    permit.take(),
                 )
                 .await
         },
@@ -720,11 +721,11 @@ pub(crate) async fn poll_guarded(
     p: &mut JobProgress,
     client: &ApiClient,
     stop: impl Future<Output = ()>,
-    cell: Option<RateCell>,
+    permit: Option<RequestPermit>,
 ) -> PollVerdict {
     let res = AssertUnwindSafe(async {
         fault_injection::hit(&rt.name, "job_poll");
-        poll(rt, p, client, stop, cell).await
+        poll(rt, p, client, stop, permit).await
     })
     .catch_unwind()
     .await;

@@ -176,7 +176,7 @@ impl Handoff {
         Ok(aside)
     }
 
-    /// Writes the handed-over jobs atomically ([`write_atomic`](crate::fsutil::write_atomic)); no job → no file.
+    /// Writes the handed-over jobs atomically ([`write_atomic_with`](crate::fsutil::write_atomic_with)); no job → no file.
     pub fn save(&self) -> std::io::Result<usize> {
         let jobs = self.jobs.lock().unwrap();
         if jobs.is_empty() {
@@ -185,19 +185,16 @@ impl Handoff {
                 _ => Ok(0),
             };
         }
-        // Compact and sized up front: at a million jobs the pretty form, grown by doubling,
-        // was most of the stop.
-        let per_job = serde_json::to_vec(&jobs[0]).map_or(256, |v| v.len() + 16);
-        let mut text = Vec::with_capacity(per_job.saturating_mul(jobs.len()) + 64);
-        serde_json::to_writer(
-            &mut text,
-            &HandoffFileRef {
-                version: VERSION,
-                jobs: &jobs,
-            },
-        )
-        .map_err(std::io::Error::other)?;
-        crate::fsutil::write_atomic(&self.path, &text)?;
+        // Compact, and streamed to the file: at a million jobs the pretty form grown by
+        // doubling was most of the stop, and the whole text (200 MB) raised the stop's
+        // peak memory by as much (BENCHMARKS.md §10).
+        let file = HandoffFileRef {
+            version: VERSION,
+            jobs: &jobs,
+        };
+        crate::fsutil::write_atomic_with(&self.path, |w| {
+            serde_json::to_writer(w, &file).map_err(std::io::Error::other)
+        })?;
         Ok(jobs.len())
     }
 }

@@ -170,11 +170,13 @@ impl Handler<Poll> for Job {
     }
 }
 
-/// One poll of a job. The rate cell is taken first, in a small future, and the poll (its
-/// lease, request, answer and results: about a kilobyte of state) is built and boxed only
-/// once the cell is held. When the limiter is the bottleneck most jobs wait for a cell, so
-/// this is what each of them holds (`a_job_waiting_for_its_rate_cell_holds_a_small_future`).
-/// A stop while waiting hands the job over without a poll.
+/// One poll of a job. The limiter's permit (rate cell, then in-flight slot) is taken first,
+/// in a small future, and the poll (its lease, request, answer and results: over a
+/// kilobyte of state) is built and boxed only once the permit is held. When the limiter or
+/// `max_in_flight` is the bottleneck most jobs wait for a permit, so this is what each of
+/// them holds (`a_job_waiting_for_its_permit_holds_a_small_future`), and at most
+/// `max_in_flight` polls exist whole. A stop while waiting hands the job over without a
+/// poll.
 // Not an `async fn`: its arguments would be stored twice in the future (rustc keeps an
 // `async fn`'s parameters beside the locals they move into: 816 bytes against 472).
 #[allow(clippy::manual_async_fn)]
@@ -185,12 +187,12 @@ fn poll_once(
     stop: StopSignal,
 ) -> impl std::future::Future<Output = (JobProgress, PollVerdict)> {
     async move {
-        let cell = tokio::select! {
+        let permit = tokio::select! {
             biased;
             () = stop.clone().raised() => return (p, PollVerdict::Stopped),
-            cell = rt.limits.rate_cell() => cell,
+            permit = rt.limits.acquire() => permit,
         };
-        let poll = probes::poll_guarded(&rt, &mut p, &client, stop.raised(), Some(cell));
+        let poll = probes::poll_guarded(&rt, &mut p, &client, stop.raised(), Some(permit));
         let verdict = Box::pin(poll).await;
         (p, verdict)
     }

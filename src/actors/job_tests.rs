@@ -198,9 +198,10 @@ async fn a_stop_between_polls_hands_the_job_over_with_its_poll_count() {
 /// A poll waiting at the limiter holds its whole future: with a million tracked jobs, many
 /// wait there at once. The login, the result emits and reqwest's request are boxed only
 /// when they happen, and the request is built once the permit is held, so that future
-/// stays small (debug build: 6,416 bytes before, 1,256 after; 1,328 with the rate cell
-/// passed down). A job now waits for its rate cell in a smaller one still (below); this
-/// one is held while a poll waits for an in-flight slot.
+/// stays small (debug build: 6,416 bytes before, 1,256 after). A job now waits for its
+/// permit in a smaller future still (below), and this one exists only once the permit is
+/// held, so at most `max_in_flight` of them at once: 1,488 bytes with the permit passed
+/// down.
 #[actix_rt::test]
 async fn a_waiting_status_poll_holds_a_small_future() {
     let f = fixture(3_600_000, 0, "poll_interval_ms = 1000").await;
@@ -209,15 +210,15 @@ async fn a_waiting_status_poll_holds_a_small_future() {
     let stop = StopSignal::default();
     let poll = probes::poll_guarded(&f.rt, &mut p, &client, stop.raised(), None);
     let size = std::mem::size_of_val(&poll);
-    assert!(size <= 1_400, "a status poll's future is {size} bytes");
+    assert!(size <= 1_600, "a status poll's future is {size} bytes");
 }
 
-/// When the limiter is the bottleneck most jobs wait for their rate cell, each holding the
-/// future of its next poll: that future holds the job's progress and the cell's wait only
-/// (the poll itself is built once the cell is held): 472 bytes in a debug build, of which
-/// 264 are the progress. It held the whole poll before, 1,256 bytes more.
+/// When the limiter is the bottleneck most jobs wait for their permit, each holding the
+/// future of its next poll: that future holds the job's progress and the permit's wait
+/// only (the poll itself is built once the permit is held). It held the whole poll before,
+/// 1,256 bytes more (debug build).
 #[actix_rt::test]
-async fn a_job_waiting_for_its_rate_cell_holds_a_small_future() {
+async fn a_job_waiting_for_its_permit_holds_a_small_future() {
     let f = fixture(3_600_000, 0, "poll_interval_ms = 1000").await;
     let p = JobProgress::new(f.launch().await);
     let progress = std::mem::size_of_val(&p);
@@ -235,7 +236,7 @@ async fn a_job_waiting_for_its_rate_cell_holds_a_small_future() {
 const TWO_A_SECOND: &str = "rate_limit_per_sec = 2\nrate_limit_burst = 1";
 
 #[actix_rt::test]
-async fn a_stop_while_the_job_waits_for_its_rate_cell_hands_it_over_without_a_poll() {
+async fn a_stop_while_the_job_waits_for_its_permit_hands_it_over_without_a_poll() {
     let f = fixture_env(3_600_000, 0, TWO_A_SECOND, "poll_interval_ms = 1000").await;
     f.spawn_job().await;
     while f.rt.limits.queued() == 0 {
@@ -256,20 +257,20 @@ async fn a_stop_while_the_job_waits_for_its_rate_cell_hands_it_over_without_a_po
     assert_eq!((saved.len(), saved[0].polls), (1, 0));
 }
 
-/// A cell taken before the poll is spent on its request when the token is at hand; when
-/// the lease has to log in first, the cell is dropped and the request takes a new one
+/// A permit taken before the poll is spent on its request when the token is at hand; when
+/// the lease has to log in first, the permit is dropped and the request takes a new one
 /// after the login: kept, it would go out in the login's half-second, over the quota.
 #[actix_rt::test]
-async fn a_rate_cell_taken_before_a_login_is_not_spent_after_it() {
+async fn a_permit_taken_before_a_login_is_not_spent_after_it() {
     // No floor between logins: the second login waits for its cell only.
     let env = format!("{TWO_A_SECOND}\n[api.auth]\nmin_login_interval_secs = 0");
     let f = fixture_env(3_600_000, 0, &env, "poll_interval_ms = 1000").await;
     let mut p = JobProgress::new(f.launch().await);
     let client = f.rt.client();
-    // Token at hand: the request goes out on the cell, without waiting for another.
-    let cell = f.rt.limits.rate_cell().await;
+    // Token at hand: the request goes out on the permit, without waiting for another.
+    let permit = f.rt.limits.acquire().await;
     let t0 = Instant::now();
-    let v = probes::poll(&f.rt, &mut p, &client, std::future::pending(), Some(cell)).await;
+    let v = probes::poll(&f.rt, &mut p, &client, std::future::pending(), Some(permit)).await;
     assert!(matches!(v, PollVerdict::Continue(_)));
     assert!(
         t0.elapsed() < Duration::from_millis(450),
@@ -279,9 +280,9 @@ async fn a_rate_cell_taken_before_a_login_is_not_spent_after_it() {
     assert_eq!(f.status_requests(), 1);
     // No token: the login waits for the next cell and the status request for the one after.
     f.rt.tokens.forget();
-    let cell = f.rt.limits.rate_cell().await;
+    let permit = f.rt.limits.acquire().await;
     let t0 = Instant::now();
-    let v = probes::poll(&f.rt, &mut p, &client, std::future::pending(), Some(cell)).await;
+    let v = probes::poll(&f.rt, &mut p, &client, std::future::pending(), Some(permit)).await;
     assert!(matches!(v, PollVerdict::Continue(_)));
     assert!(
         t0.elapsed() >= Duration::from_millis(950),
@@ -289,4 +290,23 @@ async fn a_rate_cell_taken_before_a_login_is_not_spent_after_it() {
         t0.elapsed()
     );
     assert_eq!((f.status_requests(), f.rt.tokens.logins()), (2, 2));
+}
+
+/// One request in flight at a time: a poll holding the only slot whose lease has to log in
+/// gives the slot up, or the login would wait for it for ever.
+#[actix_rt::test]
+async fn a_permit_held_through_a_login_never_blocks_the_login() {
+    tokio::time::pause();
+    let env = "max_in_flight = 1\n[api.auth]\nmin_login_interval_secs = 0";
+    let f = fixture_env(3_600_000, 0, env, "poll_interval_ms = 1000").await;
+    let mut p = JobProgress::new(f.launch().await);
+    let client = f.rt.client();
+    f.rt.tokens.forget();
+    let permit = f.rt.limits.acquire().await;
+    let poll = probes::poll(&f.rt, &mut p, &client, std::future::pending(), Some(permit));
+    let v = tokio::time::timeout(Duration::from_secs(60), poll)
+        .await
+        .expect("the login got the slot");
+    assert!(matches!(v, PollVerdict::Continue(_)));
+    assert_eq!((f.status_requests(), f.rt.tokens.logins()), (1, 2));
 }

@@ -7,7 +7,7 @@ use super::ApiError;
 use crate::config::{
     ApiMapping, EnvironmentConfig, Headers, LaunchEndpoint, PasswordEncoding, RestoreSpec, Secret,
 };
-use crate::limiter::{EnvLimits, RateCell};
+use crate::limiter::{EnvLimits, RequestPermit};
 use crate::model::{BackupLevel, JobKind};
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
@@ -480,14 +480,14 @@ impl ApiClient {
     }
 
     /// [`job_status`](Self::job_status) with the job's own placeholder values, sent on
-    /// `cell` if the caller already took one (see [`EnvLimits::rate_cell`]).
+    /// `permit` if the caller already holds one.
     pub(crate) async fn job_status_with_vars(
         &self,
         job_id: &str,
         host: &str,
         extra: &BTreeMap<String, String>,
         token: &Secret,
-        cell: Option<RateCell>,
+        permit: Option<RequestPermit>,
     ) -> Call<JobState> {
         let ep = &self.api().job_status;
         let vars = Vars {
@@ -504,7 +504,7 @@ impl ApiClient {
                 &ep.headers,
                 token,
                 &vars,
-                cell,
+                permit,
             )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::job_status(ep, s, b)));
@@ -522,7 +522,7 @@ impl ApiClient {
         headers: &Headers,
         token: &Secret,
         vars: &Vars<'_>,
-        cell: Option<RateCell>,
+        permit: Option<RequestPermit>,
     ) -> (Exchange, Result<Answer, ApiError>) {
         let rendered = if body.is_empty() {
             Ok(None)
@@ -531,7 +531,7 @@ impl ApiClient {
         };
         match rendered {
             Ok(b) => {
-                self.call(method, path, b, headers, Some(token), vars, cell)
+                self.call(method, path, b, headers, Some(token), vars, permit)
                     .await
             }
             Err(e) => {
@@ -642,8 +642,8 @@ impl ApiClient {
     }
 
     /// The common path of every call: permit, request, capped body, classification.
-    /// `body`: the JSON bytes to send, if any; `cell`: a rate cell the caller already took
-    /// (a call that fails before anything is sent then loses it).
+    /// `body`: the JSON bytes to send, if any; `permit`: the limiter's permit, if the caller
+    /// already holds it (a call that fails before anything is sent then drops it).
     #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
@@ -653,15 +653,15 @@ impl ApiClient {
         headers: &Headers,
         token: Option<&Secret>,
         vars: &Vars<'_>,
-        cell: Option<RateCell>,
+        permit: Option<RequestPermit>,
     ) -> (Exchange, Result<Answer, ApiError>) {
         let url = match self.sendable(path_template, headers, token, vars) {
             Ok(url) => url,
             // A call that fails before anything is sent: no status, no duration.
             Err((url, e)) => return (unsent_exchange(method, url), Err(e)),
         };
-        let _permit = match cell {
-            Some(cell) => self.limits.slot(cell).await,
+        let _permit = match permit {
+            Some(p) => p,
             None => self.limits.acquire().await,
         };
         let start = Instant::now();
