@@ -14,7 +14,7 @@
 #                                       CPU µs per request/poll, RSS per job, and the ratios
 #                                       (BENCH_SECS: length of each measurement, default 20)
 #
-# Builds the release binary first (BENCH_BIN=path measures that binary instead). Needs GNU time (/usr/bin/time) for `once`.
+# Builds the release binary first (BENCH_BIN=path measures that binary instead). Needs GNU time (/usr/bin/time) for `once` and `tracked`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-once}"
@@ -61,9 +61,13 @@ tracked)
   # Wait for the simulator to exit: a next run binds the same port at once.
   trap 'kill $sim 2>/dev/null && wait $sim 2>/dev/null; true' EXIT
   for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:18080/api/v1/alive && break; sleep 0.2; done
-  "$bin" run --once --no-progress --config benches/run-tracked.toml --hosts "$hosts" \
+  # Under GNU time: its maximum RSS covers the whole run, the stop (the handoff file) too.
+  /usr/bin/time -f %M -o target/bench/tracked.maxrss \
+    "$bin" run --once --no-progress --config benches/run-tracked.toml --hosts "$hosts" \
     > target/bench/tracked.out 2> target/bench/tracked.err &
-  probe=$!
+  timer=$!
+  probe=
+  for _ in $(seq 50); do probe=$(pgrep -P $timer || true); [ -n "$probe" ] && break; sleep 0.1; done
   base_rss=0
   t0=$(date +%s.%N)
   launched=0
@@ -83,14 +87,15 @@ tracked)
   rss=$(awk '/VmRSS/{print $2}' /proc/$probe/status)
   ts0=$(date +%s.%N)
   kill -TERM $probe
-  wait $probe || true
+  wait $timer || true
   ts1=$(date +%s.%N)
+  maxrss=$(tail -1 target/bench/tracked.maxrss)
   handed=$(python3 -c "import json;print(len(json.load(open('target/bench/journal-tracked/tracked-jobs.json'))['jobs']))" 2>/dev/null || echo 0)
   polls=$(cat target/bench/journal-tracked/results-*.ndjson | grep -c '"action":"job.status"' || true)
   python3 - <<PY
 n=$n; hz=$hz
 print(f"tracked jobs: {n} launched in {$t1-$t0:.1f} s (first run starts at a random point of its first minute)")
-print(f"RSS: {$base_rss/1024:.1f} MiB before launches, {$rss_launch/1024:.1f} MiB all launched, {$rss/1024:.1f} MiB after 60 s of polling, peak {$hwm/1024:.1f} MiB")
+print(f"RSS: {$base_rss/1024:.1f} MiB before launches, {$rss_launch/1024:.1f} MiB all launched, {$rss/1024:.1f} MiB after 60 s of polling, peak {$hwm/1024:.1f} MiB before the stop, {$maxrss/1024:.1f} MiB over the whole run (stop included)")
 print(f"memory per tracked job: {($rss-$base_rss)*1024/n:.0f} bytes (RSS growth / jobs)")
 print(f"CPU to launch and start tracking: {$ticks_launch/hz:.1f} s = {$ticks_launch/hz/n*1e3:.2f} ms/job")
 print(f"CPU of 60 s steady polling: {($ticks_steady-$ticks_launch)/hz:.1f} s ({($ticks_steady-$ticks_launch)/hz/60*100:.0f}% of one core)")
@@ -154,8 +159,9 @@ LUA
   rss=$(awk '/VmRSS/{print $2}' /proc/$probe/status)
   ts0=$(date +%s.%N)
   kill -TERM $probe
-  wait $probe || true
+  wait $timer || true
   ts1=$(date +%s.%N)
+  maxrss=$(tail -1 target/bench/tracked.maxrss)
   probe=
   python3 - <<PY
 hz=$hz; secs=$secs; n=$n
