@@ -159,9 +159,8 @@ LUA
   rss=$(awk '/VmRSS/{print $2}' /proc/$probe/status)
   ts0=$(date +%s.%N)
   kill -TERM $probe
-  wait $timer || true
+  wait $probe || true
   ts1=$(date +%s.%N)
-  maxrss=$(tail -1 target/bench/tracked.maxrss)
   probe=
   python3 - <<PY
 hz=$hz; secs=$secs; n=$n

@@ -3,6 +3,7 @@
 //! configured JSON pointers. A failed call is data ([`Call::outcome`] is `Err`), never a panic.
 
 use super::answers::{self, HealthReport, JobState, Launched, Token};
+use super::h1::{self, LeanClient};
 use super::ApiError;
 use crate::config::{
     ApiMapping, EnvironmentConfig, Headers, LaunchEndpoint, PasswordEncoding, RestoreSpec, Secret,
@@ -256,12 +257,30 @@ fn push_path_segment(out: &mut String, s: &str) {
     }
 }
 
-/// The client of one environment on the current thread (its own reqwest pool: a reqwest
-/// client is tied to the runtime that opened its connections — one per arbiter).
+/// Which client sends a call: reqwest, or the status poll's own ([`h1`]) where it applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Reqwest,
+    LeanIfPossible,
+}
+
+/// The clients of one environment on one thread.
+#[derive(Clone)]
+struct Clients {
+    /// `Err` when the TLS or proxy settings cannot be used: every call then fails with it.
+    http: Result<reqwest::Client, ApiError>,
+    /// The status poll's client; `None` where it does not apply (proxy, redirects followed,
+    /// `lean_status_polls = false`, a base URL it cannot reach).
+    lean: Option<Arc<LeanClient>>,
+}
+
+/// The client of one environment on the current thread (its own connection pools: a
+/// connection is tied to the runtime that opened it — one per arbiter).
 #[derive(Clone)]
 pub struct ApiClient {
     /// `Err` when the TLS or proxy settings cannot be used: every call then fails with it.
     http: Result<reqwest::Client, ApiError>,
+    lean: Option<Arc<LeanClient>>,
     base: Arc<str>,
     cfg: Arc<EnvironmentConfig>,
     limits: Arc<EnvLimits>,
@@ -277,16 +296,25 @@ impl ApiClient {
         // Keyed by the environment's unique id: an address could be a freed environment's,
         // whose client has other TLS or proxy settings.
         thread_local! {
-            static CLIENTS: RefCell<HashMap<u64, Result<reqwest::Client, ApiError>>> = RefCell::new(HashMap::new());
+            static CLIENTS: RefCell<HashMap<u64, Clients>> = RefCell::new(HashMap::new());
         }
-        let http = CLIENTS.with(|c| {
+        let Clients { http, lean } = CLIENTS.with(|c| {
             c.borrow_mut()
                 .entry(limits.id())
-                .or_insert_with(|| build_http(&format!("environments.{}", limits.name()), &cfg))
+                .or_insert_with(|| {
+                    let key = format!("environments.{}", limits.name());
+                    let http = build_http(&key, &cfg);
+                    let lean = match &http {
+                        Ok(_) => build_lean(&key, base_url, &cfg).map(Arc::new),
+                        Err(_) => None,
+                    };
+                    Clients { http, lean }
+                })
                 .clone()
         });
         Self {
             http,
+            lean,
             base: base_url.trim_end_matches('/').into(),
             cfg,
             limits,
@@ -319,6 +347,7 @@ impl ApiClient {
                 token,
                 &self.vars(),
                 None,
+                Via::Reqwest,
             )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::liveness(ep, s, b)));
@@ -342,6 +371,7 @@ impl ApiClient {
                 token,
                 &self.vars(),
                 None,
+                Via::Reqwest,
             )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::health(ep, s, b)));
@@ -377,7 +407,16 @@ impl ApiClient {
     /// Response time: GET `path`, any 2xx; the caller compares the duration to the limit.
     pub(crate) async fn timed_get(&self, path: &str) -> Call<()> {
         let (exchange, res) = self
-            .call("GET", path, None, &Headers::new(), None, &self.vars(), None)
+            .call(
+                "GET",
+                path,
+                None,
+                &Headers::new(),
+                None,
+                &self.vars(),
+                None,
+                Via::Reqwest,
+            )
             .await;
         let outcome = res.and_then(|a| a.read(answers::timed));
         Call { exchange, outcome }
@@ -405,6 +444,7 @@ impl ApiClient {
                 None,
                 &self.vars(),
                 None,
+                Via::Reqwest,
             )
             .await;
         let api = self.api();
@@ -466,6 +506,7 @@ impl ApiClient {
                 token,
                 &vars,
                 None,
+                Via::Reqwest,
             )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::launch(ep, s, b)));
@@ -505,6 +546,7 @@ impl ApiClient {
                 token,
                 &vars,
                 permit,
+                Via::LeanIfPossible,
             )
             .await;
         let outcome = res.and_then(|a| a.read(|s, b| answers::job_status(ep, s, b)));
@@ -523,6 +565,7 @@ impl ApiClient {
         token: &Secret,
         vars: &Vars<'_>,
         permit: Option<RequestPermit>,
+        via: Via,
     ) -> (Exchange, Result<Answer, ApiError>) {
         let rendered = if body.is_empty() {
             Ok(None)
@@ -531,7 +574,7 @@ impl ApiClient {
         };
         match rendered {
             Ok(b) => {
-                self.call(method, path, b, headers, Some(token), vars, permit)
+                self.call(method, path, b, headers, Some(token), vars, permit, via)
                     .await
             }
             Err(e) => {
@@ -654,6 +697,7 @@ impl ApiClient {
         token: Option<&Secret>,
         vars: &Vars<'_>,
         permit: Option<RequestPermit>,
+        via: Via,
     ) -> (Exchange, Result<Answer, ApiError>) {
         let url = match self.sendable(path_template, headers, token, vars) {
             Ok(url) => url,
@@ -669,6 +713,15 @@ impl ApiClient {
         // large, and a call waiting at the limiter (a million tracked jobs can queue there)
         // would otherwise hold them the whole time.
         let res = Box::pin(async {
+            if let Some((lean, target)) = self.lean_target(via, path_template, &url) {
+                let request = self
+                    .lean_request(method, &target, body, headers, token, vars)
+                    .map_err(|e| (None, e))?;
+                return match lean.send(&request, method == "HEAD").await {
+                    Ok(a) => lean_answer(a),
+                    Err(e) => Err((None, e)),
+                };
+            }
             let req = self
                 .request(method, &url, path_template, body, headers, token, vars)
                 .map_err(|e| (None, e))?;
@@ -761,6 +814,94 @@ impl ApiClient {
         Ok(req)
     }
 
+    /// The lean client and the parsed URL, when `via` asks for it and it can send to `url`
+    /// (the environment's origin, no credentials in the URL); else reqwest sends the call.
+    fn lean_target<'c>(
+        &'c self,
+        via: Via,
+        path_template: &str,
+        url: &str,
+    ) -> Option<(&'c LeanClient, reqwest::Url)> {
+        let lean = self
+            .lean
+            .as_deref()
+            .filter(|_| via == Via::LeanIfPossible)?;
+        let parsed = match static_url(path_template, url) {
+            Some(u) => u,
+            None => reqwest::Url::parse(url).ok()?,
+        };
+        let same_origin = lean.serves(&parsed);
+        (same_origin && parsed.username().is_empty() && parsed.password().is_none())
+            .then_some((lean, parsed))
+    }
+
+    /// The whole HTTP/1.1 request for the lean client: what reqwest would send (its
+    /// default `user-agent` and `accept`, the JSON `content-type`, the configured headers,
+    /// then the token header), framed by `content-length`.
+    fn lean_request(
+        &self,
+        method: &str,
+        url: &reqwest::Url,
+        body: Option<Vec<u8>>,
+        headers: &Headers,
+        token: Option<&Secret>,
+        vars: &Vars<'_>,
+    ) -> Result<Vec<u8>, ApiError> {
+        use reqwest::header;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let map = self.headers(headers, vars, token)?;
+        let auth = token.map(|t| self.token_header(t)).transpose()?;
+        let body = body.unwrap_or_default();
+        let mut out = Vec::with_capacity(256 + body.len());
+        let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        let host = &url[url::Position::BeforeHost..url::Position::AfterPort];
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut line = |name: &[u8], value: &[u8]| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        if !map.contains_key(header::HOST) {
+            line(b"host", host.as_bytes());
+        }
+        if !map.contains_key(header::USER_AGENT) {
+            line(b"user-agent", USER_AGENT.as_bytes());
+        }
+        if !map.contains_key(header::ACCEPT) {
+            line(b"accept", b"*/*");
+        }
+        if !body.is_empty() && !map.contains_key(header::CONTENT_TYPE) {
+            line(b"content-type", b"application/json");
+        }
+        for (name, value) in &map {
+            // The framing is this client's.
+            if name != header::CONTENT_LENGTH
+                && name != header::TRANSFER_ENCODING
+                && name != header::CONNECTION
+            {
+                line(name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        if let Some((name, value)) = &auth {
+            line(name.as_str().as_bytes(), value.as_bytes());
+        }
+        let needs_length = !body.is_empty()
+            || matches!(
+                method,
+                reqwest::Method::POST | reqwest::Method::PUT | reqwest::Method::PATCH
+            );
+        if needs_length {
+            line(b"content-length", body.len().to_string().as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
     /// The answer, its body read (capped), or what was wrong with it (and its status).
     async fn answer(&self, resp: reqwest::Response) -> Result<Answer, (Option<u16>, ApiError)> {
         let status = resp.status().as_u16();
@@ -769,10 +910,9 @@ impl ApiClient {
             let location = resp
                 .headers()
                 .get(reqwest::header::LOCATION)
-                .map(|v| location_text(&String::from_utf8_lossy(v.as_bytes())))
-                .unwrap_or_default();
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             drop(resp);
-            return Err((Some(status), ApiError::Redirect { status, location }));
+            return Err(not_followed(status, location.as_deref()));
         }
         // Copied: keeping the header value instead (a slice of hyper's read buffer)
         // measured no faster (BENCHMARKS.md §8).
@@ -786,19 +926,43 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        match read_capped(resp, self.cfg.max_body_bytes, self.cfg.timeout_ms).await {
-            Ok(bytes) if status == 429 => {
-                drop(bytes);
-                Err((Some(status), ApiError::RateLimited { retry_after }))
-            }
-            Ok(body) => Ok(Answer {
-                status,
-                body,
-                content_type,
-            }),
-            Err(e) => Err((Some(status), e)),
-        }
+        let body = read_capped(resp, self.cfg.max_body_bytes, self.cfg.timeout_ms).await;
+        settle(status, content_type, retry_after, body)
     }
+}
+
+const USER_AGENT: &str = concat!("iaso-probe/", env!("CARGO_PKG_VERSION"));
+
+/// A 3xx that was not followed, with its `Location` as shown.
+fn not_followed(status: u16, location: Option<&str>) -> (Option<u16>, ApiError) {
+    let location = location.map(location_text).unwrap_or_default();
+    (Some(status), ApiError::Redirect { status, location })
+}
+
+/// An answer whose body was read (or failed to be): a 429 is `rate_limited`, whatever its body.
+fn settle(
+    status: u16,
+    content_type: Option<String>,
+    retry_after: Option<Duration>,
+    body: Result<bytes::Bytes, ApiError>,
+) -> Result<Answer, (Option<u16>, ApiError)> {
+    match body {
+        Ok(_) if status == 429 => Err((Some(status), ApiError::RateLimited { retry_after })),
+        Ok(body) => Ok(Answer {
+            status,
+            body,
+            content_type,
+        }),
+        Err(e) => Err((Some(status), e)),
+    }
+}
+
+/// The lean client's answer, judged as [`ApiClient::answer`] judges reqwest's.
+fn lean_answer(a: h1::LeanAnswer) -> Result<Answer, (Option<u16>, ApiError)> {
+    if (300..400).contains(&a.status) && a.status != 304 {
+        return Err(not_followed(a.status, a.location.as_deref()));
+    }
+    settle(a.status, a.content_type, a.retry_after, a.body)
 }
 
 /// The parsed URL of a path without placeholders (a status poll's, every poll), from this
@@ -843,9 +1007,48 @@ fn build_http(key: &str, cfg: &EnvironmentConfig) -> Result<reqwest::Client, Api
         .pool_idle_timeout(Duration::from_millis(cfg.idle_connection_timeout_ms))
         .pool_max_idle_per_host(cfg.max_in_flight)
         .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(concat!("iaso-probe/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .build()
         .map_err(|e| ApiError::Connect(format!("http client: {e}")))
+}
+
+/// The status poll's lean client for this environment, where it applies: asked for
+/// (`lean_status_polls`), no redirect to follow, an `http`/`https` base reached without a
+/// proxy. `None` sends the polls through reqwest.
+fn build_lean(key: &str, base_url: &str, cfg: &EnvironmentConfig) -> Option<LeanClient> {
+    if !cfg.lean_status_polls || cfg.max_redirects > 0 {
+        return None;
+    }
+    let base = reqwest::Url::parse(base_url).ok()?;
+    if let Some(proxy) = cfg.proxy().resolve_from_process(key).ok()? {
+        if proxy.for_target(&base).is_some() {
+            return None;
+        }
+    }
+    let tls = match base.scheme() {
+        "http" => None,
+        "https" => Some(cfg.tls.load(&format!("{key}.tls")).ok()?.client_config()),
+        _ => return None,
+    };
+    let host = match base.host()? {
+        url::Host::Domain(d) => d.to_owned(),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
+    let target = h1::Target {
+        host,
+        port: base.port_or_known_default()?,
+        origin: base.origin(),
+        tls,
+    };
+    let limits = h1::Limits {
+        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        timeout_ms: cfg.timeout_ms,
+        idle_timeout: Duration::from_millis(cfg.idle_connection_timeout_ms),
+        max_idle: cfg.max_in_flight,
+        max_body: cfg.max_body_bytes,
+    };
+    LeanClient::new(target, limits).ok()
 }
 
 /// The `Location` of a 3xx as shown in `error.message`: without `user:password@`, at most
@@ -970,6 +1173,44 @@ mod tests {
             n(10),
             std::num::NonZeroUsize::new(4).unwrap(),
         ))
+    }
+
+    #[test]
+    fn status_polls_take_the_lean_client_only_without_proxy_and_redirects() {
+        let key = "environments.lab";
+        let lean = |base: &str, extra: &str| build_lean(key, base, &env(extra)).is_some();
+        assert!(lean("http://127.0.0.1:9", ""));
+        assert!(lean("https://portal.example.com/iaso", ""));
+        assert!(lean("http://[::1]:8080", ""));
+        assert!(!lean("http://127.0.0.1:9", "lean_status_polls = false"));
+        assert!(!lean("http://127.0.0.1:9", "max_redirects = 2"));
+        assert!(!lean(
+            "http://portal.example.com",
+            "proxy_url = \"http://proxy.example.com:3128\""
+        ));
+        // A host the proxy does not apply to keeps it.
+        assert!(lean(
+            "http://portal.example.com",
+            "proxy_url = \"http://proxy.example.com:3128\"\nno_proxy = [\"portal.example.com\"]"
+        ));
+        assert!(!lean("ftp://portal.example.com", ""));
+        // It sends to its own origin only.
+        let c = build_lean(key, "http://127.0.0.1:9/iaso", &env("")).unwrap();
+        assert!(c.serves(
+            &"http://127.0.0.1:9/iaso/api/v1/jobs/status"
+                .parse()
+                .unwrap()
+        ));
+        assert!(!c.serves(
+            &"http://127.0.0.1:10/iaso/api/v1/jobs/status"
+                .parse()
+                .unwrap()
+        ));
+        assert!(!c.serves(
+            &"https://127.0.0.1:9/iaso/api/v1/jobs/status"
+                .parse()
+                .unwrap()
+        ));
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl ApiError {
 /// The rustls error somewhere in the chain, as text. An `io::Error` is entered through
 /// `get_ref()`: its `source()` skips the error it wraps, which is where tokio-rustls puts
 /// rustls's (sometimes inside another `io::Error`).
-fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(super) fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {

@@ -6,6 +6,7 @@ pub mod answers;
 mod auth;
 mod client;
 mod error;
+mod h1;
 pub mod retry;
 
 pub use answers::{HealthReport, JobState, Launched, Token};

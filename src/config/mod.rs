@@ -408,6 +408,12 @@ pub struct EnvironmentConfig {
     /// `Location`. 0 (the default): no redirect is followed.
     #[serde(default = "default_max_redirects")]
     pub max_redirects: u32,
+    /// Job status polls through iaso-probe's own HTTP/1.1 client (`api::h1`: keep-alive
+    /// connections, this environment's TLS; about half the CPU of a poll through reqwest,
+    /// BENCHMARKS.md §11). Used only where no proxy applies to the portal and
+    /// `max_redirects` is 0; false sends them through reqwest like every other call.
+    #[serde(default = "yes")]
+    pub lean_status_polls: bool,
     /// Login of the prober's account.
     #[serde(default)]
     pub credentials: Credentials,
