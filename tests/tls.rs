@@ -400,3 +400,66 @@ fn insecure_skip_verify_is_warned_at_every_start() {
         );
     }
 }
+
+/// A status poll (the lean client unless `lean` is false) to `server`, as status and
+/// outcome text.
+async fn status_poll(
+    server: &TestServer,
+    lean: bool,
+    tls: &str,
+) -> (Option<u16>, Result<String, String>) {
+    let cfg = env_cfg(&format!("lean_status_polls = {lean}\n{tls}"));
+    let token = iaso_probe::config::Secret::new("tok-1");
+    let call = client(&server.url("https"), cfg)
+        .job_status("J1", "web-01", &token)
+        .await;
+    let outcome = call
+        .outcome
+        .map(|s| format!("{s:?}"))
+        .map_err(|e| format!("{}: {e}", e.error_type().as_str()));
+    (call.exchange.status, outcome)
+}
+
+#[tokio::test]
+async fn status_polls_over_mutual_tls_read_the_same_through_the_lean_client_and_reqwest() {
+    let pki = Pki::new("corp");
+    let server = TestServer::https(&pki, Some(&pki.ca_der), |_| {
+        Response::json(r#"{"status":"Running"}"#)
+    });
+    let trusted = tls_table(&[
+        format!("ca_files = [{}]", toml_path(&pki.ca_file)),
+        format!("client_cert_file = {}", toml_path(&pki.client.cert_file)),
+        format!("client_key_file = {}", toml_path(&pki.client.key_file)),
+    ]);
+    let lean = status_poll(&server, true, &trusted).await;
+    assert_eq!(lean.0, Some(200), "{lean:?}");
+    assert!(lean.1.is_ok(), "{lean:?}");
+    assert_eq!(lean, status_poll(&server, false, &trusted).await);
+    assert_eq!(server.request_count(), 2);
+    // Without the CA: refused as `tls`, nothing sent, by both clients alike.
+    let lean = status_poll(&server, true, "").await;
+    assert!(
+        lean.1.as_ref().unwrap_err().starts_with("tls: "),
+        "{lean:?}"
+    );
+    assert!(
+        lean.1.as_ref().unwrap_err().contains("UnknownIssuer"),
+        "{lean:?}"
+    );
+    assert_eq!(lean, status_poll(&server, false, "").await);
+    // With the CA but no client certificate: the server refuses the handshake.
+    let ca_only = tls_table(&[format!("ca_files = [{}]", toml_path(&pki.ca_file))]);
+    let lean = status_poll(&server, true, &ca_only).await;
+    assert!(lean.1.is_err(), "{lean:?}");
+    assert_eq!(
+        lean.1.as_ref().unwrap_err().split(':').next(),
+        status_poll(&server, false, &ca_only)
+            .await
+            .1
+            .unwrap_err()
+            .split(':')
+            .next(),
+        "same error type"
+    );
+    assert_eq!(server.request_count(), 2);
+}

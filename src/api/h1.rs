@@ -273,7 +273,7 @@ impl Conn {
     ) -> Result<(LeanAnswer, bool), Failure> {
         self.buf.clear();
         if let Err(e) = self.write(request).await {
-            return Err(Failure::BeforeAnswer(ApiError::Network(e.to_string())));
+            return Err(Failure::BeforeAnswer(io_failure(&e)));
         }
         let head = loop {
             match self.parse_head(head_only)? {
@@ -290,10 +290,8 @@ impl Conn {
                         }
                         Ok(0) => return Err(Failure::Answer(closed_before_answer())),
                         Ok(_) => {}
-                        Err(e) if first => {
-                            return Err(Failure::BeforeAnswer(ApiError::Network(e.to_string())))
-                        }
-                        Err(e) => return Err(Failure::Answer(ApiError::Network(e.to_string()))),
+                        Err(e) if first => return Err(Failure::BeforeAnswer(io_failure(&e))),
+                        Err(e) => return Err(Failure::Answer(io_failure(&e))),
                     }
                 }
             }
@@ -418,7 +416,7 @@ impl Conn {
             match self.stream.read_buf(&mut self.buf).await {
                 Ok(0) => return Err(eof_mid_body()),
                 Ok(_) => {}
-                Err(e) => return Err(ApiError::Network(e.to_string())),
+                Err(e) => return Err(io_failure(&e)),
             }
         }
         Ok(self.buf.split_to(n).freeze())
@@ -432,7 +430,7 @@ impl Conn {
             match self.fill().await {
                 Ok(0) => return Ok(self.buf.split().freeze()),
                 Ok(_) => {}
-                Err(e) => return Err(ApiError::Network(e.to_string())),
+                Err(e) => return Err(io_failure(&e)),
             }
         }
     }
@@ -478,9 +476,19 @@ impl Conn {
             match self.fill().await {
                 Ok(0) => return Err(eof_mid_body()),
                 Ok(_) => {}
-                Err(e) => return Err(ApiError::Network(e.to_string())),
+                Err(e) => return Err(io_failure(&e)),
             }
         }
+    }
+}
+
+/// A read or write that failed on a connection: `tls` when rustls says why (a client
+/// certificate refused after a TLS 1.3 handshake arrives as an alert on the first read),
+/// else `network`, as reqwest's are classified.
+fn io_failure(e: &std::io::Error) -> ApiError {
+    match tls_cause(e) {
+        Some(t) => ApiError::Tls(t),
+        None => ApiError::Network(e.to_string()),
     }
 }
 
