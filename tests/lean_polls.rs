@@ -159,6 +159,12 @@ fn http(status: &str, headers: &str, body: &str) -> Vec<u8> {
     format!("HTTP/1.1 {status}\r\n{headers}\r\n{body}").into_bytes()
 }
 
+/// A keep-alive `Running` status answer.
+fn running() -> Vec<u8> {
+    let ok = r#"{"status":"Running"}"#;
+    http("200 OK", &format!("content-length: {}\r\n", ok.len()), ok)
+}
+
 /// The request head's lines, lowercased, without the request line, the `host` (each
 /// portal has its port) and reqwest's `accept-encoding: gzip` (the lean client asks for no
 /// compression, so it gets none), sorted.
@@ -324,8 +330,7 @@ fn every_answer_reads_the_same_through_the_lean_client_and_through_reqwest() {
 
 #[test]
 fn polls_reuse_one_keep_alive_connection() {
-    let ok = r#"{"status":"Running"}"#;
-    let answer = http("200 OK", &format!("content-length: {}\r\n", ok.len()), ok);
+    let answer = running();
     let portal = RawPortal::start(move |_| (answer.clone(), After::KeepOpen));
     let rt = runtime();
     let c = client(&portal.url(), "");
@@ -342,8 +347,7 @@ fn polls_reuse_one_keep_alive_connection() {
 fn a_connection_the_portal_closed_after_its_answer_is_replaced_without_a_failed_poll() {
     // Keep-alive announced, then the portal closes at once: the next poll finds the pooled
     // connection closed and is sent again on a new one.
-    let ok = r#"{"status":"Running"}"#;
-    let answer = http("200 OK", &format!("content-length: {}\r\n", ok.len()), ok);
+    let answer = running();
     let portal = RawPortal::start(move |_| (answer.clone(), After::Close));
     let rt = runtime();
     let c = client(&portal.url(), "");
@@ -365,9 +369,7 @@ fn a_connection_broken_mid_answer_is_a_failure_and_is_not_sent_again() {
     // Unlike a connection closed while idle, a poll whose answer started is not repeated.
     let portal = RawPortal::start(move |n| {
         if n == 0 {
-            let ok = r#"{"status":"Running"}"#;
-            let answer = http("200 OK", &format!("content-length: {}\r\n", ok.len()), ok);
-            (answer, After::KeepOpen)
+            (running(), After::KeepOpen)
         } else {
             (
                 http("200 OK", "content-length: 100\r\n", "{\"st"),

@@ -303,12 +303,21 @@ impl ApiClient {
                 .entry(limits.id())
                 .or_insert_with(|| {
                     let key = format!("environments.{}", limits.name());
-                    let http = build_http(&key, &cfg);
-                    let lean = match &http {
-                        Ok(_) => build_lean(&key, base_url, &cfg).map(Arc::new),
-                        Err(_) => None,
-                    };
-                    Clients { http, lean }
+                    // The TLS files are read once, for both clients.
+                    match cfg.tls.load(&format!("{key}.tls")) {
+                        Err(t) => Clients {
+                            http: Err(ApiError::Tls(t.to_string())),
+                            lean: None,
+                        },
+                        Ok(tls) => {
+                            let http = build_http(&key, &tls, &cfg);
+                            let lean = match &http {
+                                Ok(_) => build_lean(&key, base_url, &tls, &cfg).map(Arc::new),
+                                Err(_) => None,
+                            };
+                            Clients { http, lean }
+                        }
+                    }
                 })
                 .clone()
         });
@@ -991,11 +1000,16 @@ fn static_url(path_template: &str, url: &str) -> Option<reqwest::Url> {
 
 /// The reqwest client of an environment: its TLS and proxy settings (`net`), timeouts, pool,
 /// and the redirect policy.
-fn build_http(key: &str, cfg: &EnvironmentConfig) -> Result<reqwest::Client, ApiError> {
-    let builder = crate::net::client_builder(key, &cfg.tls, &cfg.proxy()).map_err(|e| match e {
-        crate::net::NetError::Tls(t) => ApiError::Tls(t.to_string()),
-        other => ApiError::Connect(other.to_string()),
-    })?;
+fn build_http(
+    key: &str,
+    tls: &crate::net::LoadedTls,
+    cfg: &EnvironmentConfig,
+) -> Result<reqwest::Client, ApiError> {
+    let builder =
+        crate::net::client_builder_loaded(key, tls, &cfg.proxy()).map_err(|e| match e {
+            crate::net::NetError::Tls(t) => ApiError::Tls(t.to_string()),
+            other => ApiError::Connect(other.to_string()),
+        })?;
     builder
         .redirect(crate::net::redirect_policy(cfg.max_redirects))
         // Retries are `api::retry`'s; reqwest's own policy would also copy every request
@@ -1015,7 +1029,12 @@ fn build_http(key: &str, cfg: &EnvironmentConfig) -> Result<reqwest::Client, Api
 /// The status poll's lean client for this environment, where it applies: asked for
 /// (`lean_status_polls`), no redirect to follow, an `http`/`https` base reached without a
 /// proxy. `None` sends the polls through reqwest.
-fn build_lean(key: &str, base_url: &str, cfg: &EnvironmentConfig) -> Option<LeanClient> {
+fn build_lean(
+    key: &str,
+    base_url: &str,
+    tls: &crate::net::LoadedTls,
+    cfg: &EnvironmentConfig,
+) -> Option<LeanClient> {
     if !cfg.lean_status_polls || cfg.max_redirects > 0 {
         return None;
     }
@@ -1027,7 +1046,7 @@ fn build_lean(key: &str, base_url: &str, cfg: &EnvironmentConfig) -> Option<Lean
     }
     let tls = match base.scheme() {
         "http" => None,
-        "https" => Some(cfg.tls.load(&format!("{key}.tls")).ok()?.client_config()),
+        "https" => Some(tls.client_config()),
         _ => return None,
     };
     let host = match base.host()? {
@@ -1178,7 +1197,12 @@ mod tests {
     #[test]
     fn status_polls_take_the_lean_client_only_without_proxy_and_redirects() {
         let key = "environments.lab";
-        let lean = |base: &str, extra: &str| build_lean(key, base, &env(extra)).is_some();
+        let build = |base: &str, extra: &str| {
+            let cfg = env(extra);
+            let tls = cfg.tls.load("tls").unwrap();
+            build_lean(key, base, &tls, &cfg)
+        };
+        let lean = |base: &str, extra: &str| build(base, extra).is_some();
         assert!(lean("http://127.0.0.1:9", ""));
         assert!(lean("https://portal.example.com/iaso", ""));
         assert!(lean("http://[::1]:8080", ""));
@@ -1195,7 +1219,7 @@ mod tests {
         ));
         assert!(!lean("ftp://portal.example.com", ""));
         // It sends to its own origin only.
-        let c = build_lean(key, "http://127.0.0.1:9/iaso", &env("")).unwrap();
+        let c = build("http://127.0.0.1:9/iaso", "").unwrap();
         assert!(c.serves(
             &"http://127.0.0.1:9/iaso/api/v1/jobs/status"
                 .parse()

@@ -29,6 +29,16 @@ pub(crate) fn client_builder(
     proxy: &ProxySettings<'_>,
 ) -> Result<reqwest::ClientBuilder, NetError> {
     let loaded = tls.load(&format!("{key}.tls"))?;
+    client_builder_loaded(key, &loaded, proxy)
+}
+
+/// [`client_builder`] with TLS settings already loaded (a caller that needs the rustls
+/// configuration for another client too reads the files once).
+pub(crate) fn client_builder_loaded(
+    key: &str,
+    loaded: &LoadedTls,
+    proxy: &ProxySettings<'_>,
+) -> Result<reqwest::ClientBuilder, NetError> {
     let mut b = reqwest::Client::builder()
         .use_preconfigured_tls(loaded.client_config())
         .no_proxy();
