@@ -11,7 +11,7 @@ use iaso_probe::api::{ApiClient, ApiError, TokenManager};
 use iaso_probe::config::{EnvironmentConfig, Secret};
 use iaso_probe::limiter::EnvLimits;
 use iaso_probe::model::{Action, ErrorType, JobKind, Outcome, ProbeResult};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,18 +67,9 @@ impl Portal {
 
 fn serve(mut conn: TcpStream, respond: &dyn Fn(&str, &str) -> Reply, count: &AtomicU64) {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // The head, then the body by Content-Length.
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    let Some((head, _body)) = read_request(&mut conn, &mut buf) else {
+        return;
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut first = head.lines().next().unwrap_or("").split(' ');
     let (method, path) = (
         first.next().unwrap_or("").to_owned(),
@@ -86,22 +77,6 @@ fn serve(mut conn: TcpStream, respond: &dyn Fn(&str, &str) -> Reply, count: &Ato
     );
     count.fetch_add(1, Ordering::SeqCst);
     let reply = respond(&method, &path);
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    {
-        while buf.len() < head_end + len {
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
     match reply {
         Reply::Raw(bytes) => {
             let _ = conn.write_all(&bytes);

@@ -10,7 +10,7 @@ use harness::*;
 use iaso_probe::api::ApiClient;
 use iaso_probe::config::{EnvironmentConfig, Secret};
 use iaso_probe::limiter::EnvLimits;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,34 +72,10 @@ impl RawPortal {
 
 fn serve(mut conn: TcpStream, handler: &Handler, heads: &Seen, count: &AtomicUsize) {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some((head, body)) = read_request(&mut conn, &mut buf) else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = buf[head_end..head_end + len].to_vec();
-        buf.drain(..head_end + len);
         heads.lock().unwrap().push((head, body));
         let (bytes, after) = handler(count.fetch_add(1, Ordering::SeqCst));
         let _ = conn.write_all(&bytes);

@@ -250,3 +250,40 @@ impl Sim {
         simulator(&self.toml())
     }
 }
+
+/// One HTTP/1.1 request read from `conn` by a raw test portal: its head (up to the blank
+/// line) and its body (by Content-Length; shorter if the connection ends first), taken off
+/// the front of `buf`, which keeps what follows. None when the connection ends, or fails,
+/// before a whole head.
+pub fn read_request(conn: &mut impl std::io::Read, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let mut chunk = [0u8; 4096];
+    let mut more = |buf: &mut Vec<u8>| match conn.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    };
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if !more(buf) {
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len && more(buf) {}
+    let end = buf.len().min(head_end + len);
+    let body = buf[head_end..end].to_vec();
+    buf.drain(..end);
+    Some((head, body))
+}
