@@ -9,10 +9,12 @@
 #                                       (1M: see BENCHMARKS.md for the quota and interval)
 #   benches/run-bench.sh polls [N]      the status endpoint of one simulator process, first
 #                                       driven by wrk (64 connections: the loopback ceiling),
-#                                       then by the prober tracking N jobs (default 20000)
-#                                       polled every 250 ms, limiter lifted: req/s, polls/s,
-#                                       CPU µs per request/poll, RSS per job, and the ratios
-#                                       (BENCH_SECS: length of each measurement, default 20)
+#                                       and by the prober tracking N jobs (default 20000)
+#                                       polled every 250 ms, limiter lifted, in alternated
+#                                       rounds: req/s, polls/s, CPU µs per request/poll, RSS
+#                                       per job, the ratios, per round and their medians
+#                                       (BENCH_ROUNDS: rounds, default 3; BENCH_SECS: length
+#                                       of each measurement, default 10)
 #
 # Builds the release binary first (BENCH_BIN=path measures that binary instead). Needs GNU time (/usr/bin/time) for `once` and `tracked`.
 set -euo pipefail
@@ -106,7 +108,8 @@ PY
 polls)
   command -v wrk >/dev/null || { echo "polls needs wrk (Debian: apt-get install wrk)" >&2; exit 2; }
   n="${2:-20000}"
-  secs="${BENCH_SECS:-20}"
+  secs="${BENCH_SECS:-10}"
+  rounds="${BENCH_ROUNDS:-3}"
   port=18081
   url=http://127.0.0.1:$port
   hosts=target/bench/hosts-$n.txt
@@ -116,7 +119,8 @@ polls)
     > target/bench/sim-polls.log 2>&1 &
   sim=$!
   probe=
-  trap 'kill $sim $probe 2>/dev/null; wait $sim 2>/dev/null; true' EXIT
+  # A prober left stopped by a round would never see the TERM.
+  trap 'kill -CONT $probe 2>/dev/null; kill $sim $probe 2>/dev/null; wait $sim 2>/dev/null; true' EXIT
   for _ in $(seq 50); do curl -fs -o /dev/null $url/api/v1/alive && break; sleep 0.2; done
   status_requests() {
     curl -fsS $url/_sim/counters | python3 -c 'import json,sys;print(json.load(sys.stdin)["endpoints"].get("job_status",{}).get("requests",0))'
@@ -133,13 +137,6 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 wrk.body = '{"jobId":"$job","hostname":"wrk-host"}'
 LUA
-  s0=$(cpu_ticks $sim); c0=$(status_requests)
-  /usr/bin/time -f "%U %S" -o target/bench/wrk.time \
-    wrk -t1 -c64 -d${secs}s -s target/bench/poll.lua $url/api/v1/jobs/status > target/bench/wrk.out
-  s1=$(cpu_ticks $sim); c1=$(status_requests)
-  wrk_rps=$(awk '/Requests\/sec/{print $2}' target/bench/wrk.out)
-  read -r wrk_user wrk_sys < target/bench/wrk.time
-  wrk_n=$((c1 - c0))
 
   "$bin" run --once --no-progress --config benches/run-polls.toml --hosts "$hosts" \
     > target/bench/polls.out 2> target/bench/polls.err &
@@ -153,9 +150,26 @@ LUA
     launched=$(cat target/bench/journal-polls/results-*.ndjson 2>/dev/null | grep -c '"action":"backup.launch"' || true)
   done
   sleep 3 # every job past its first poll
-  p0=$(cpu_ticks $probe); s2=$(cpu_ticks $sim); c2=$(status_requests)
-  sleep "$secs"
-  p1=$(cpu_ticks $probe); s3=$(cpu_ticks $sim); c3=$(status_requests)
+  # Rounds: the prober polls alone for $secs, then it is stopped (SIGSTOP) while wrk drives
+  # the same simulator for $secs, then it goes on (SIGCONT, 2 s to settle). Both are measured
+  # in every round, so a slower or faster spell of the machine shows in both.
+  : > target/bench/rounds.txt
+  for round in $(seq "$rounds"); do
+    p0=$(cpu_ticks $probe); s2=$(cpu_ticks $sim); c2=$(status_requests)
+    sleep "$secs"
+    p1=$(cpu_ticks $probe); s3=$(cpu_ticks $sim); c3=$(status_requests)
+    kill -STOP $probe
+    sleep 0.5 # the simulator answers what was in flight
+    s0=$(cpu_ticks $sim)
+    /usr/bin/time -f "%U %S" -o target/bench/wrk.time \
+      wrk -t1 -c64 -d${secs}s -s target/bench/poll.lua $url/api/v1/jobs/status > target/bench/wrk.out
+    s1=$(cpu_ticks $sim)
+    kill -CONT $probe
+    wrk_n=$(awk '/requests in/{print $1}' target/bench/wrk.out)
+    read -r wrk_user wrk_sys < target/bench/wrk.time
+    echo "$round $wrk_n $wrk_user $wrk_sys $((s1 - s0)) $((c3 - c2)) $((p1 - p0)) $((s3 - s2))" >> target/bench/rounds.txt
+    sleep 2
+  done
   rss=$(awk '/VmRSS/{print $2}' /proc/$probe/status)
   ts0=$(date +%s.%N)
   kill -TERM $probe
@@ -163,15 +177,29 @@ LUA
   ts1=$(date +%s.%N)
   probe=
   python3 - <<PY
+import statistics
 hz=$hz; secs=$secs; n=$n
-wrk_n=$wrk_n; wrk_cpu=$wrk_user+$wrk_sys
-polls=$c3-$c2; probe_cpu=($p1-$p0)/hz
-print(f"wrk (64 connections, {secs} s): {$wrk_rps:,.0f} req/s; wrk CPU {wrk_cpu/wrk_n*1e6:.1f} µs per request "
-      f"({wrk_cpu/secs:.2f} cores); simulator {($s1-$s0)/hz/wrk_n*1e6:.1f} µs per request")
-print(f"iaso-probe ({n} jobs every 250 ms, {secs} s): {polls/secs:,.0f} polls/s; CPU {probe_cpu/polls*1e6:.1f} µs per poll "
-      f"({probe_cpu/secs:.2f} cores); simulator {($s3-$s2)/hz/polls*1e6:.1f} µs per request")
+rows=[]
+for line in open("target/bench/rounds.txt"):
+    r, wrk_n, wu, ws, wsim, polls, pticks, psim = line.split()
+    wrk_n, polls = int(wrk_n), int(polls)
+    wrk_cpu = float(wu) + float(ws)
+    row = dict(wrk_rps=wrk_n/secs, wrk_us=wrk_cpu/wrk_n*1e6, wrk_sim=int(wsim)/hz/wrk_n*1e6,
+               pps=polls/secs, us=int(pticks)/hz/polls*1e6, cores=int(pticks)/hz/secs,
+               sim=int(psim)/hz/polls*1e6)
+    row["ratio"] = row["pps"]/row["wrk_rps"]
+    row["cpu_ratio"] = row["us"]/row["wrk_us"]
+    rows.append(row)
+    print(f"round {r}: wrk (64 connections) {row['wrk_rps']:,.0f} req/s, {row['wrk_us']:.1f} µs per request "
+          f"(simulator {row['wrk_sim']:.1f}); iaso-probe {row['pps']:,.0f} polls/s, CPU {row['us']:.1f} µs per poll "
+          f"({row['cores']:.2f} cores; simulator {row['sim']:.1f}); ratio {row['ratio']:.2f}")
+med = lambda k: statistics.median(r[k] for r in rows)
+print(f"wrk (64 connections, {len(rows)} rounds of {secs} s, median): {med('wrk_rps'):,.0f} req/s; wrk CPU {med('wrk_us'):.1f} µs per request; "
+      f"simulator {med('wrk_sim'):.1f} µs per request")
+print(f"iaso-probe ({n} jobs every 250 ms, {len(rows)} rounds of {secs} s, median): {med('pps'):,.0f} polls/s; CPU {med('us'):.1f} µs per poll "
+      f"({med('cores'):.2f} cores); simulator {med('sim'):.1f} µs per request")
 print(f"RSS: {$base_rss/1024:.1f} MiB before launches, {$rss/1024:.1f} MiB tracking {n}: {($rss-$base_rss)*1024/n:.0f} bytes per job")
-print(f"ratio polls/s : wrk req/s = {polls/secs/$wrk_rps:.2f}; CPU per poll : wrk CPU per request = {probe_cpu/polls/(wrk_cpu/wrk_n):.1f}")
+print(f"ratio polls/s : wrk req/s = {med('ratio'):.2f}; CPU per poll : wrk CPU per request = {med('cpu_ratio'):.1f} (medians of the rounds)")
 print(f"graceful stop of {n} jobs: {$ts1-$ts0:.1f} s")
 PY
   ;;
