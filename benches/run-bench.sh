@@ -120,7 +120,7 @@ polls)
   sim=$!
   probe=
   # A prober left stopped by a round would never see the TERM.
-  trap 'kill -CONT $probe 2>/dev/null; kill $sim $probe 2>/dev/null; wait $sim 2>/dev/null; true' EXIT
+  trap 'kill -CONT $probe 2>/dev/null || true; kill $sim $probe 2>/dev/null; wait $sim 2>/dev/null; true' EXIT
   for _ in $(seq 50); do curl -fs -o /dev/null $url/api/v1/alive && break; sleep 0.2; done
   status_requests() {
     curl -fsS $url/_sim/counters | python3 -c 'import json,sys;print(json.load(sys.stdin)["endpoints"].get("job_status",{}).get("requests",0))'
