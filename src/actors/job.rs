@@ -12,14 +12,12 @@ use actix::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Poll;
 
 /// Stop tracking: hand the job over to the next start (or report `job.end` with
 /// `cancelled`) and stop.
@@ -137,8 +135,11 @@ impl Actor for Job {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let d = self.next_delay(true);
-        ctx.notify_later(Poll, d);
+        let first = tokio::time::sleep(self.next_delay(true));
+        ctx.spawn(PollLoop {
+            next: Box::pin(first),
+            polling: None,
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -146,27 +147,60 @@ impl Actor for Job {
     }
 }
 
-impl Handler<Poll> for Job {
-    type Result = ResponseActFuture<Self, ()>;
+/// The job's polls, one after the other for its whole life: wait until the next one is
+/// due, poll (permit, then request), and again, until the job ends or is stopped. One
+/// future in the actor's context, its timer reset at each poll: a poll as a delayed message
+/// cost a timer item, the handler's reply future and its spawn (three boxes) and two more
+/// checks of the mailbox at each wake of the job (BENCHMARKS.md §13).
+struct PollLoop {
+    next: Pin<Box<tokio::time::Sleep>>,
+    /// The poll under way, if any (the job's progress is in it).
+    polling: Option<PollUnderWay>,
+}
 
-    fn handle(&mut self, _: Poll, _: &mut Self::Context) -> Self::Result {
-        let Some(p) = self.progress.take() else {
-            return Box::pin(actix::fut::ready(()));
-        };
-        let poll = poll_once(self.rt.clone(), p, self.client.clone(), self.stop.clone());
-        Box::pin(
-            poll.into_actor(self)
-                .map(|(p, verdict), act, ctx| match verdict {
+type PollUnderWay = Pin<Box<dyn Future<Output = (JobProgress, PollVerdict)>>>;
+
+impl ActorFuture<Job> for PollLoop {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Job,
+        ctx: &mut Context<Job>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::task::Poll::{Pending, Ready};
+        let this = self.get_mut();
+        loop {
+            if let Some(poll) = this.polling.as_mut() {
+                let Ready((p, verdict)) = poll.as_mut().poll(task) else {
+                    return Pending;
+                };
+                this.polling = None;
+                match verdict {
                     PollVerdict::Ended(_) => ctx.stop(),
                     PollVerdict::Stopped => act.finish_cancelled(p, ctx),
                     PollVerdict::Continue(_) if act.cancelled => act.finish_cancelled(p, ctx),
                     PollVerdict::Continue(at_least) => {
                         act.progress = Some(p);
                         let d = act.next_delay(false).max(at_least.unwrap_or_default());
-                        ctx.notify_later(Poll, d);
+                        let due = tokio::time::Instant::now() + d;
+                        this.next.as_mut().reset(due);
+                        continue;
                     }
-                }),
-        )
+                }
+                return Ready(());
+            }
+            if this.next.as_mut().poll(task).is_pending() {
+                return Pending;
+            }
+            // None: stopped while waiting (`Cancel` took it).
+            let Some(p) = act.progress.take() else {
+                return Ready(());
+            };
+            let poll = poll_once(act.rt.clone(), p, act.client.clone(), act.stop.clone());
+            this.polling = Some(Box::pin(poll));
+        }
     }
 }
 
