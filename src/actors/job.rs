@@ -137,7 +137,7 @@ impl Actor for Job {
     fn started(&mut self, ctx: &mut Self::Context) {
         let first = tokio::time::sleep(self.next_delay(true));
         ctx.spawn(PollLoop {
-            next: Box::pin(first),
+            next: first,
             polling: None,
         });
     }
@@ -147,15 +147,18 @@ impl Actor for Job {
     }
 }
 
-/// The job's polls, one after the other for its whole life: wait until the next one is
-/// due, poll (permit, then request), and again, until the job ends or is stopped. One
-/// future in the actor's context, its timer reset at each poll: a poll as a delayed message
-/// cost a timer item, the handler's reply future and its spawn (three boxes) and two more
-/// checks of the mailbox at each wake of the job (BENCHMARKS.md §13).
-struct PollLoop {
-    next: Pin<Box<tokio::time::Sleep>>,
-    /// The poll under way, if any (the job's progress is in it).
-    polling: Option<PollUnderWay>,
+pin_project_lite::pin_project! {
+    /// The job's polls, one after the other for its whole life: wait until the next one is
+    /// due, poll (permit, then request), and again, until the job ends or is stopped. One
+    /// future in the actor's context, its timer reset at each poll: a poll as a delayed message
+    /// cost a timer item, the handler's reply future and its spawn (three boxes) and two more
+    /// checks of the mailbox at each wake of the job (BENCHMARKS.md §13).
+    struct PollLoop {
+        #[pin]
+        next: tokio::time::Sleep,
+        // The poll under way, if any (the job's progress is in it).
+        polling: Option<PollUnderWay>,
+    }
 }
 
 type PollUnderWay = Pin<Box<dyn Future<Output = (JobProgress, PollVerdict)>>>;
@@ -170,13 +173,13 @@ impl ActorFuture<Job> for PollLoop {
         task: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
         use std::task::Poll::{Pending, Ready};
-        let this = self.get_mut();
+        let mut this = self.project();
         loop {
             if let Some(poll) = this.polling.as_mut() {
                 let Ready((p, verdict)) = poll.as_mut().poll(task) else {
                     return Pending;
                 };
-                this.polling = None;
+                *this.polling = None;
                 match verdict {
                     PollVerdict::Ended(_) => ctx.stop(),
                     PollVerdict::Stopped => act.finish_cancelled(p, ctx),
@@ -199,7 +202,7 @@ impl ActorFuture<Job> for PollLoop {
                 return Ready(());
             };
             let poll = poll_once(act.rt.clone(), p, act.client.clone(), act.stop.clone());
-            this.polling = Some(Box::pin(poll));
+            *this.polling = Some(Box::pin(poll));
         }
     }
 }
